@@ -1,0 +1,198 @@
+"""Model configuration: frozen dataclasses, one per stage, that round-trip through JSON.
+
+Presets are plain functions: `r50_fpn()` has the seed's sizes (and torchvision's
+`maskrcnn_resnet50_fpn` hyperparameters), `tiny()` the same structure made narrow for
+128-px images and tests.
+"""
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+# torchvision's ImageNet normalisation on the 0..255 scale.
+IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_PIXEL_STD = (58.395, 57.12, 57.375)
+
+# Stride of the deepest backbone map (C5); P6 below it rounds up, as torchvision's does.
+BACKBONE_STRIDE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    image_size: Tuple[int, int] = (800, 1344)  # canvas (H, W), multiples of BACKBONE_STRIDE
+    pixel_mean: Tuple[float, float, float] = IMAGENET_PIXEL_MEAN
+    pixel_std: Tuple[float, float, float] = IMAGENET_PIXEL_STD
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    stage_blocks: Tuple[int, ...] = (3, 4, 6, 3)  # ResNet-50; (3, 4, 23, 3) is ResNet-101
+    stem_filters: int = 64
+    bottleneck_widths: Tuple[int, ...] = (64, 128, 256, 512)  # output = 4 × width
+    norm: str = "frozen_bn"  # "frozen_bn" (pretrained backbones) or "bn" (from scratch)
+
+
+@dataclasses.dataclass(frozen=True)
+class FPNConfig:
+    channels: int = 256
+    min_level: int = 2
+    max_level: int = 6  # P6 = stride-2 subsampling of P5, for the RPN only
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorConfig:
+    sizes: Tuple[int, ...] = (32, 64, 128, 256, 512)  # one size per level P2..P6
+    aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
+
+
+@dataclasses.dataclass(frozen=True)
+class RPNConfig:
+    pre_nms_topk_train: int = 2000  # per level
+    pre_nms_topk_test: int = 1000
+    post_nms_topk_train: int = 2000
+    post_nms_topk_test: int = 1000
+    nms_threshold: float = 0.7
+    min_box_size: float = 1e-3
+    fg_iou_threshold: float = 0.7
+    bg_iou_threshold: float = 0.3
+    samples_per_image: int = 256
+    positive_fraction: float = 0.5
+    box_coder_weights: Tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoIConfig:
+    """RoI sampling, RoIAlign and the box head."""
+    samples_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou_threshold: float = 0.5
+    box_pool_size: int = 7
+    mask_pool_size: int = 14
+    sampling_ratio: int = 2
+    aligned: bool = False  # torchvision's maskrcnn_resnet50_fpn pools without the half-pixel shift
+    fc_dim: int = 1024
+    box_coder_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskHeadConfig:
+    num_convs: int = 4
+    conv_dim: int = 256
+    mask_size: int = 28
+    gt_mask_size: int = 56  # resolution of ground-truth mini-masks in the input pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig:
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    max_detections: int = 100
+    pre_nms_topk: int = 1000  # best (box, class) pairs considered by the class-wise NMS
+    min_box_size: float = 1e-2
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    rpn_objectness: float = 1.0
+    rpn_box: float = 1.0
+    roi_class: float = 1.0
+    roi_box: float = 1.0
+    mask: float = 1.0
+    smooth_l1_beta: float = 1.0 / 9  # torchvision's value for both box losses
+
+
+_SECTIONS = {
+    "input": InputConfig, "backbone": BackboneConfig, "fpn": FPNConfig, "anchors": AnchorConfig,
+    "rpn": RPNConfig, "roi": RoIConfig, "mask_head": MaskHeadConfig,
+    "detection": DetectionConfig, "loss": LossConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskRCNNConfig:
+    num_classes: int = 80  # foreground classes; label 0 is background
+    category_ids: Optional[Tuple[int, ...]] = None  # dataset id of labels 1..C (None: 1..C)
+    class_names: Optional[Tuple[str, ...]] = None
+    input: InputConfig = InputConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    fpn: FPNConfig = FPNConfig()
+    anchors: AnchorConfig = AnchorConfig()
+    rpn: RPNConfig = RPNConfig()
+    roi: RoIConfig = RoIConfig()
+    mask_head: MaskHeadConfig = MaskHeadConfig()
+    detection: DetectionConfig = DetectionConfig()
+    loss: LossConfig = LossConfig()
+
+    def __post_init__(self):
+        if any(side % BACKBONE_STRIDE for side in self.input.image_size):
+            raise ValueError(f"input.image_size {self.input.image_size} must be multiples of "
+                             f"{BACKBONE_STRIDE}")
+        if len(self.anchors.sizes) != self.fpn.max_level - self.fpn.min_level + 1:
+            raise ValueError("anchors.sizes needs one size per FPN level")
+        for name in ("category_ids", "class_names"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.num_classes:
+                raise ValueError(f"{name} has {len(value)} entries for {self.num_classes} classes")
+
+    def dataset_category_ids(self):
+        """Dataset category id of each label 1..C."""
+        return tuple(self.category_ids or range(1, self.num_classes + 1))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values)
+        for name, section in _SECTIONS.items():
+            if name in values:
+                values[name] = section(**_tuples(values[name]))
+        return cls(**_tuples(values))
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
+def _tuples(values):
+    """JSON turns tuples into lists; frozen dataclasses want them back as (hashable) tuples."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+
+
+def r50_fpn(num_classes=80, **changes):
+    """ResNet-50-FPN with the seed's head sizes and torchvision's hyperparameters."""
+    return MaskRCNNConfig(num_classes=num_classes, **changes)
+
+
+def tiny(num_classes=3, **changes):
+    """The same structure, narrow, for 128-px images: fast enough to train on a CPU."""
+    sections = dict(
+        input=InputConfig(image_size=(128, 128)),
+        backbone=BackboneConfig(stage_blocks=(1, 1, 1, 1), stem_filters=16,
+                                bottleneck_widths=(8, 16, 32, 64), norm="bn"),
+        fpn=FPNConfig(channels=64),
+        anchors=AnchorConfig(sizes=(8, 16, 32, 64, 128)),
+        rpn=RPNConfig(pre_nms_topk_train=512, pre_nms_topk_test=256, post_nms_topk_train=256,
+                      post_nms_topk_test=128, samples_per_image=128),
+        roi=RoIConfig(samples_per_image=64, fc_dim=256),
+        mask_head=MaskHeadConfig(conv_dim=64, gt_mask_size=32),
+        detection=DetectionConfig(max_detections=20, pre_nms_topk=256),
+    )
+    sections.update(changes)
+    return MaskRCNNConfig(num_classes=num_classes, **sections)
+
+
+PRESETS = {"r50_fpn": r50_fpn, "tiny": tiny}
+
+
+def preset(name, **changes):
+    """A preset by name (see PRESETS)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name](**changes)

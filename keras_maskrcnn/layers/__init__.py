@@ -1,0 +1,1 @@
+"""Keras layers of Mask R-CNN: hold hyperparameters and weights, call `ops/`."""

@@ -1,0 +1,122 @@
+"""ResNet v1.5 backbones (stride on the 3×3 convolution) returning C2..C5.
+
+Paddings are explicit, as in torchvision's ResNet, so that converted weights see the
+same pixels; batch norm is frozen (a fixed affine transform) for pretrained backbones.
+Shapes: B batch, H×W input; C_k has stride 2^k.
+"""
+
+import keras
+from keras import layers, ops
+
+BATCH_NORM_EPSILON = 1e-5  # torchvision's FrozenBatchNorm2d and BatchNorm2d default
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class FrozenBatchNorm(layers.Layer):
+    """Batch norm with fixed statistics and affine parameters: y = (x − mean)/√(var+ε)·γ + β."""
+
+    def __init__(self, epsilon=BATCH_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = (input_shape[-1],)
+        self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones", trainable=False)
+        self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros", trainable=False)
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=channels, initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=channels, initializer="ones", trainable=False)
+
+    def call(self, inputs):
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        return inputs * scale + (self.beta - self.moving_mean * scale)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _norm(norm, name):
+    if norm == "frozen_bn":
+        return FrozenBatchNorm(name=name)
+    if norm == "bn":
+        return layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, momentum=0.9, name=name)
+    raise ValueError(f"unknown norm {norm!r}: use 'frozen_bn' or 'bn'")
+
+
+def _conv(filters, kernel_size, stride, name):
+    """A bias-free convolution with torchvision's symmetric zero padding of kernel_size // 2."""
+    pad = kernel_size // 2
+    conv = layers.Conv2D(filters, kernel_size, strides=stride, padding="valid", use_bias=False,
+                         kernel_initializer="he_normal", name=name)
+    if pad == 0:
+        return [conv]
+    return [layers.ZeroPadding2D(pad, name=f"{name}_pad"), conv]
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class Bottleneck(layers.Layer):
+    """1×1 → 3×3 (stride) → 1×1 (4× width) residual block, projection shortcut when needed."""
+
+    def __init__(self, width, stride, project, norm, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.stride, self.project, self.norm = width, stride, project, norm
+        self.residual = [
+            *_conv(width, 1, 1, "conv1"), _norm(norm, "bn1"), layers.ReLU(),
+            *_conv(width, 3, stride, "conv2"), _norm(norm, "bn2"), layers.ReLU(),
+            *_conv(4 * width, 1, 1, "conv3"), _norm(norm, "bn3"),
+        ]
+        self.shortcut = ([*_conv(4 * width, 1, stride, "downsample_conv"), _norm(norm, "downsample_bn")]
+                         if project else [])
+
+    def call(self, inputs, training=False):
+        residual = inputs
+        for layer in self.residual:
+            residual = layer(residual, training=training)
+        shortcut = inputs
+        for layer in self.shortcut:
+            shortcut = layer(shortcut, training=training)
+        return ops.relu(residual + shortcut)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "stride": self.stride,
+                "project": self.project, "norm": self.norm}
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class ResNet(layers.Layer):
+    """ResNet v1.5 feature extractor: [B, H, W, 3] → [C2, C3, C4, C5]."""
+
+    def __init__(self, stage_blocks=(3, 4, 6, 3), stem_filters=64, bottleneck_widths=(64, 128, 256, 512),
+                 norm="frozen_bn", **kwargs):
+        super().__init__(**kwargs)
+        self.stage_blocks = tuple(stage_blocks)
+        self.stem_filters = stem_filters
+        self.bottleneck_widths = tuple(bottleneck_widths)
+        self.norm = norm
+        self.stem = [*_conv(stem_filters, 7, 2, "stem_conv"), _norm(norm, "stem_bn"), layers.ReLU(),
+                     # Zero padding equals torchvision's −∞ padding here: inputs are ≥ 0 after ReLU.
+                     layers.ZeroPadding2D(1), layers.MaxPooling2D(3, strides=2)]
+        self.stages = []
+        for stage, (blocks, width) in enumerate(zip(self.stage_blocks, self.bottleneck_widths)):
+            first_stride = 1 if stage == 0 else 2
+            self.stages.append([
+                Bottleneck(width, first_stride if block == 0 else 1, project=block == 0, norm=norm,
+                           name=f"layer{stage + 1}_block{block}")
+                for block in range(blocks)])
+
+    def call(self, images, training=False):
+        x = images
+        for layer in self.stem:
+            x = layer(x, training=training)
+        features = []
+        for stage in self.stages:
+            for block in stage:
+                x = block(x, training=training)
+            features.append(x)
+        return features
+
+    def get_config(self):
+        return {**super().get_config(), "stage_blocks": self.stage_blocks,
+                "stem_filters": self.stem_filters, "bottleneck_widths": self.bottleneck_widths,
+                "norm": self.norm}

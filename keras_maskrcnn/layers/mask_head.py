@@ -1,0 +1,38 @@
+"""Mask head: RoI features → per-class mask logits.
+
+Shapes: B batch, K RoIs per image, P pool size (14), M = 2P mask size (28), C classes.
+"""
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class MaskHead(layers.Layer):
+    """num_convs × (3×3 conv, ReLU) → 2×2 stride-2 deconv, ReLU → 1×1 conv to C channels."""
+
+    def __init__(self, num_classes, num_convs=4, conv_dim=256, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.num_convs = num_convs
+        self.conv_dim = conv_dim
+        self.convs = [layers.Conv2D(conv_dim, 3, padding="same", activation="relu",
+                                    kernel_initializer="he_normal", name=f"conv{i + 1}")
+                      for i in range(num_convs)]
+        self.deconv = layers.Conv2DTranspose(conv_dim, 2, strides=2, activation="relu",
+                                             kernel_initializer="he_normal", name="deconv")
+        self.predictor = layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name="predictor")
+
+    def call(self, roi_features):
+        """roi_features [B, K, P, P, F] → mask logits [B, K, M, M, C]."""
+        batch, num_rois = ops.shape(roi_features)[0], ops.shape(roi_features)[1]
+        pool, channels = roi_features.shape[2], roi_features.shape[4]
+        x = ops.reshape(roi_features, (batch * num_rois, pool, pool, channels))
+        for conv in self.convs:
+            x = conv(x)
+        x = self.predictor(self.deconv(x))
+        return ops.reshape(x, (batch, num_rois, 2 * pool, 2 * pool, self.num_classes))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "num_convs": self.num_convs, "conv_dim": self.conv_dim}

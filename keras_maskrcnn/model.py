@@ -1,0 +1,197 @@
+"""MaskRCNN: the whole model as one `keras.Model`.
+
+Shapes: B batch, H×W canvas, G ground-truth instances, P proposals, R sampled RoIs,
+K detections, C foreground classes, M mask size (28).
+
+Inputs are dicts. Inference needs `images` float32 [B, H, W, 3] (0..255, from
+`preprocessing.resize_and_pad`) and `image_info` [B, 5]; training adds `gt_boxes`
+[B, G, 4] (canvas pixels), `gt_classes` int32 [B, G] (labels 1..C, 0 = padding) and
+`gt_masks` [B, G, S, S] (mini-masks, see `ops.masks`). `call()` returns the export
+contract (DESIGN.md §5): `detection_boxes` [B, K, 4] in original-image pixels,
+`detection_scores` [B, K], `detection_classes` int32 [B, K] (dataset category ids, 0 on
+padding), `num_detections` int32 [B], `detection_masks` [B, K, M, M] probabilities.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_maskrcnn import losses as loss_fns, targets
+from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.layers.backbones import ResNet
+from keras_maskrcnn.layers.detections import DetectionLayer
+from keras_maskrcnn.layers.fpn import FPN
+from keras_maskrcnn.layers.mask_head import MaskHead
+from keras_maskrcnn.layers.proposals import ProposalLayer
+from keras_maskrcnn.layers.roi_heads import BoxHead
+from keras_maskrcnn.layers.rpn import RPNHead
+from keras_maskrcnn.ops.roi_align import multilevel_roi_align
+
+LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
+NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class MaskRCNN(keras.Model):
+    """Mask R-CNN (He et al. 2017) with a ResNet-FPN backbone; see the module docstring."""
+
+    def __init__(self, config, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = MaskRCNNConfig.from_dict(config)
+        self.model_config = config
+        self.seed = seed
+        c = config
+        self.backbone = ResNet(c.backbone.stage_blocks, c.backbone.stem_filters,
+                               c.backbone.bottleneck_widths, c.backbone.norm, name="backbone")
+        self.fpn = FPN(c.fpn.channels, name="fpn")
+        self.rpn_head = RPNHead(c.fpn.channels, len(c.anchors.aspect_ratios), name="rpn_head")
+        self.proposal_layer = ProposalLayer(
+            c.input.image_size, c.fpn.min_level, c.anchors.sizes, c.anchors.aspect_ratios,
+            c.rpn.pre_nms_topk_train, c.rpn.pre_nms_topk_test, c.rpn.post_nms_topk_train,
+            c.rpn.post_nms_topk_test, c.rpn.nms_threshold, c.rpn.min_box_size,
+            c.rpn.box_coder_weights, name="proposals")
+        self.box_head = BoxHead(c.num_classes, c.roi.fc_dim, name="box_head")
+        self.mask_head = MaskHead(c.num_classes, c.mask_head.num_convs, c.mask_head.conv_dim,
+                                  name="mask_head")
+        self.detection_layer = DetectionLayer(
+            c.detection.score_threshold, c.detection.nms_threshold, c.detection.max_detections,
+            c.detection.pre_nms_topk, c.detection.min_box_size, c.roi.box_coder_weights,
+            name="detections")
+        self.anchors = np.concatenate(self.proposal_layer.level_anchors)
+        self.num_fg_slots = int(c.roi.samples_per_image * c.roi.positive_fraction)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES + ("loss",)]
+        self._build_by_tracing()
+
+    def _build_by_tracing(self):
+        """Create every weight by tracing `call` once on symbolic inputs of batch 1."""
+        height, width = self.model_config.input.image_size
+        self({"images": keras.KerasTensor((1, height, width, 3)),
+              "image_info": keras.KerasTensor((1, 5))})
+
+    # Stages shared by inference and training.
+
+    def extract_features(self, images, image_info, training=False):
+        """Normalise, zero the padding, run backbone and FPN → [P2, ..., P6]."""
+        c = self.model_config.input
+        normalized = (images - tf.constant(c.pixel_mean)) / tf.constant(c.pixel_std)
+        rows = tf.range(tf.shape(images)[1], dtype=tf.float32)[None, :, None]
+        cols = tf.range(tf.shape(images)[2], dtype=tf.float32)[None, None, :]
+        inside = (rows < image_info[:, 1, None, None]) & (cols < image_info[:, 2, None, None])
+        normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
+        return self.fpn(self.backbone(normalized, training=training))
+
+    def _pool(self, features, boxes, output_size):
+        roi = self.model_config.roi
+        return multilevel_roi_align(features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio,
+                                    roi.aligned, self.model_config.fpn.min_level)
+
+    def box_branch(self, features, rois):
+        """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
+        return self.box_head(self._pool(features, rois, self.model_config.roi.box_pool_size))
+
+    def mask_branch(self, features, boxes):
+        """Boxes [B, K, 4] → mask logits [B, K, M, M, C]."""
+        return self.mask_head(self._pool(features, boxes, self.model_config.roi.mask_pool_size))
+
+    # Inference.
+
+    def call(self, inputs, training=False):
+        images, image_info = inputs["images"], inputs["image_info"]
+        features = self.extract_features(images, image_info)
+        rpn_logits, rpn_deltas = self.rpn_head(features)
+        proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info)
+        class_logits, box_deltas = self.box_branch(features, proposals)
+        boxes, scores, labels, valid = self.detection_layer(
+            class_logits, box_deltas, proposals, proposal_valid, image_info)
+        mask_logits = self.mask_branch(features, boxes)
+        channel = tf.maximum(labels - 1, 0)
+        masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
+        masks = tf.sigmoid(masks) * tf.cast(valid, tf.float32)[..., None, None]
+        return self._contract_outputs(boxes, scores, labels, valid, masks, image_info)
+
+    def _contract_outputs(self, boxes, scores, labels, valid, masks, image_info):
+        """Boxes back to original pixels and labels back to dataset ids (DESIGN.md §5)."""
+        scale = image_info[:, 0, None, None]
+        original_boxes = boxes / scale
+        original_hw = tf.tile(image_info[:, None, 3:5], [1, 1, 2])
+        original_boxes = tf.minimum(tf.maximum(original_boxes, 0.0), original_hw)
+        category_ids = tf.constant((0,) + self.model_config.dataset_category_ids(), tf.int32)
+        return {
+            "detection_boxes": original_boxes,
+            "detection_scores": scores,
+            "detection_classes": tf.gather(category_ids, labels),
+            "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1),
+            "detection_masks": masks,
+        }
+
+    # Training.
+
+    def compute_losses(self, inputs):
+        """The five weighted losses and their sum, as a dict of scalars."""
+        c = self.model_config
+        images, image_info = inputs["images"], inputs["image_info"]
+        gt_boxes = tf.cast(inputs["gt_boxes"], tf.float32)
+        gt_classes = tf.cast(inputs["gt_classes"], tf.int32)
+        gt_masks = tf.cast(inputs["gt_masks"], tf.float32)
+        seeds = keras.random.randint((2, 2), 0, 2 ** 31 - 1, seed=self.seed_generator, dtype="int32")
+
+        features = self.extract_features(images, image_info, training=True)
+        rpn_logits, rpn_deltas = self.rpn_head(features)
+        rpn = targets.rpn_targets(
+            tf.constant(self.anchors), gt_boxes, gt_classes > 0, c.rpn.fg_iou_threshold,
+            c.rpn.bg_iou_threshold, c.rpn.samples_per_image, c.rpn.positive_fraction,
+            c.rpn.box_coder_weights, seeds[0])
+        proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info, training=True)
+        rois = targets.roi_targets(
+            proposals, proposal_valid, gt_boxes, gt_classes, c.roi.samples_per_image,
+            c.roi.positive_fraction, c.roi.fg_iou_threshold, c.roi.box_coder_weights, seeds[1])
+        class_logits, box_deltas = self.box_branch(features, rois.rois)
+        fg_slots = self.num_fg_slots
+        mask_logits = self.mask_branch(features, rois.rois[:, :fg_slots])
+        mask_targets = targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots, c.mask_head.mask_size)
+
+        beta = c.loss.smooth_l1_beta
+        values = {
+            "rpn_objectness": loss_fns.rpn_objectness_loss(
+                tf.concat(rpn_logits, axis=1), rpn.sampled_fg, rpn.sampled_bg),
+            "rpn_box": loss_fns.rpn_box_loss(
+                tf.concat(rpn_deltas, axis=1), rpn.box_targets, rpn.sampled_fg, beta),
+            "roi_class": loss_fns.roi_class_loss(class_logits, rois.class_targets, rois.valid),
+            "roi_box": loss_fns.roi_box_loss(
+                box_deltas, rois.class_targets, rois.box_targets, rois.is_fg, beta),
+            "mask": loss_fns.mask_loss(
+                mask_logits, rois.class_targets[:, :fg_slots], mask_targets, rois.is_fg[:, :fg_slots]),
+        }
+        weighted = {name: value * getattr(c.loss, name) for name, value in values.items()}
+        weighted["loss"] = tf.add_n(list(weighted.values()))
+        return weighted
+
+    def train_step(self, data):
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(inputs)
+        gradients = tape.gradient(losses["loss"], self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._track(losses)
+
+    def test_step(self, data):
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._track(self.compute_losses(inputs))
+
+    def _track(self, losses):
+        for tracker in self.loss_trackers:
+            tracker.update_state(losses[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.loss_trackers}
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers)
+
+    def get_config(self):
+        return {"config": self.model_config.to_dict(), "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,1 @@
+"""Pure tensor functions: no Keras state, no config objects."""

@@ -1,0 +1,45 @@
+"""Anchor boxes over FPN levels.
+
+Aspect ratio means height / width. At each feature location the anchors are ordered by
+aspect ratio, then by size; locations are ordered row-major, and levels from the finest.
+Anchor centres sit at (i·stride, j·stride) and the base anchor corners are rounded to
+whole pixels, as torchvision's AnchorGenerator does, so converted weights see the anchors
+they were trained with.
+Shapes: A anchors in total, A_l at level l.
+"""
+
+import numpy as np
+
+
+def base_anchors(sizes, aspect_ratios):
+    """Anchors centred at the origin: float32 [len(aspect_ratios)·len(sizes), 4]."""
+    ratios = np.asarray(aspect_ratios, np.float64)
+    sizes = np.asarray(sizes, np.float64)
+    h_ratios = np.sqrt(ratios)
+    w_ratios = 1.0 / h_ratios
+    hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)
+    ws = (w_ratios[:, None] * sizes[None, :]).reshape(-1)
+    return np.round(np.stack([-hs, -ws, hs, ws], axis=1) / 2).astype(np.float32)
+
+
+def level_anchors(feature_hw, stride, sizes, aspect_ratios):
+    """Anchors of one level: float32 [H_l·W_l·anchors_per_location, 4]."""
+    base = base_anchors(sizes, aspect_ratios)
+    ys = np.arange(feature_hw[0], dtype=np.float32) * stride
+    xs = np.arange(feature_hw[1], dtype=np.float32) * stride
+    cy, cx = np.meshgrid(ys, xs, indexing="ij")
+    shifts = np.stack([cy, cx, cy, cx], axis=-1).reshape(-1, 1, 4)
+    return (shifts + base[None]).reshape(-1, 4)
+
+
+def multilevel_anchors(image_size, strides, sizes_per_level, aspect_ratios):
+    """Anchors of every level for a padded canvas of `image_size`.
+
+    Returns a list of float32 [A_l, 4] arrays, one per level (levels whose stride divides
+    the canvas exactly, as FPN requires).
+    """
+    anchors = []
+    for stride, sizes in zip(strides, sizes_per_level):
+        feature_hw = (int(np.ceil(image_size[0] / stride)), int(np.ceil(image_size[1] / stride)))
+        anchors.append(level_anchors(feature_hw, stride, sizes, aspect_ratios))
+    return anchors

@@ -1,0 +1,31 @@
+"""Non-maximum suppression with static, padded outputs.
+
+Shapes: B batch, N candidates, K kept (padded).
+"""
+
+import tensorflow as tf
+
+
+def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=None):
+    """Greedy NMS per image (and per group, e.g. class or FPN level) with padded output.
+
+    Boxes of different groups never suppress each other: each group is shifted to its own
+    region of the plane before one NMS runs over all of them (torchvision's batched_nms).
+
+    Args:
+      boxes: float32 [B, N, 4].
+      scores: float32 [B, N]; candidates with score -inf are never kept.
+      max_output_size: K.
+      iou_threshold: suppress boxes overlapping a kept one by more than this.
+      group_ids: optional int32 [B, N].
+    Returns:
+      indices int32 [B, K] into N, sorted by decreasing score; valid bool [B, K].
+    """
+    if group_ids is not None:
+        span = tf.reduce_max(tf.abs(boxes)) + 1.0
+        boxes = boxes + (tf.cast(group_ids, boxes.dtype) * span)[..., None]
+    indices, num_valid = tf.image.non_max_suppression_padded(
+        boxes, scores, max_output_size, iou_threshold=iou_threshold,
+        score_threshold=float("-inf"), pad_to_max_output_size=True)
+    valid = tf.range(max_output_size)[None, :] < num_valid[:, None]
+    return tf.where(valid, indices, 0), valid

@@ -1,0 +1,52 @@
+"""Seeded, balanced sampling of foreground and background candidates.
+
+Shapes: B batch, N candidates, S samples per image.
+"""
+
+import tensorflow as tf
+
+from keras_maskrcnn.ops.matching import BACKGROUND, FOREGROUND
+
+
+def _take_random(candidates, count, max_count, noise):
+    """Mark `count` [B] random entries of bool `candidates` [B, N]; count ≤ max_count."""
+    priority = tf.where(candidates, noise, -1.0)
+    top = tf.math.top_k(priority, k=max_count).values
+    threshold = tf.gather(top, tf.maximum(count - 1, 0), batch_dims=1)
+    return candidates & (priority >= threshold[:, None]) & (count > 0)[:, None]
+
+
+def sample_balanced(labels, num_samples, positive_fraction, seed):
+    """Pick up to `num_samples` candidates per image, at most a `positive_fraction` of them
+    foreground; background fills the rest (Faster R-CNN §3.1.3).
+
+    Args:
+      labels: int32 [B, N], FOREGROUND / BACKGROUND / anything else (ignored).
+      num_samples: S (≤ N).
+      positive_fraction: upper bound on the foreground share.
+      seed: int32 [2], for `tf.random.stateless_uniform`.
+    Returns: sampled_fg bool [B, N], sampled_bg bool [B, N].
+    """
+    is_fg = tf.equal(labels, FOREGROUND)
+    is_bg = tf.equal(labels, BACKGROUND)
+    max_fg = int(num_samples * positive_fraction)
+    num_fg = tf.minimum(tf.reduce_sum(tf.cast(is_fg, tf.int32), axis=1), max_fg)
+    num_bg = tf.minimum(tf.reduce_sum(tf.cast(is_bg, tf.int32), axis=1), num_samples - num_fg)
+    noise = tf.random.stateless_uniform(tf.shape(labels), seed)
+    sampled_fg = _take_random(is_fg, num_fg, max_fg, noise) if max_fg > 0 else tf.zeros_like(is_fg)
+    sampled_bg = _take_random(is_bg, num_bg, num_samples, noise)
+    return sampled_fg, sampled_bg
+
+
+def gather_sampled(sampled_fg, sampled_bg, num_samples):
+    """Indices of the sampled candidates, foreground first.
+
+    Returns: indices int32 [B, S], is_fg bool [B, S], valid bool [B, S] (False on padding
+    when fewer than S candidates were sampled).
+    """
+    # Ties inside each group are broken by position, which keeps the order deterministic.
+    num_candidates = tf.shape(sampled_fg)[1]
+    position = tf.cast(tf.range(num_candidates, 0, -1), tf.float32) / tf.cast(num_candidates + 1, tf.float32)
+    priority = tf.where(sampled_fg, 2.0 + position, tf.where(sampled_bg, 1.0 + position, 0.0))
+    top = tf.math.top_k(priority, k=num_samples)
+    return top.indices, top.values >= 2.0, top.values > 0.0

@@ -1,0 +1,32 @@
+"""keras-maskrcnn: Mask R-CNN on TensorFlow 2 / Keras 3, trainable with model.fit,
+servable as a SavedModel and exportable to TFLite."""
+
+from setuptools import find_packages, setup
+
+# `export/` sits at the top of the repository (the user's layout) but installs as
+# `keras_maskrcnn.export`: PyPI has an unrelated top-level package called `export`.
+packages = find_packages(include=["keras_maskrcnn", "keras_maskrcnn.*"])
+packages.append("keras_maskrcnn.export")
+
+setup(
+    name="keras-maskrcnn",
+    version="0.1.0",
+    description="Mask R-CNN instance segmentation on TensorFlow 2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=packages,
+    package_dir={"keras_maskrcnn.export": "export"},
+    install_requires=[
+        "tensorflow==2.21.0",
+        "keras==3.15.1",
+        "numpy==2.4.6",
+        "pycocotools==2.0.11",
+        "pillow==12.0.0",
+        "tqdm==4.70.1",
+    ],
+    extras_require={
+        "test": ["pytest==9.2.0"],
+    },
+    entry_points={"console_scripts": ["keras-maskrcnn=keras_maskrcnn.cli:main"]},
+)
