@@ -28,4 +28,6 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=
         boxes, scores, max_output_size, iou_threshold=iou_threshold,
         score_threshold=float("-inf"), pad_to_max_output_size=True)
     valid = tf.range(max_output_size)[None, :] < num_valid[:, None]
+    # The padded NMS keeps -inf scores when nothing better is left; they are not detections.
+    valid &= tf.gather(scores, indices, batch_dims=1) > float("-inf")
     return tf.where(valid, indices, 0), valid

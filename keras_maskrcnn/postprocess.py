@@ -1,0 +1,131 @@
+"""Host-side (numpy) post-processing: paste box-frame masks into the image, build an instance map.
+
+Shapes: B batch, K detections, M mask resolution (28), H, W original image size.
+
+Boxes are `[y1, x1, y2, x2]` in continuous original-image pixels: pixel (r, c) covers
+`[r, r+1) × [c, c+1)`, so its centre is `(r + 0.5, c + 0.5)`. Mask cell (i, j) of an M × M
+box-frame mask covers the i-th / j-th 1/M slice of the box, so its centre is at
+`y1 + (i + 0.5) · h / M`, `x1 + (j + 0.5) · w / M`.
+"""
+
+import numpy as np
+
+MASK_THRESHOLD = 0.5
+
+
+def _interpolation_weights(start, length, num_cells, first_pixel, num_pixels):
+    """Bilinear weights from the `num_cells` grid cells to pixel centres → float32 [num_pixels, num_cells].
+
+    Weights that would fall on the zero cells just outside the grid are dropped, which is the
+    same as zero-padding the grid by one cell before interpolating.
+    """
+    centres = np.arange(first_pixel, first_pixel + num_pixels, dtype=np.float64) + 0.5
+    grid_coords = (centres - start) * (num_cells / length) - 0.5
+    lower = np.floor(grid_coords).astype(np.int64)
+    upper_weight = grid_coords - lower
+    weights = np.zeros((num_pixels, num_cells), np.float32)
+    rows = np.arange(num_pixels)
+    for cells, cell_weight in ((lower, 1.0 - upper_weight), (lower + 1, upper_weight)):
+        on_grid = (cells >= 0) & (cells < num_cells)
+        weights[rows[on_grid], cells[on_grid]] = cell_weight[on_grid]
+    return weights
+
+
+def _pixel_extent(start, end, size):
+    """Pixels whose centre lies in [start, end), clipped to [0, size) → (first, stop) ints."""
+    first = max(int(np.ceil(start - 0.5)), 0)
+    stop = min(int(np.ceil(end - 0.5)), size)
+    return first, stop
+
+
+def _pasted_crops(masks, boxes, image_hw):
+    """Yield (k, row slice, col slice, float32 crop) for each detection covering at least one pixel centre."""
+    masks = np.asarray(masks, np.float32)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    image_h, image_w = int(image_hw[0]), int(image_hw[1])
+    mask_h, mask_w = masks.shape[1:3]
+    for k, (y1, x1, y2, x2) in enumerate(boxes):
+        row_first, row_stop = _pixel_extent(y1, y2, image_h)
+        col_first, col_stop = _pixel_extent(x1, x2, image_w)
+        if row_stop <= row_first or col_stop <= col_first:
+            continue
+        row_weights = _interpolation_weights(y1, y2 - y1, mask_h, row_first, row_stop - row_first)
+        col_weights = _interpolation_weights(x1, x2 - x1, mask_w, col_first, col_stop - col_first)
+        # Bilinear interpolation is separable: rows then columns, two small matrix products.
+        crop = row_weights @ masks[k] @ col_weights.T
+        yield k, slice(row_first, row_stop), slice(col_first, col_stop), crop
+
+
+def paste_mask_probabilities(masks, boxes, image_hw):
+    """Paste box-frame mask probabilities into the image.
+
+    Args:
+      masks: float [K, M, M] probabilities in the box frame.
+      boxes: float [K, 4] `[y1, x1, y2, x2]` original-image pixels.
+      image_hw: (H, W).
+    Returns:
+      float32 [K, H, W]; 0 for pixels whose centre is outside the box.
+    """
+    pasted = np.zeros((len(boxes), int(image_hw[0]), int(image_hw[1])), np.float32)
+    for k, rows, cols, crop in _pasted_crops(masks, boxes, image_hw):
+        pasted[k, rows, cols] = crop
+    return pasted
+
+
+def paste_masks(masks, boxes, image_hw, threshold=MASK_THRESHOLD):
+    """Paste box-frame masks into the image and threshold them (probability >= threshold).
+
+    Equal to `paste_mask_probabilities(...) >= threshold`, but thresholds box by box so the
+    float [K, H, W] array is never held in memory.
+    Returns:
+      bool [K, H, W].
+    """
+    pasted = np.zeros((len(boxes), int(image_hw[0]), int(image_hw[1])), bool)
+    for k, rows, cols, crop in _pasted_crops(masks, boxes, image_hw):
+        pasted[k, rows, cols] = crop >= threshold
+    return pasted
+
+
+def instance_map(mask_probs, scores, threshold=MASK_THRESHOLD):
+    """Combine full-image masks into one instance-id map.
+
+    A pixel goes to the instance with the highest score × probability among those whose
+    probability is >= threshold; bool masks count as probability 1.
+    Args:
+      mask_probs: float or bool [K, H, W] (e.g. from `paste_mask_probabilities`).
+      scores: float [K].
+    Returns:
+      int32 [H, W]: 0 background, i + 1 for instance i.
+    """
+    mask_probs = np.asarray(mask_probs)
+    scores = np.asarray(scores, np.float32)
+    ids = np.zeros(mask_probs.shape[1:], np.int32)
+    # -inf so that a zero-score instance still beats background where its mask is on.
+    best = np.full(mask_probs.shape[1:], -np.inf, np.float32)
+    for k in range(mask_probs.shape[0]):
+        probs = mask_probs[k].astype(np.float32)
+        keyed = scores[k] * probs
+        wins = (probs >= threshold) & (keyed > best)
+        ids[wins] = k + 1
+        best[wins] = keyed[wins]
+    return ids
+
+
+def unpack_detections(outputs, index):
+    """Cut image `index` of batched model outputs to its `num_detections`.
+
+    Args:
+      outputs: dict with `detection_boxes` [B, K, 4], `detection_scores` [B, K],
+        `detection_classes` [B, K], `num_detections` [B], `detection_masks` [B, K, M, M].
+    Returns:
+      dict with `boxes` float32 [n, 4], `scores` float32 [n], `category_ids` int64 [n],
+      `masks` float32 [n, M, M].
+    """
+    num = int(np.asarray(outputs["num_detections"])[index])
+    return {
+        "boxes": np.asarray(outputs["detection_boxes"])[index, :num].astype(np.float32),
+        "scores": np.asarray(outputs["detection_scores"])[index, :num].astype(np.float32),
+        # Classes may arrive as float from exported graphs; round before casting.
+        "category_ids": np.rint(np.asarray(outputs["detection_classes"])[index, :num]).astype(np.int64),
+        "masks": np.asarray(outputs["detection_masks"])[index, :num].astype(np.float32),
+    }
