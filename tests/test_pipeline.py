@@ -1,0 +1,169 @@
+"""tf.data pipeline: batch layout, box scaling, mini-masks, flips and determinism."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from keras_maskrcnn.data.coco import CocoDataset
+from keras_maskrcnn.data.pipeline import make_dataset, make_inference_inputs
+from keras_maskrcnn.data.shapes import write_shapes_split
+from keras_maskrcnn.preprocessing import compute_scale
+
+RED = (255, 0, 0)
+# An L shape (polygon, x y pairs) in the left half of a 30 × 50 image: mirroring it is visible
+# both in the image and in its mini-mask.
+L_SHAPE = [4, 5, 20, 5, 20, 11, 10, 11, 10, 25, 4, 25]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return CocoDataset(write_shapes_split(str(root), 6, 64, seed=1))
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory):
+    """Image 1: one red L on black. Image 2: blocks of areas 16, 64 and 36 plus a large crowd
+    region. Image 3: nothing."""
+    root = tmp_path_factory.mktemp("handmade")
+    # Paint exactly the pixels pycocotools rasterises, so image and mask agree to the pixel.
+    one = np.zeros((30, 50, 3), np.uint8)
+    one[mask_utils.decode(mask_utils.frPyObjects([L_SHAPE], 30, 50))[..., 0] > 0] = RED
+    Image.fromarray(one).save(root / "one.png")
+    Image.new("RGB", (50, 30)).save(root / "two.png")
+
+    def block(annotation_id, x, y, side, crowd=0):
+        return {"id": annotation_id, "image_id": 2, "category_id": 9, "iscrowd": crowd,
+                "bbox": [x, y, side, side], "area": side * side,
+                "segmentation": [[x, y, x + side, y, x + side, y + side, x, y + side]]}
+
+    data = {
+        "images": [{"id": 1, "file_name": "one.png", "height": 30, "width": 50},
+                   {"id": 2, "file_name": "two.png", "height": 30, "width": 50},
+                   {"id": 3, "file_name": "two.png", "height": 30, "width": 50}],
+        "categories": [{"id": 9, "name": "thing"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 9, "iscrowd": 0, "bbox": [4, 5, 16, 20],
+             "area": 216, "segmentation": [L_SHAPE]},
+            block(2, 1, 1, 4), block(3, 10, 2, 8), block(4, 30, 5, 6), block(5, 20, 10, 20, crowd=1),
+        ],
+    }
+    (root / "annotations.json").write_text(json.dumps(data))
+    return CocoDataset(str(root / "annotations.json"))
+
+
+def _paste(mini_mask, box, shape):
+    """Mini-mask [S, S] read back at the pixel centres inside its box; bool [h, w]."""
+    size = mini_mask.shape[0]
+    y1, x1, y2, x2 = box
+    rows, cols = np.arange(shape[0]) + 0.5, np.arange(shape[1]) + 0.5
+    r = np.floor((rows - y1) / (y2 - y1) * size).astype(int)
+    c = np.floor((cols - x1) / (x2 - x1) * size).astype(int)
+    inside = ((r >= 0) & (r < size))[:, None] & ((c >= 0) & (c < size))[None, :]
+    values = mini_mask[np.clip(r, 0, size - 1)[:, None], np.clip(c, 0, size - 1)[None, :]]
+    return inside & (values >= 0.5)
+
+
+def _as_numpy(dataset):
+    return [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+
+
+def test_batch_shapes_and_dtypes(shapes):
+    train = make_dataset(shapes, (48, 40), batch_size=4, max_instances=5, gt_mask_size=14, training=True)
+    expected = {"images": ((4, 48, 40, 3), tf.float32), "image_info": ((4, 5), tf.float32),
+                "gt_boxes": ((4, 5, 4), tf.float32), "gt_classes": ((4, 5), tf.int32),
+                "gt_masks": ((4, 5, 14, 14), tf.float32), "image_id": ((4,), tf.int64)}
+    assert {k: (tuple(s.shape), s.dtype) for k, s in train.element_spec.items()} == expected
+    batches = _as_numpy(train)
+    assert len(batches) == 1  # 6 images, the partial batch is dropped
+    batch = batches[0]
+    assert 0 <= batch["images"].min() and batch["images"].max() <= 255
+    assert 0 <= batch["gt_masks"].min() and batch["gt_masks"].max() <= 1
+    assert set(np.unique(batch["gt_classes"])) <= {0, 1, 2, 3}
+
+    evaluation = _as_numpy(make_dataset(shapes, (48, 40), 4, 5, 14, training=False))
+    assert [len(b["image_id"]) for b in evaluation] == [4, 2]
+    assert np.concatenate([b["image_id"] for b in evaluation]).tolist() == shapes.image_ids
+
+
+def test_boxes_are_scaled_to_the_canvas(shapes):
+    image_size = (48, 40)
+    (batch,) = _as_numpy(make_dataset(shapes, image_size, 6, 5, 14, training=False))
+    for i, image_id in enumerate(batch["image_id"]):
+        info = shapes.image_info(image_id)
+        scale = compute_scale(info["height"], info["width"], image_size)
+        np.testing.assert_allclose(batch["image_info"][i], [scale, 40, 40, 64, 64], rtol=1e-6)
+        annotations = shapes.coco.loadAnns(shapes.coco.getAnnIds(imgIds=[int(image_id)]))
+        expected = sorted(tuple(np.multiply([y, x, y + h, x + w], scale))
+                          for x, y, w, h in (a["bbox"] for a in annotations))
+        count = len(annotations)
+        assert (batch["gt_classes"][i, :count] > 0).all() and (batch["gt_classes"][i, count:] == 0).all()
+        assert (batch["gt_boxes"][i, count:] == 0).all() and (batch["gt_masks"][i, count:] == 0).all()
+        np.testing.assert_allclose(sorted(map(tuple, batch["gt_boxes"][i, :count])), expected, rtol=1e-5)
+
+
+def test_mini_masks_paste_back_onto_the_full_masks(shapes):
+    (batch,) = _as_numpy(make_dataset(shapes, (64, 64), 6, 5, 28, training=False))
+    checked = 0
+    for i, image_id in enumerate(batch["image_id"]):
+        annotations = shapes.load_annotations(int(image_id))
+        for box, mini_mask in zip(batch["gt_boxes"][i], batch["gt_masks"][i]):
+            if not box.any():
+                continue
+            match = np.flatnonzero(np.abs(annotations["boxes"] - box).sum(axis=1) < 1e-3)
+            full = annotations["masks"][match[0]].astype(bool)
+            pasted = _paste(mini_mask, box, full.shape)
+            assert (pasted & full).sum() / (pasted | full).sum() > 0.9
+            checked += 1
+    assert checked >= 6
+
+
+def test_crowd_regions_dropped_largest_instances_kept_and_empty_images(handmade):
+    (_, batch, empty) = _as_numpy(make_dataset(handmade, (30, 50), 1, 2, 14, training=False))
+    np.testing.assert_array_equal(batch["gt_classes"][0], [1, 1])
+    np.testing.assert_allclose(batch["gt_boxes"][0], [[2, 10, 10, 18], [5, 30, 11, 36]])
+    assert empty["image_id"][0] == 3
+    assert not empty["gt_classes"].any() and not empty["gt_boxes"].any() and not empty["gt_masks"].any()
+
+
+def test_flip_moves_image_boxes_and_mini_masks_together(handmade):
+    image_size = (48, 64)
+    dataset = make_dataset(handmade, image_size, 1, 3, 28, training=True, seed=3, shuffle=False)
+    flipped = set()
+    for batch in _as_numpy(dataset.repeat(6)):
+        if batch["image_id"][0] != 1:
+            continue
+        image = batch["images"][0]
+        box = batch["gt_boxes"][0, 0]
+        pasted = _paste(batch["gt_masks"][0, 0], box, image.shape[:2])
+        red = (image[..., 0] > 128) & (image[..., 1] < 128)
+        # Resizing blurs the edges, so compare the bulk of the pixels, not every one.
+        assert red[pasted].mean() > 0.9
+        assert (red & ~pasted).sum() < 0.1 * pasted.sum()
+        flipped.add(bool(box[1] > batch["image_info"][0, 2] / 2))
+    assert flipped == {False, True}
+
+
+def test_same_seed_gives_the_same_batches(shapes):
+    def epochs(seed):
+        dataset = make_dataset(shapes, (32, 32), 2, 5, 14, training=True, seed=seed)
+        return _as_numpy(dataset.repeat(2))
+
+    first, second, other = epochs(5), epochs(5), epochs(6)
+    assert len(first) == len(second) == 6
+    for a, b in zip(first, second):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert any(not np.array_equal(a["images"], b["images"]) for a, b in zip(first, other))
+
+
+def test_make_inference_inputs():
+    images = [np.full((20, 10, 3), 200, np.uint8), np.full((8, 16, 3), 100, np.uint8)]
+    canvases, infos = make_inference_inputs(images, (32, 32))
+    assert canvases.shape == (2, 32, 32, 3) and canvases.dtype == np.float32
+    np.testing.assert_allclose(infos, [[1.6, 32, 16, 20, 10], [2, 16, 32, 8, 16]], rtol=1e-6)
+    assert canvases[0, :, :16].min() == 200 and canvases[0, :, 16:].max() == 0
