@@ -3,6 +3,7 @@
 Shapes: B batch, N candidates, K kept (padded).
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -21,11 +22,16 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=
     Returns:
       indices int32 [B, K] into N, sorted by decreasing score; valid bool [B, K].
     """
+    # TF's padded NMS treats boxes with no positive coordinate as padding: move every box
+    # to coordinates ≥ 1 (IoU is shift-invariant), then give each group its own region.
+    boxes = boxes - tf.reduce_min(boxes, axis=[1, 2], keepdims=True) + 1.0
     if group_ids is not None:
-        span = tf.reduce_max(tf.abs(boxes)) + 1.0
-        boxes = boxes + (tf.cast(group_ids, boxes.dtype) * span)[..., None]
+        span = tf.reduce_max(boxes, axis=[1, 2], keepdims=True) + 1.0
+        boxes = boxes + tf.cast(group_ids, boxes.dtype)[..., None] * span
+    # TF suppresses at IoU ≥ threshold; torchvision (and this docstring) only above it.
+    strict_threshold = float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf)))
     indices, num_valid = tf.image.non_max_suppression_padded(
-        boxes, scores, max_output_size, iou_threshold=iou_threshold,
+        boxes, scores, max_output_size, iou_threshold=strict_threshold,
         score_threshold=float("-inf"), pad_to_max_output_size=True)
     valid = tf.range(max_output_size)[None, :] < num_valid[:, None]
     # The padded NMS keeps -inf scores when nothing better is left; they are not detections.

@@ -107,3 +107,75 @@ def multilevel_roi_align(features, boxes, output_size, sampling_ratio, aligned, 
             selected = tf.equal(levels, level)[:, :, None, None, None]
             pooled = tf.where(selected, level_pooled, pooled)
     return pooled
+
+
+def _bilinear_taps(coords, size):
+    """Neighbour indices and weights of sample coordinates along one axis.
+
+    torchvision's rule: a point outside [−1, size] reads 0; otherwise it is clamped to
+    ≥ 0 and, past the last cell, snaps to it.
+    Args: coords float32 [...]; size float32 broadcastable to coords.
+    Returns: (low, high) int32 [...], (low_weight, high_weight) float32 [...].
+    """
+    inside = (coords >= -1.0) & (coords <= size)
+    coords = tf.maximum(coords, 0.0)
+    low = tf.floor(coords)
+    at_end = low >= size - 1.0
+    low = tf.where(at_end, size - 1.0, low)
+    high = tf.where(at_end, low, low + 1.0)
+    high_weight = tf.where(at_end, 0.0, coords - low)
+    low_weight = (1.0 - high_weight) * tf.cast(inside, tf.float32)
+    high_weight = high_weight * tf.cast(inside, tf.float32)
+    return (tf.cast(low, tf.int32), tf.cast(high, tf.int32)), (low_weight, high_weight)
+
+
+def multilevel_roi_align_gather(features, boxes, output_size, sampling_ratio, aligned, min_level,
+                                canonical_level=CANONICAL_LEVEL, canonical_size=CANONICAL_BOX_SIZE):
+    """`multilevel_roi_align` made of gathers and arithmetic only (TFLite builtin ops).
+
+    All levels are flattened into one table, each box reads only its own level, and its
+    bilinear samples are four gathers weighted and summed: no L× pooling, and a gradient
+    that is a scatter-add rather than `crop_and_resize`'s slow image gradient.
+    Args/Returns: as `multilevel_roi_align`; level shapes must be static.
+    """
+    if sampling_ratio <= 0:
+        raise ValueError(f"sampling_ratio must be positive, got {sampling_ratio}")
+    max_level = min_level + len(features) - 1
+    level_index = assign_levels(boxes, min_level, max_level, canonical_level, canonical_size) - min_level
+    heights = [f.shape[1] for f in features]
+    widths = [f.shape[2] for f in features]
+    offsets, total = [], 0
+    for height, width in zip(heights, widths):
+        offsets.append(total)
+        total += height * width
+    batch = tf.shape(boxes)[0]
+    channels = features[0].shape[-1]
+    table = tf.concat([tf.reshape(f, [batch, -1, channels]) for f in features], axis=1)
+
+    def per_box(values, dtype=tf.float32):
+        return tf.gather(tf.constant(values, dtype), level_index)[..., None]
+
+    scale = per_box([1.0 / 2 ** (min_level + i) for i in range(len(features))])
+    height, width = per_box(heights), per_box(widths)
+    offset, row_stride = per_box(offsets, tf.int32), per_box(widths, tf.int32)
+    shift = 0.5 if aligned else 0.0
+    start = boxes * scale[..., None][..., 0] - shift
+    extent_y = start[..., 2:3] - start[..., 0:1]
+    extent_x = start[..., 3:4] - start[..., 1:2]
+    if not aligned:
+        extent_y, extent_x = tf.maximum(extent_y, 1.0), tf.maximum(extent_x, 1.0)
+    samples = output_size * sampling_ratio
+    fractions = (tf.range(samples, dtype=tf.float32) + 0.5) / samples
+    (y_low, y_high), (wy_low, wy_high) = _bilinear_taps(start[..., 0:1] + fractions * extent_y, height)
+    (x_low, x_high), (wx_low, wx_high) = _bilinear_taps(start[..., 1:2] + fractions * extent_x, width)
+    pooled = 0.0
+    for rows, row_weights in ((y_low, wy_low), (y_high, wy_high)):
+        for cols, col_weights in ((x_low, wx_low), (x_high, wx_high)):
+            # [B, N, S, S] flat indices into the table; weights broadcast over channels.
+            indices = offset[..., None] + rows[..., :, None] * row_stride[..., None] + cols[..., None, :]
+            weights = row_weights[..., :, None] * col_weights[..., None, :]
+            pooled += tf.gather(table, indices, batch_dims=1) * weights[..., None]
+    num_boxes = tf.shape(boxes)[1]
+    pooled = tf.reshape(pooled, [batch, num_boxes, output_size, sampling_ratio, output_size,
+                                 sampling_ratio, channels])
+    return tf.reduce_mean(pooled, axis=[3, 5])

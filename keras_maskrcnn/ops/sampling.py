@@ -9,11 +9,17 @@ from keras_maskrcnn.ops.matching import BACKGROUND, FOREGROUND
 
 
 def _take_random(candidates, count, max_count, noise):
-    """Mark `count` [B] random entries of bool `candidates` [B, N]; count ≤ max_count."""
-    priority = tf.where(candidates, noise, -1.0)
-    top = tf.math.top_k(priority, k=max_count).values
-    threshold = tf.gather(top, tf.maximum(count - 1, 0), batch_dims=1)
-    return candidates & (priority >= threshold[:, None]) & (count > 0)[:, None]
+    """Mark exactly `count` [B] random entries of bool `candidates` [B, N]; count ≤ max_count.
+
+    Chosen by rank, not by a noise threshold: float32 noise repeats often enough over
+    ~10⁵ anchors that a threshold would sometimes take one too many.
+    """
+    top = tf.math.top_k(tf.where(candidates, noise, -1.0), k=max_count)
+    in_quota = tf.range(max_count)[None, :] < count[:, None]
+    rows = tf.broadcast_to(tf.range(tf.shape(candidates)[0])[:, None], tf.shape(top.indices))
+    chosen = tf.scatter_nd(tf.stack([rows, top.indices], axis=-1), tf.cast(in_quota, tf.int32),
+                           tf.shape(candidates))
+    return candidates & (chosen > 0)
 
 
 def sample_balanced(labels, num_samples, positive_fraction, seed):

@@ -1,0 +1,167 @@
+"""The keras-maskrcnn command line on a few 64-px shapes images and one 2-step training run."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_maskrcnn import cli, training
+from keras_maskrcnn.evaluation import IOU_TYPES, METRIC_NAMES
+from keras_maskrcnn.model import LOSS_NAMES
+
+COMMANDS = ("make-shapes", "train", "evaluate", "predict", "demo")
+IMAGE_SIZE = 64
+# pycocotools reports -1 for area ranges without ground truth; these always have some.
+ALWAYS_DEFINED = ("AP", "AP50", "AP75")
+
+
+def _run(capsys, *argv):
+    """cli.main in this process → (exit code, stdout, stderr)."""
+    code = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    assert cli.main(["make-shapes", str(root), "--train", "4", "--val", "2",
+                     "--size", str(IMAGE_SIZE)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = cli.main(["train", "--train", str(shapes / "train" / "annotations.json"),
+                     "--val", str(shapes / "val" / "annotations.json"), "--preset", "tiny",
+                     "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+                     "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_each_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: keras-maskrcnn {command}" in capsys.readouterr().out
+
+
+def test_python_m_help_lists_commands_without_importing_tensorflow():
+    result = subprocess.run([sys.executable, "-m", "keras_maskrcnn", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert all(command in result.stdout for command in COMMANDS)
+    probe = ("import sys; from keras_maskrcnn import cli; cli.build_parser(); "
+             "print('tensorflow' in sys.modules)")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              check=True)
+    assert imported.stdout.strip() == "False"
+
+
+def test_make_shapes_writes_both_splits(shapes):
+    for split, count in (("train", 4), ("val", 2)):
+        with open(shapes / split / "annotations.json") as f:
+            images = json.load(f)["images"]
+        assert len(images) == count
+        for image in images:
+            with Image.open(shapes / split / image["file_name"]) as pixels:
+                assert pixels.size == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_train_writes_model_and_history(run_dir):
+    assert (run_dir / training.MODEL_FILE).is_file()
+    with open(run_dir / training.HISTORY_FILE) as f:
+        history = json.load(f)
+    for name in LOSS_NAMES + ("loss",):
+        for key in (name, f"val_{name}"):
+            assert len(history[key]) == 1 and np.isfinite(history[key][0])
+
+
+def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, capsys):
+    metrics_path = tmp_path / "metrics.json"
+    code, out, _ = _run(capsys, "evaluate", "--model", run_dir / training.MODEL_FILE,
+                        "--data", shapes / "val" / "annotations.json", "--batch-size", "2",
+                        "--out", metrics_path)
+    assert code == 0
+    assert all(name in out for name in METRIC_NAMES)
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    assert sorted(metrics) == sorted(IOU_TYPES)
+    for values in metrics.values():
+        assert sorted(values) == sorted(METRIC_NAMES)
+        assert all(0.0 <= values[name] <= 1.0 for name in ALWAYS_DEFINED)
+
+
+def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, capsys):
+    images = sorted((shapes / "val" / "images").glob("*.png"))
+    out_dir = tmp_path / "predictions"
+    # Threshold 0 keeps whatever the barely trained model finds.
+    code, _, _ = _run(capsys, "predict", "--model", run_dir / training.MODEL_FILE, *images,
+                      "--out", out_dir, "--score-threshold", "0")
+    assert code == 0
+    for image in images:
+        with Image.open(out_dir / image.name) as drawn:
+            assert drawn.size == (IMAGE_SIZE, IMAGE_SIZE) and drawn.mode == "RGB"
+    with open(out_dir / "predictions.json") as f:
+        results = json.load(f)
+    assert isinstance(results, list)
+    for result in results:
+        assert result["file_name"] in {str(image) for image in images}
+        assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(result)
+        assert len(result["bbox"]) == 4 and 0.0 <= result["score"] <= 1.0
+
+
+def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, capsys):
+    # Training is covered above; here it is replaced by a copy of that run to keep the test fast.
+    calls = []
+
+    def fake_train(train_ann, train_images, val_ann, val_images, preset_name, **kwargs):
+        calls.append((preset_name, kwargs))
+        shutil.copytree(run_dir, kwargs["out_dir"])
+
+    monkeypatch.setattr(training, "train", fake_train)
+    out = tmp_path / "demo"
+    code, stdout, _ = _run(capsys, "demo", "--out", out, "--train-images-count", "2",
+                           "--val-images-count", "2", "--epochs", "1", "--steps-per-epoch", "1",
+                           "--batch-size", "2")
+    assert code == 0
+    assert calls == [("tiny", {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2,
+                               "out_dir": os.path.join(str(out), "run"), "seed": 0})]
+    assert (out / "data" / "val" / "annotations.json").is_file()
+    with open(out / "metrics.json") as f:
+        assert sorted(json.load(f)) == sorted(IOU_TYPES)
+    assert len(list((out / "predictions").glob("*.png"))) == 2
+    assert (out / "predictions" / "predictions.json").is_file()
+    assert "AP50" in stdout
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("problem", ["missing annotations", "bad json", "missing model",
+                                     "missing image"])
+def test_user_errors_exit_2_naming_the_file(problem, shapes, run_dir, tmp_path, capsys):
+    val = shapes / "val" / "annotations.json"
+    model = run_dir / training.MODEL_FILE
+    bad_file, argv = {
+        "missing annotations": (tmp_path / "nowhere.json",
+                                ["train", "--preset", "tiny", "--out", tmp_path / "run", "--train"]),
+        "bad json": (_write(tmp_path / "bad.json", "{not json"),
+                     ["evaluate", "--model", model, "--data"]),
+        "missing model": (tmp_path / "absent.keras", ["evaluate", "--data", val, "--model"]),
+        "missing image": (tmp_path / "absent.png",
+                          ["predict", "--model", model, "--out", tmp_path / "p"]),
+    }[problem]
+    code, _, err = _run(capsys, *argv, bad_file)
+    assert code == 2
+    assert str(bad_file) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
