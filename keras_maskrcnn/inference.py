@@ -6,6 +6,7 @@ A detections dict holds `boxes` [K, 4] (y1 x1 y2 x2, original pixels), `scores` 
 as `postprocess.unpack_detections` gives them.
 """
 
+import itertools
 import os
 
 import keras
@@ -50,11 +51,13 @@ def load_predictor(path):
 
 
 def predict_in_batches(predictor, images, batch_size, progress=None):
-    """Predict a list of images batch by batch; `progress` is called with the batch size."""
-    detections = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        detections.extend(predictor.predict(batch))
+    """Yield detections image by image, predicting `batch_size` images at a time.
+
+    `images` may be any iterable (a generator keeps memory flat on large sets);
+    `progress` is called with the size of each batch done.
+    """
+    images = iter(images)
+    while batch := list(itertools.islice(images, batch_size)):
+        yield from predictor.predict(batch)
         if progress is not None:
             progress(len(batch))
-    return detections

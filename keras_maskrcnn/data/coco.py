@@ -21,6 +21,21 @@ class DataError(ValueError):
     """An image or annotation that cannot be read; the message names the file and the problem."""
 
 
+def read_image(path):
+    """RGB pixels of an image file, EXIF orientation applied; uint8 [H, W, 3].
+
+    Raises DataError naming the file when it is missing or cannot be decoded.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read image ({error})") from error
+    return np.asarray(image, np.uint8)
+
+
 class CocoDataset:
     """Images and instance annotations of one COCO annotation file.
 
@@ -64,14 +79,7 @@ class CocoDataset:
         """RGB pixels of one image, EXIF orientation applied; uint8 [H, W, 3]."""
         info = self.image_info(image_id)
         path = info["path"]
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: image file not found")
-        try:
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image).convert("RGB")
-        except (OSError, SyntaxError, ValueError) as error:
-            raise DataError(f"{path}: cannot read image ({error})") from error
-        pixels = np.asarray(image, np.uint8)
+        pixels = read_image(path)
         if pixels.shape[:2] != (info["height"], info["width"]):
             # Masks are decoded at the annotated size, so a mismatch would misalign every target.
             raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (w x h) but the "

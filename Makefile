@@ -1,0 +1,29 @@
+# GNU make. `make demo` trains the tiny model on synthetic shapes; `make test` runs the tests.
+
+# Python 3.11 is what setup.py supports; plain python3 is the fallback when 3.11 is absent.
+PYTHON ?= $(if $(shell command -v python3.11),python3.11,python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Stamps record the last install, so installs rerun only when setup.py changes.
+INSTALLED := $(VENV)/installed.stamp
+TEST_INSTALLED := $(VENV)/test-installed.stamp
+
+.PHONY: $(VENV) demo test
+
+$(VENV): $(INSTALLED)
+
+$(INSTALLED): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(TEST_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/keras-maskrcnn demo --out outputs/demo
+
+test: $(TEST_INSTALLED)
+	$(BIN)/python -m pytest -q tests
