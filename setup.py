@@ -24,6 +24,8 @@ setup(
         "pycocotools==2.0.11",
         "pillow==12.0.0",
         "tqdm==4.70.1",
+        # LiteRT, the runtime phones use, runs the exported .tflite models.
+        "ai-edge-litert==2.3.0",
     ],
     extras_require={
         "test": ["pytest==9.2.0"],

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_maskrcnn.config import preset
+from keras_maskrcnn.config import InputConfig, preset
 from keras_maskrcnn.model import MaskRCNN
 
 MAX_GT = 8
@@ -62,16 +62,16 @@ def inference_latency(model, batch, repeats):
     return float(np.median(times))
 
 
-def bench_preset(name, image_size, batch_size, train_steps, repeats):
+def bench_preset(name, image_size, batch_size, train_steps, repeats, roi_align_impl="gather"):
     config = preset(name)
     if image_size is not None:
-        config = config.replace(input=config.input.__class__(image_size=image_size))
+        config = config.replace(input=InputConfig(image_size=image_size))
     keras.utils.set_random_seed(0)
-    model = MaskRCNN(config)
+    model = MaskRCNN(config, roi_align_impl=roi_align_impl)
     batch = synthetic_batch(config, batch_size)
     latency = inference_latency(model, batch, repeats)
     throughput = training_throughput(model, batch, train_steps)
-    return {"preset": name, "image_size": list(config.input.image_size), "train_batch_size": batch_size,
+    return {"preset": name, "roi_align_impl": roi_align_impl, "image_size": list(config.input.image_size), "train_batch_size": batch_size,
             "train_steps_timed": train_steps, "train_images_per_second": round(throughput, 3),
             "inference_batch_size": 1, "inference_latency_ms": round(1000 * latency, 1)}
 
@@ -81,7 +81,8 @@ def main():
     parser.add_argument("--out", default="bench/results/core.json")
     parser.add_argument("--skip-r50", action="store_true", help="only the tiny preset")
     args = parser.parse_args()
-    results = [bench_preset("tiny", None, batch_size=8, train_steps=20, repeats=20)]
+    results = [bench_preset("tiny", None, batch_size=8, train_steps=20, repeats=20, roi_align_impl=impl)
+               for impl in ("gather", "crop_and_resize")]
     if not args.skip_r50:
         # 800×1333 resized images pad to this canvas (multiples of 32).
         results.append(bench_preset("r50_fpn", (800, 1344), batch_size=1, train_steps=3, repeats=5))

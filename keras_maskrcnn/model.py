@@ -25,22 +25,30 @@ from keras_maskrcnn.layers.mask_head import MaskHead
 from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
-from keras_maskrcnn.ops.roi_align import multilevel_roi_align
+from keras_maskrcnn.ops.roi_align import multilevel_roi_align, multilevel_roi_align_gather
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
+# The two agree (DESIGN.md §3.10). "gather" is made of TFLite builtin ops and is the default: on
+# CPU it pools each box from its own level only, and a training step of `tiny` takes about 0.55×
+# the time of "crop_and_resize", whose image gradient is slow (bench/bench_core.py measures both).
+ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class MaskRCNN(keras.Model):
     """Mask R-CNN (He et al. 2017) with a ResNet-FPN backbone; see the module docstring."""
 
-    def __init__(self, config, seed=0, **kwargs):
+    def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = MaskRCNNConfig.from_dict(config)
+        if roi_align_impl not in ROI_ALIGN_IMPLS:
+            raise ValueError(f"unknown roi_align_impl {roi_align_impl!r}; "
+                             f"choose one of {sorted(ROI_ALIGN_IMPLS)}")
         self.model_config = config
         self.seed = seed
+        self.roi_align_impl = roi_align_impl
         c = config
         self.backbone = ResNet(c.backbone.stage_blocks, c.backbone.stem_filters,
                                c.backbone.bottleneck_widths, c.backbone.norm, name="backbone")
@@ -84,8 +92,9 @@ class MaskRCNN(keras.Model):
 
     def _pool(self, features, boxes, output_size):
         roi = self.model_config.roi
-        return multilevel_roi_align(features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio,
-                                    roi.aligned, self.model_config.fpn.min_level)
+        return ROI_ALIGN_IMPLS[self.roi_align_impl](
+            features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio, roi.aligned,
+            self.model_config.fpn.min_level)
 
     def box_branch(self, features, rois):
         """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
@@ -190,7 +199,8 @@ class MaskRCNN(keras.Model):
         return list(self.loss_trackers)
 
     def get_config(self):
-        return {"config": self.model_config.to_dict(), "seed": self.seed, "name": self.name}
+        return {"config": self.model_config.to_dict(), "seed": self.seed,
+                "roi_align_impl": self.roi_align_impl, "name": self.name}
 
     @classmethod
     def from_config(cls, config):

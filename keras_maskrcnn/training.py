@@ -15,7 +15,7 @@ from keras_maskrcnn.model import MaskRCNN
 # Schedule and data defaults per preset; any of them can be overridden per run.
 # `max_instances` pads the ground truth to a fixed count (the largest instances are kept).
 PRESET_DEFAULTS = {
-    "tiny": {"epochs": 8, "steps_per_epoch": 100, "batch_size": 8, "learning_rate": 1e-3,
+    "tiny": {"epochs": 10, "steps_per_epoch": 150, "batch_size": 8, "learning_rate": 1e-3,
              "max_instances": 16},
     # The length of COCO's "1x" schedule: 90k steps at batch 16, about 12 epochs of train2017.
     "r50_fpn": {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 1e-4,
@@ -100,8 +100,10 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
 
     keras.utils.set_random_seed(seed)
     model = MaskRCNN(config, seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"],
-                                                  global_clipnorm=GLOBAL_CLIPNORM))
+    # Cosine decay to zero over the run: the last steps refine at a small learning rate.
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        settings["learning_rate"], decay_steps=settings["epochs"] * settings["steps_per_epoch"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=GLOBAL_CLIPNORM))
     fit = model.fit(batches(train_set, True).repeat(), epochs=settings["epochs"],
                     steps_per_epoch=settings["steps_per_epoch"],
                     validation_data=None if val_set is None else batches(val_set, False),

@@ -128,3 +128,15 @@ def test_groups_with_negative_coordinates_do_not_interact():
     groups = np.array([[0, 1]], np.int32)
     indices, valid = batched_padded_nms(boxes, scores, 2, 0.5, groups)
     assert indices.numpy()[0][valid.numpy()[0]].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("iou_threshold", [0.3, 0.5, 0.7])
+def test_single_image_path_against_reference(iou_threshold):
+    # A static batch of 1 takes the single-image NMS op (the one TFLite has as a builtin).
+    rng = np.random.default_rng(13 + int(iou_threshold * 10))
+    boxes = _random_boxes(rng, 1, 120, canvas=100.0)
+    scores = rng.uniform(size=(1, 120)).astype(np.float32)
+    scores[0, ::5] = -np.inf
+    groups = rng.integers(0, 3, size=(1, 120)).astype(np.int32)
+    _check_against_reference(boxes, scores, 40, iou_threshold, groups)
+    _check_against_reference(boxes, scores, 120, iou_threshold)

@@ -12,6 +12,7 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=
 
     Boxes of different groups never suppress each other: each group is shifted to its own
     region of the plane before one NMS runs over all of them (torchvision's batched_nms).
+    A static batch of 1 runs the single-image NMS op, which TFLite has as a builtin.
 
     Args:
       boxes: float32 [B, N, 4].
@@ -30,9 +31,18 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=
         boxes = boxes + tf.cast(group_ids, boxes.dtype)[..., None] * span
     # TF suppresses at IoU ≥ threshold; torchvision (and this docstring) only above it.
     strict_threshold = float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf)))
-    indices, num_valid = tf.image.non_max_suppression_padded(
-        boxes, scores, max_output_size, iou_threshold=strict_threshold,
-        score_threshold=float("-inf"), pad_to_max_output_size=True)
+    if boxes.shape[0] == 1:
+        # TFLite gets the batched padded NMS as a WHILE loop of dozens of ops over dynamic
+        # shapes; the single-image op lowers to the one builtin NON_MAX_SUPPRESSION_V4.
+        indices, num_valid = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes[0], scores=scores[0], max_output_size=max_output_size,
+            iou_threshold=strict_threshold, score_threshold=float("-inf"),
+            pad_to_max_output_size=True)
+        indices, num_valid = indices[None], num_valid[None]
+    else:
+        indices, num_valid = tf.image.non_max_suppression_padded(
+            boxes, scores, max_output_size, iou_threshold=strict_threshold,
+            score_threshold=float("-inf"), pad_to_max_output_size=True)
     valid = tf.range(max_output_size)[None, :] < num_valid[:, None]
     # The padded NMS keeps -inf scores when nothing better is left; they are not detections.
     valid &= tf.gather(scores, indices, batch_dims=1) > float("-inf")

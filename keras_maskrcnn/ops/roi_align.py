@@ -176,6 +176,7 @@ def multilevel_roi_align_gather(features, boxes, output_size, sampling_ratio, al
             weights = row_weights[..., :, None] * col_weights[..., None, :]
             pooled += tf.gather(table, indices, batch_dims=1) * weights[..., None]
     num_boxes = tf.shape(boxes)[1]
-    pooled = tf.reshape(pooled, [batch, num_boxes, output_size, sampling_ratio, output_size,
-                                 sampling_ratio, channels])
-    return tf.reduce_mean(pooled, axis=[3, 5])
+    # A 4-D average pool rather than a 7-D mean: TFLite's XNNPACK delegate cannot run the latter.
+    pooled = tf.nn.avg_pool2d(tf.reshape(pooled, [-1, samples, samples, channels]),
+                              sampling_ratio, sampling_ratio, "VALID")
+    return tf.reshape(pooled, [batch, num_boxes, output_size, output_size, channels])

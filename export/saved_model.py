@@ -1,0 +1,107 @@
+"""SavedModel export with two serving signatures (DESIGN.md §5).
+
+Shapes: B batch, h×w an input image, H×W the canvas, K detections, M mask size.
+
+- `serving_default`: `images` tf.string [B], encoded JPEG/PNG/BMP/GIF (first frame), any sizes.
+- `serve_images`: `images` uint8 [B, h, w, 3], one size for the whole batch.
+
+Both resize and pad in the graph with `preprocessing.resize_and_pad`, the host's own function,
+and return the export contract: `detection_boxes` [B, K, 4] (pixels of the given images),
+`detection_scores` [B, K], `detection_classes` int32 [B, K], `num_detections` int32 [B],
+`detection_masks` [B, K, M, M]. With `include_full_masks`, also `detection_full_masks` uint8
+[B, K, h_max, w_max]: `postprocess.paste_masks` done in the graph (1 inside the mask), padded
+to the largest image of the batch.
+"""
+
+import tensorflow as tf
+
+from keras_maskrcnn.postprocess import MASK_THRESHOLD
+from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE, resize_and_pad
+
+
+def _interpolation_weights(start, end, num_cells, num_pixels):
+    """Bilinear weights from M mask cells to pixel centres, as `postprocess` computes them.
+
+    Args: start, end float32 [B, K] box edges along one axis; num_pixels int32 scalar.
+    Returns: float32 [B, K, num_pixels, M]; rows of pixels whose centre is outside
+    [start, end) are zero.
+    """
+    centres = tf.range(tf.cast(num_pixels, tf.float32)) + 0.5
+    start, end = start[..., None], end[..., None]
+    # Padding detections have empty boxes; a safe length keeps their (masked) weights finite.
+    length = tf.maximum(end - start, 1e-6)
+    grid_coords = (centres - start) * (num_cells / length) - 0.5
+    lower = tf.floor(grid_coords)
+    upper_weight = (grid_coords - lower)[..., None]
+    lower = tf.cast(tf.clip_by_value(lower, -2.0, num_cells + 1.0), tf.int32)
+    # one_hot of an index off the grid is all zeros: the grid is zero-padded, as on the host.
+    weights = (tf.one_hot(lower, num_cells) * (1.0 - upper_weight)
+               + tf.one_hot(lower + 1, num_cells) * upper_weight)
+    inside = (centres >= start) & (centres < end)
+    return tf.where(inside[..., None], weights, 0.0)
+
+
+def paste_masks(masks, boxes, height, width, threshold=MASK_THRESHOLD):
+    """`postprocess.paste_masks` in the graph.
+
+    Args: masks [B, K, M, M] box-frame probabilities; boxes [B, K, 4] image pixels;
+      height, width int32 scalars.
+    Returns: uint8 [B, K, height, width], 1 where the pasted probability ≥ threshold.
+    """
+    num_cells = masks.shape[-1]
+    row_weights = _interpolation_weights(boxes[..., 0], boxes[..., 2], num_cells, height)
+    col_weights = _interpolation_weights(boxes[..., 1], boxes[..., 3], num_cells, width)
+    # Separable bilinear interpolation: two batched matrix products per mask.
+    probs = tf.matmul(tf.matmul(row_weights, masks), col_weights, transpose_b=True)
+    return tf.cast(probs >= threshold, tf.uint8)
+
+
+class _Server(tf.Module):
+    """Holds the model (so its variables are saved) and the two serving functions."""
+
+    def __init__(self, model, include_full_masks):
+        super().__init__()
+        self.model = model
+        self.include_full_masks = include_full_masks
+        self.image_size = tuple(model.model_config.input.image_size)
+
+    def _detect(self, canvases, image_info):
+        outputs = dict(self.model({"images": canvases, "image_info": image_info}))
+        if self.include_full_masks:
+            largest = tf.cast(tf.reduce_max(image_info[:, 3:5], axis=0), tf.int32)
+            outputs["detection_full_masks"] = paste_masks(
+                outputs["detection_masks"], outputs["detection_boxes"], largest[0], largest[1])
+        return outputs
+
+    def _preprocess(self, image):
+        return resize_and_pad(image, self.image_size)
+
+    def _preprocess_each(self, fn, elements):
+        """tf.map_fn of `fn` (element → canvas, image_info) → canvases [B, H, W, 3], image_info [B, 5]."""
+        height, width = self.image_size
+        return tf.map_fn(fn, elements, fn_output_signature=(
+            tf.TensorSpec([height, width, 3], tf.float32), tf.TensorSpec([IMAGE_INFO_SIZE], tf.float32)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve_encoded(self, images):
+        def decode(encoded):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            return self._preprocess(image)
+        return self._detect(*self._preprocess_each(decode, images))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_images(self, images):
+        return self._detect(*self._preprocess_each(self._preprocess, images))
+
+
+def export_saved_model(model, out_dir, include_full_masks=False):
+    """Write `model` (a `MaskRCNN`) as a SavedModel with `serving_default` and `serve_images`.
+
+    See the module docstring for the signatures. Returns out_dir.
+    """
+    server = _Server(model, include_full_masks)
+    tf.saved_model.save(server, str(out_dir), signatures={
+        "serving_default": server.serve_encoded.get_concrete_function(),
+        "serve_images": server.serve_images.get_concrete_function(),
+    })
+    return out_dir

@@ -1,0 +1,106 @@
+"""SavedModel export: both signatures, loaded in a fresh process, give the Keras model's detections."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_maskrcnn import postprocess, preprocessing
+from keras_maskrcnn.config import DetectionConfig, tiny
+from keras_maskrcnn.export.saved_model import export_saved_model
+from keras_maskrcnn.model import MaskRCNN
+
+# Runs in a fresh process so that nothing of the exporting process (Python classes, traced
+# functions) can stand in for what the SavedModel itself holds.
+LOAD_AND_RUN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    model_dir, images_path, outputs_path, *encoded_paths = sys.argv[1:]
+    images = np.load(images_path)
+    encoded = tf.stack([tf.io.read_file(path) for path in encoded_paths])
+    loaded = tf.saved_model.load(model_dir)
+    results = {}
+    for name, value in loaded.signatures["serve_images"](images=tf.constant(images)).items():
+        results["serve_images/" + name] = value.numpy()
+    for name, value in loaded.signatures["serving_default"](images=encoded).items():
+        results["serving_default/" + name] = value.numpy()
+    np.savez(outputs_path, **results)
+""")
+CONTRACT = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
+            "detection_masks")
+
+
+def _image(height, width, background, colour, top, left, seed):
+    """A noisy uint8 [height, width, 3] image with one rectangle."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal(background, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+    image[top:top + height // 2, left:left + width // 3] = colour
+    return image
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A random-init tiny model, exported once, and its signatures' outputs from a fresh process."""
+    keras.utils.set_random_seed(0)
+    # A low score threshold so that the untrained model still detects something.
+    config = tiny(num_classes=2, category_ids=(3, 7),
+                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
+    model = MaskRCNN(config, seed=0)
+    root = tmp_path_factory.mktemp("saved_model")
+    export_saved_model(model, root / "model", include_full_masks=True)
+    same_size = [_image(96, 160, 60, (200, 40, 40), 10, 20, 1), _image(96, 160, 150, (30, 30, 220), 40, 90, 2)]
+    # Encoded images of different sizes: a lossless PNG and a JPEG.
+    encoded_images = [_image(200, 120, 90, (20, 200, 60), 50, 30, 3), same_size[0]]
+    encoded = [tf.io.encode_png(encoded_images[0]).numpy(), tf.io.encode_jpeg(encoded_images[1]).numpy()]
+    np.save(root / "images.npy", np.stack(same_size))
+    encoded_paths = [root / "image0.png", root / "image1.jpg"]
+    for path, data in zip(encoded_paths, encoded):
+        path.write_bytes(data)
+    subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(root / "model"), str(root / "images.npy"),
+                    str(root / "outputs.npz"), *map(str, encoded_paths)], check=True)
+    with np.load(root / "outputs.npz") as outputs:
+        results = dict(outputs)
+    # The Keras model sees what the graph decodes: the same decoder, run on the host.
+    decoded = [tf.io.decode_image(data, channels=3, expand_animations=False).numpy() for data in encoded]
+    return model, {"serve_images": same_size, "serving_default": decoded}, results
+
+
+def _keras_outputs(model, images):
+    canvases, image_info = preprocessing.preprocess_batch(images, model.model_config.input.image_size)
+    return {name: np.asarray(value)
+            for name, value in model({"images": canvases, "image_info": image_info}).items()}
+
+
+@pytest.mark.parametrize("signature", ["serve_images", "serving_default"])
+def test_signature_gives_the_keras_detections(exported, signature):
+    model, inputs, results = exported
+    want = _keras_outputs(model, inputs[signature])
+    got = {name: results[f"{signature}/{name}"] for name in CONTRACT}
+    assert want["num_detections"].min() > 0, "the test model should detect something"
+    np.testing.assert_array_equal(got["num_detections"], want["num_detections"])
+    np.testing.assert_array_equal(got["detection_classes"], want["detection_classes"])
+    np.testing.assert_allclose(got["detection_boxes"], want["detection_boxes"], atol=0.5)
+    np.testing.assert_allclose(got["detection_scores"], want["detection_scores"], atol=1e-4)
+    np.testing.assert_allclose(got["detection_masks"], want["detection_masks"], atol=1e-4)
+    assert set(np.unique(got["detection_classes"])) <= {0, 3, 7}
+
+
+@pytest.mark.parametrize("signature", ["serve_images", "serving_default"])
+def test_full_masks_equal_host_pasting(exported, signature):
+    _, inputs, results = exported
+    full_masks = results[f"{signature}/detection_full_masks"]
+    largest = np.max([image.shape[:2] for image in inputs[signature]], axis=0)
+    assert full_masks.shape[2:] == tuple(largest) and full_masks.dtype == np.uint8
+    for index, image in enumerate(inputs[signature]):
+        height, width = image.shape[:2]
+        want = postprocess.paste_masks(results[f"{signature}/detection_masks"][index],
+                                       results[f"{signature}/detection_boxes"][index], (height, width))
+        got = full_masks[index, :, :height, :width] > 0
+        # float32 in the graph against float64 on the host: a pixel may flip at exactly 0.5.
+        assert np.count_nonzero(got != want) <= 2
+        assert not full_masks[index, :, height:].any() and not full_masks[index, :, :, width:].any()

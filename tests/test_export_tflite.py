@@ -1,0 +1,101 @@
+"""TFLite export: builtin ops only in every variant, and float32 LiteRT agrees with Keras."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_maskrcnn import postprocess, preprocessing
+from keras_maskrcnn.config import DetectionConfig, tiny
+from keras_maskrcnn.export.litert import TFLitePredictor, list_operators
+from keras_maskrcnn.export.tflite import QUANTIZATIONS, export_tflite
+from keras_maskrcnn.inference import KerasPredictor
+from keras_maskrcnn.model import MaskRCNN
+
+
+
+def _images():
+    """Three noisy uint8 images of different sizes, each with two coloured rectangles."""
+    rng = np.random.default_rng(0)
+    images = []
+    for height, width in ((128, 128), (90, 160), (200, 120)):
+        image = np.clip(rng.normal(80, 15, (height, width, 3)), 0, 255).astype(np.uint8)
+        image[height // 8:height // 2, width // 6:width // 2] = (210, 40, 40)
+        image[height // 2:height - 5, width // 2:width - 4] = (40, 200, 60)
+        images.append(image)
+    return images
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A random-init tiny model and its four conversions (one conversion per variant per module)."""
+    keras.utils.set_random_seed(0)
+    # A low score threshold so that the untrained model still detects something.
+    config = tiny(num_classes=2, category_ids=(3, 7),
+                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
+    model = MaskRCNN(config, seed=0)
+    root = tmp_path_factory.mktemp("tflite")
+    paths = {quantize: export_tflite(model, root / f"model_{quantize}.tflite", quantize,
+                                     representative_images=_images())
+             for quantize in QUANTIZATIONS}
+    return model, paths
+
+
+@pytest.mark.parametrize("quantize", QUANTIZATIONS)
+def test_only_builtin_operators(converted, quantize):
+    _, paths = converted
+    operators = list_operators(paths[quantize])
+    assert not [name for name in operators if name.startswith("CUSTOM")], operators
+    assert "NON_MAX_SUPPRESSION_V4" in operators
+
+
+@pytest.mark.parametrize("quantize", QUANTIZATIONS)
+def test_every_variant_runs_in_litert(converted, quantize):
+    model, paths = converted
+    canvas, image_info = preprocessing.preprocess_batch(_images()[:1], model.model_config.input.image_size)
+    outputs = TFLitePredictor(paths[quantize]).run(canvas, image_info)
+    max_detections = model.model_config.detection.max_detections
+    assert outputs["detection_boxes"].shape == (1, max_detections, 4)
+    assert outputs["detection_masks"].shape == (1, max_detections, 28, 28)
+    assert 0 <= outputs["num_detections"][0] <= max_detections
+    assert np.all(np.isfinite(outputs["detection_scores"]))
+
+
+def test_float32_matches_keras_on_the_same_input(converted):
+    model, paths = converted
+    predictor = TFLitePredictor(paths["none"], num_threads=2)
+    for image in _images():
+        canvas, image_info = preprocessing.preprocess_batch([image], model.model_config.input.image_size)
+        want = {name: np.asarray(value)
+                for name, value in model({"images": canvas, "image_info": image_info}).items()}
+        got = predictor.run(canvas, image_info)
+        assert set(got) == set(want)
+        num = int(want["num_detections"][0])
+        assert num > 0, "the test model should detect something"
+        assert int(got["num_detections"][0]) == num
+        np.testing.assert_array_equal(got["detection_classes"][0, :num], want["detection_classes"][0, :num])
+        np.testing.assert_allclose(got["detection_boxes"][0, :num], want["detection_boxes"][0, :num], atol=1.0)
+        np.testing.assert_allclose(got["detection_scores"][0, :num], want["detection_scores"][0, :num],
+                                   atol=1e-4)
+        image_hw = image.shape[:2]
+        got_masks = postprocess.paste_masks(got["detection_masks"][0, :num], got["detection_boxes"][0, :num],
+                                            image_hw)
+        want_masks = postprocess.paste_masks(want["detection_masks"][0, :num],
+                                             want["detection_boxes"][0, :num], image_hw)
+        for got_mask, want_mask in zip(got_masks, want_masks):
+            union = np.count_nonzero(got_mask | want_mask)
+            if union:
+                assert np.count_nonzero(got_mask & want_mask) / union >= 0.98
+
+
+def test_predictor_gives_keras_predictor_detections(converted):
+    model, paths = converted
+    images = _images()
+    got = TFLitePredictor(paths["none"]).predict(images)
+    # One image at a time, as the TFLite graph runs them.
+    want = [KerasPredictor(model).predict([image])[0] for image in images]
+    assert len(got) == len(want)
+    for got_detections, want_detections in zip(got, want):
+        assert set(got_detections) == set(want_detections)
+        np.testing.assert_array_equal(got_detections["category_ids"], want_detections["category_ids"])
+        np.testing.assert_allclose(got_detections["boxes"], want_detections["boxes"], atol=1.0)
+        np.testing.assert_allclose(got_detections["masks"], want_detections["masks"], atol=1e-3)
