@@ -1,5 +1,8 @@
 """Run a trained model on images of any size: one interface over model kinds.
 
+`load_predictor` opens a `.keras` file, a SavedModel folder or a `.tflite` file; every
+predictor has `predict(images)` → detections dicts and `config` (a `MaskRCNNConfig`).
+
 Shapes: K detections of one image, M mask size, h×w the original image.
 A detections dict holds `boxes` [K, 4] (y1 x1 y2 x2, original pixels), `scores` [K],
 `category_ids` [K] (dataset ids) and `masks` [K, M, M] (probabilities in the box frame),
@@ -14,6 +17,8 @@ import numpy as np
 
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import MaskRCNNConfig
+
+MODEL_KINDS = "a .keras file, a SavedModel folder or a .tflite file"
 
 
 class KerasPredictor:
@@ -43,11 +48,41 @@ def load_model(path):
         raise ValueError(f"cannot load model {path}: {error}") from error
 
 
-def load_predictor(path):
-    """A predictor for the model at `path` (a `.keras` file)."""
-    if str(path).endswith(".keras"):
+def load_predictor(path, num_threads=None):
+    """A predictor for the model at `path`, chosen by its kind.
+
+    A `.keras` file gives a `KerasPredictor`, a SavedModel folder (with saved_model.pb) an
+    `export.saved_model.SavedModelPredictor`, a `.tflite` file an `export.litert.TFLitePredictor`
+    running `num_threads` LiteRT threads (default 1). Each has `predict(images)` and `config`.
+    Raises FileNotFoundError or ValueError naming `path`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    is_tflite = path.endswith(".tflite") and os.path.isfile(path)
+    if num_threads is not None and not is_tflite:
+        raise ValueError(f"{path}: a thread count applies to .tflite models only")
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"{path} is a folder without saved_model.pb, not a SavedModel")
+        from keras_maskrcnn.export.saved_model import SavedModelPredictor
+        return _open_export(SavedModelPredictor, path)
+    if path.endswith(".keras"):
         return KerasPredictor(load_model(path))
-    raise ValueError(f"unsupported model file {path}: expected a .keras file")
+    if is_tflite:
+        from keras_maskrcnn.export.litert import TFLitePredictor
+        return _open_export(TFLitePredictor, path, num_threads or 1)
+    raise ValueError(f"unsupported model file {path}: expected {MODEL_KINDS}")
+
+
+def _open_export(predictor_class, path, *args):
+    """`predictor_class(path, *args)`, with the runtime's load errors naming `path`."""
+    try:
+        return predictor_class(path, *args)
+    except ValueError:
+        raise  # the predictors' own checks name the path already
+    except Exception as error:
+        raise ValueError(f"cannot load model {path}: {error}") from error
 
 
 def predict_in_batches(predictor, images, batch_size, progress=None):
@@ -58,6 +93,8 @@ def predict_in_batches(predictor, images, batch_size, progress=None):
     """
     images = iter(images)
     while batch := list(itertools.islice(images, batch_size)):
-        yield from predictor.predict(batch)
+        detections = predictor.predict(batch)
+        # Report before yielding: a consumer may stop after the last image it needs.
         if progress is not None:
             progress(len(batch))
+        yield from detections
