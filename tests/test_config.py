@@ -1,0 +1,41 @@
+"""Configuration: JSON round trips, the seed's sizes in r50_fpn, and clear validation errors."""
+
+import pytest
+
+from keras_maskrcnn.config import InputConfig, MaskRCNNConfig, preset, r50_fpn, tiny
+
+
+@pytest.mark.parametrize("make", [r50_fpn, tiny])
+def test_presets_round_trip_through_json(make):
+    config = make(num_classes=4, category_ids=(3, 7, 9, 42), class_names=("a", "b", "c", "d"))
+    assert MaskRCNNConfig.from_json(config.to_json()) == config
+
+
+def test_r50_fpn_has_the_seed_sizes():
+    config = r50_fpn()
+    assert config.fpn.channels == 256
+    assert (config.roi.box_pool_size, config.roi.mask_pool_size) == (7, 14)
+    assert config.roi.fc_dim == 1024
+    assert (config.mask_head.num_convs, config.mask_head.conv_dim, config.mask_head.mask_size) == (4, 256, 28)
+    assert config.backbone.stage_blocks == (3, 4, 6, 3)
+
+
+def test_tiny_keeps_the_structure_but_is_narrow():
+    small, big = tiny(), r50_fpn()
+    assert small.input.image_size == (128, 128)
+    assert small.fpn.channels < big.fpn.channels and small.roi.fc_dim < big.roi.fc_dim
+    assert (small.roi.box_pool_size, small.roi.mask_pool_size, small.mask_head.mask_size) == (7, 14, 28)
+
+
+def test_dataset_category_ids_default_to_one_to_c():
+    assert tiny(num_classes=3).dataset_category_ids() == (1, 2, 3)
+    assert tiny(num_classes=2, category_ids=(5, 9)).dataset_category_ids() == (5, 9)
+
+
+def test_invalid_configs_are_rejected_with_a_reason():
+    with pytest.raises(ValueError, match="multiples of 32"):
+        tiny(input=InputConfig(image_size=(100, 128)))
+    with pytest.raises(ValueError, match="category_ids has 2 entries for 3 classes"):
+        tiny(num_classes=3, category_ids=(1, 2))
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("r18")
