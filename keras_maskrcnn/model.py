@@ -26,6 +26,7 @@ from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
 from keras_maskrcnn.ops.roi_align import multilevel_roi_align, multilevel_roi_align_gather
+from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
@@ -68,7 +69,11 @@ class MaskRCNN(keras.Model):
             name="detections")
         self.anchors = np.concatenate(self.proposal_layer.level_anchors)
         self.num_fg_slots = int(c.roi.samples_per_image * c.roi.positive_fraction)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        # Training samples anchors and RoIs with seeds drawn from (seed, step). The step is a
+        # weight, saved with the others (a SeedGenerator's state is not), so a run restored from
+        # a backup draws what the uninterrupted run would have.
+        self.sampling_step = self.add_weight(name="sampling_step", shape=(), dtype="int64",
+                                             initializer="zeros", trainable=False)
         self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES + ("loss",)]
         self._build_by_tracing()
 
@@ -76,7 +81,7 @@ class MaskRCNN(keras.Model):
         """Create every weight by tracing `call` once on symbolic inputs of batch 1."""
         height, width = self.model_config.input.image_size
         self({"images": keras.KerasTensor((1, height, width, 3)),
-              "image_info": keras.KerasTensor((1, 5))})
+              "image_info": keras.KerasTensor((1, IMAGE_INFO_SIZE))})
 
     # Stages shared by inference and training.
 
@@ -144,7 +149,9 @@ class MaskRCNN(keras.Model):
         gt_boxes = tf.cast(inputs["gt_boxes"], tf.float32)
         gt_classes = tf.cast(inputs["gt_classes"], tf.int32)
         gt_masks = tf.cast(inputs["gt_masks"], tf.float32)
-        seeds = keras.random.randint((2, 2), 0, 2 ** 31 - 1, seed=self.seed_generator, dtype="int32")
+        step_seed = tf.stack([tf.constant(self.seed, tf.int64), self.sampling_step.value])
+        self.sampling_step.assign_add(1)
+        seeds = tf.random.stateless_uniform((2, 2), step_seed, 0, 2 ** 31 - 1, dtype=tf.int32)
 
         features = self.extract_features(images, image_info, training=True)
         rpn_logits, rpn_deltas = self.rpn_head(features)
@@ -205,3 +212,15 @@ class MaskRCNN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def rebuild(model, config=None, roi_align_impl=None):
+    """A new `MaskRCNN` with `model`'s weights and another config or RoIAlign implementation.
+
+    The config may change anything that keeps every weight's shape, such as the canvas size
+    (`input.image_size`): anchors depend on it, weights do not.
+    """
+    copy = MaskRCNN(config or model.model_config, seed=model.seed,
+                    roi_align_impl=roi_align_impl or model.roi_align_impl, name=model.name)
+    copy.set_weights(model.get_weights())
+    return copy

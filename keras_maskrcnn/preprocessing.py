@@ -7,8 +7,6 @@ resized by `scale` keeping its aspect ratio, placed at the top-left of the canva
 rest is zero. Boxes on the canvas map back to the original image by dividing by `scale`.
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -40,13 +38,6 @@ def resize_and_pad(image, image_size):
     canvas = tf.ensure_shape(canvas, [image_size[0], image_size[1], 3])
     image_info = tf.concat([[scale], valid_hw, shape], axis=0)
     return canvas, image_info
-
-
-def valid_size(h, w, image_size):
-    """Size (valid_h, valid_w) the image occupies on the canvas, as `resize_and_pad` computes it."""
-    scale = compute_scale(h, w, image_size)
-    return (min(math.floor(h * scale + 1e-3), image_size[0]),
-            min(math.floor(w * scale + 1e-3), image_size[1]))
 
 
 def preprocess_batch(images, image_size):
