@@ -29,6 +29,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest==9.2.0"],
+        # Reading torchvision checkpoints (keras-maskrcnn convert-torchvision) and the parity test.
+        "torch": ["torch==2.14.1", "torchvision==0.29.1"],
     },
     entry_points={"console_scripts": ["keras-maskrcnn=keras_maskrcnn.cli:main"]},
 )

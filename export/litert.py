@@ -7,10 +7,35 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_maskrcnn import postprocess, preprocessing
-from keras_maskrcnn.export.tflite import OUTPUT_NAMES
+from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.export.tflite import CONFIG_METADATA_NAME, OUTPUT_NAMES
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
+
+
+def _read_model(tflite_path):
+    """The flatbuffer root of a `.tflite` file; ValueError naming the file if it is not one."""
+    with open(tflite_path, "rb") as file:
+        data = file.read()
+    if not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise ValueError(f"{tflite_path} is not a TFLite model file")
+    return schema.Model.GetRootAsModel(data, 0)
+
+
+def read_config(tflite_path):
+    """The `MaskRCNNConfig` that `export_tflite` stored in the file's metadata.
+
+    Raises ValueError naming the file when it has none (e.g. converted by other code).
+    """
+    model = _read_model(tflite_path)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() == CONFIG_METADATA_NAME:
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            return MaskRCNNConfig.from_json(data.tobytes().decode())
+    raise ValueError(f"{tflite_path} has no {CONFIG_METADATA_NAME!r} metadata: export it with "
+                     "keras-maskrcnn export")
 
 
 def list_operators(tflite_path):
@@ -19,8 +44,7 @@ def list_operators(tflite_path):
     Builtins by their schema name (e.g. "CONV_2D"); custom ops as "CUSTOM:<code>", which
     includes Select-TF ops ("CUSTOM:FlexNonMaxSuppressionV5"): LiteRT on phones runs neither.
     """
-    with open(tflite_path, "rb") as file:
-        model = schema.Model.GetRootAsModel(file.read(), 0)
+    model = _read_model(tflite_path)
     names = set()
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -34,10 +58,14 @@ def list_operators(tflite_path):
 
 
 class TFLitePredictor:
-    """Predicts with a `.tflite` file from `export.tflite.export_tflite`, like `KerasPredictor`."""
+    """Predicts with a `.tflite` file from `export.tflite.export_tflite`, like `KerasPredictor`.
+
+    `num_threads` is the LiteRT interpreter's thread count; `config` the stored model config.
+    """
 
     def __init__(self, model_path, num_threads=1):
         from ai_edge_litert.interpreter import Interpreter  # optional dependency: only this class needs it
+        self.config = read_config(model_path)
         self.interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
         self.interpreter.allocate_tensors()
         inputs = {detail["name"]: detail for detail in self.interpreter.get_input_details()}

@@ -11,12 +11,21 @@ and return the export contract: `detection_boxes` [B, K, 4] (pixels of the given
 `detection_masks` [B, K, M, M]. With `include_full_masks`, also `detection_full_masks` uint8
 [B, K, h_max, w_max]: `postprocess.paste_masks` done in the graph (1 inside the mask), padded
 to the largest image of the batch.
+
+The model's config JSON (class names, category ids, canvas) is written to CONFIG_FILE, under
+`assets.extra/`: SavedModel's place for files that go with the model but not into its graph.
 """
 
+import os
+
+import numpy as np
 import tensorflow as tf
 
-from keras_maskrcnn.postprocess import MASK_THRESHOLD
+from keras_maskrcnn import postprocess
+from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE, resize_and_pad
+
+CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 
 
 def _interpolation_weights(start, end, num_cells, num_pixels):
@@ -41,7 +50,7 @@ def _interpolation_weights(start, end, num_cells, num_pixels):
     return tf.where(inside[..., None], weights, 0.0)
 
 
-def paste_masks(masks, boxes, height, width, threshold=MASK_THRESHOLD):
+def paste_masks(masks, boxes, height, width, threshold=postprocess.MASK_THRESHOLD):
     """`postprocess.paste_masks` in the graph.
 
     Args: masks [B, K, M, M] box-frame probabilities; boxes [B, K, 4] image pixels;
@@ -57,13 +66,22 @@ def paste_masks(masks, boxes, height, width, threshold=MASK_THRESHOLD):
 
 
 class _Server(tf.Module):
-    """Holds the model (so its variables are saved) and the two serving functions."""
+    """Holds the model's variables (so they are saved) and the two serving functions."""
 
     def __init__(self, model, include_full_masks):
         super().__init__()
-        self.model = model
+        self._hold_untracked(model)
+        # Keras 3 variables wrap tf.Variables. Saved through the Keras model, only the wrappers
+        # are tracked, and loaders that restore by variable name (TF Serving, saved_model_cli)
+        # then find none; so the tf.Variables themselves are what this module saves.
+        self.model_variables = [variable.value for variable in model.variables]
         self.include_full_masks = include_full_masks
         self.image_size = tuple(model.model_config.input.image_size)
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _hold_untracked(self, model):
+        """Keep the model without saving it, which would store every weight a second time."""
+        self.model = model
 
     def _detect(self, canvases, image_info):
         outputs = dict(self.model({"images": canvases, "image_info": image_info}))
@@ -97,11 +115,46 @@ class _Server(tf.Module):
 def export_saved_model(model, out_dir, include_full_masks=False):
     """Write `model` (a `MaskRCNN`) as a SavedModel with `serving_default` and `serve_images`.
 
-    See the module docstring for the signatures. Returns out_dir.
+    See the module docstring for the signatures and the config file. Returns out_dir.
     """
     server = _Server(model, include_full_masks)
     tf.saved_model.save(server, str(out_dir), signatures={
         "serving_default": server.serve_encoded.get_concrete_function(),
         "serve_images": server.serve_images.get_concrete_function(),
     })
+    os.makedirs(os.path.join(out_dir, os.path.dirname(CONFIG_FILE)), exist_ok=True)
+    with open(os.path.join(out_dir, CONFIG_FILE), "w") as file:
+        file.write(model.model_config.to_json())
     return out_dir
+
+
+class SavedModelPredictor:
+    """Predicts with a SavedModel from `export_saved_model`, like `KerasPredictor`.
+
+    Runs the `serve_images` signature, one call per image size in a batch (a signature batch
+    holds one size). `config` is the model config stored with the SavedModel.
+    """
+
+    def __init__(self, model_dir):
+        config_path = os.path.join(model_dir, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise ValueError(f"{model_dir} has no {CONFIG_FILE}: export it with keras-maskrcnn export")
+        with open(config_path) as file:
+            self.config = MaskRCNNConfig.from_json(file.read())
+        self.loaded = tf.saved_model.load(str(model_dir))
+        if "serve_images" not in self.loaded.signatures:
+            raise ValueError(f"{model_dir} has no serve_images signature")
+        self.signature = self.loaded.signatures["serve_images"]
+
+    def predict(self, images):
+        """images: list of uint8 [h, w, 3] → list of detections dicts, one per image."""
+        indices_by_size = {}
+        for index, image in enumerate(images):
+            indices_by_size.setdefault(image.shape, []).append(index)
+        detections = [None] * len(images)
+        for indices in indices_by_size.values():
+            batch = tf.constant(np.stack([images[i] for i in indices]).astype(np.uint8))
+            outputs = {name: value.numpy() for name, value in self.signature(images=batch).items()}
+            for position, index in enumerate(indices):
+                detections[index] = postprocess.unpack_detections(outputs, position)
+        return detections

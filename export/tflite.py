@@ -5,24 +5,74 @@ Shapes: H×W the model's canvas (`InputConfig.image_size`), K detections, M mask
 The converted graph takes `images` float32 [1, H, W, 3] (the 0..255 canvas of
 `preprocessing.resize_and_pad`) and `image_info` float32 [1, 5], and returns the export
 contract's tensors in the order of OUTPUT_NAMES. A graph converted from a frozen concrete
-function carries no signature, so its outputs are known by position only.
+function carries no signature, so its outputs are known by position only. The model's
+config JSON (class names, category ids, canvas) rides in the file's metadata entry
+CONFIG_METADATA_NAME; `litert.read_config` reads it back.
 """
 
+import numpy as np
 import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
 
-from keras_maskrcnn.model import MaskRCNN
+from keras_maskrcnn.model import rebuild
 from keras_maskrcnn.preprocessing import resize_and_pad
 
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
                 "detection_masks")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+CONFIG_METADATA_NAME = "keras_maskrcnn_config"
+# Layers whose ops int8 quantizes: the convolutions and FC layers, where the time goes. The
+# rest (box decoding and clipping, score thresholds, NMS inputs, RoIAlign sampling) stays
+# float: int8 steps of 1/256 of a tensor's range would move boxes by pixels and merge scores.
+INT8_LAYERS = ("backbone", "fpn", "rpn_head", "box_head", "mask_head")
 
 
 def builtin_ops_model(model):
-    """A copy of `model` (same weights) whose RoIAlign is made of TFLite builtin ops."""
-    clone = MaskRCNN(model.model_config, seed=model.seed, roi_align_impl="gather", name=model.name)
-    clone.set_weights(model.get_weights())
-    return clone
+    """`model` itself if its RoIAlign is made of TFLite builtin ops, else a copy that is."""
+    if model.roi_align_impl == "gather":
+        return model
+    return rebuild(model, roi_align_impl="gather")
+
+
+def with_metadata(tflite_bytes, name, data):
+    """A `.tflite` flatbuffer with `data` (bytes) added as metadata entry `name` → bytes.
+
+    Goes through the flatbuffer object form, as the converter does to add its own metadata.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(tflite_bytes)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [entry]
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _op_output_names(tflite_bytes):
+    """Names of the tensors that the operators of a `.tflite` flatbuffer write → list of str."""
+    graph = schema.Model.GetRootAsModel(tflite_bytes, 0).Subgraphs(0)
+    return [graph.Tensors(op.Outputs(j)).Name().decode()
+            for op in map(graph.Operators, range(graph.OperatorsLength()))
+            for j in range(op.OutputsLength())]
+
+
+def _int8_outside_layers_float(converter):
+    """Convert with int8 only inside INT8_LAYERS → `.tflite` bytes.
+
+    Goes through the quantization debugger, TFLite's route to selective quantization: it
+    calibrates once, then quantizes again with the named ops kept float.
+    """
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset)
+    float_ops = [name for name in _op_output_names(debugger.calibrated_model)
+                 if not any(f"/{layer}" in name for layer in INT8_LAYERS)]
+    # A top-k named here still follows its int8 input; only listing the op type keeps it float.
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=float_ops, denylisted_ops=["TOPK_V2"])
+    return debugger.get_nondebug_quantized_model()
 
 
 def detection_function(model):
@@ -58,10 +108,10 @@ def export_tflite(model, out_path, quantize="none", representative_images=None):
       model: a `MaskRCNN` (any RoIAlign implementation; the export uses the builtin-op one).
       out_path: file to write.
       quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights,
-        float activations) or "int8" (int8 weights and activations where TFLite has int8
-        kernels, float elsewhere; needs `representative_images`).
+        float activations) or "int8" (int8 weights and activations in INT8_LAYERS, float
+        elsewhere; needs `representative_images`).
       representative_images: list of uint8 [h, w, 3] images to calibrate int8 activations.
-    Returns: out_path.
+    Returns: out_path. The file's metadata holds the model config (see the module docstring).
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantize {quantize!r}; choose one of {QUANTIZATIONS}")
@@ -82,7 +132,11 @@ def export_tflite(model, out_path, quantize="none", representative_images=None):
         # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
+    tflite_bytes = (_int8_outside_layers_float(converter) if quantize == "int8"
+                    else converter.convert())
+    tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
+                                 model.model_config.to_json().encode())
     with open(out_path, "wb") as file:
-        file.write(converter.convert())
+        file.write(tflite_bytes)
     return out_path
 

@@ -30,6 +30,9 @@ class BackboneConfig:
     stem_filters: int = 64
     bottleneck_widths: Tuple[int, ...] = (64, 128, 256, 512)  # output = 4 × width
     norm: str = "frozen_bn"  # "frozen_bn" (pretrained backbones) or "bn" (from scratch)
+    # ResNet v1 puts a block's stride on its first 1×1 conv (keras.applications' ResNet50);
+    # v1.5, the default, on the 3×3 (torchvision's, and most detection checkpoints').
+    stride_in_1x1: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +191,33 @@ def tiny(num_classes=3, **changes):
     return MaskRCNNConfig(num_classes=num_classes, **sections)
 
 
+# torchvision's COCO labels 1..90 (label l is COCO category id l); "N/A" marks the ids COCO
+# left unused.
+TORCHVISION_COCO_CLASS_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack",
+    "umbrella", "N/A", "N/A", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
+    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon", "bowl",
+    "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
+    "cake", "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet",
+    "N/A", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
+    "toaster", "sink", "refrigerator", "N/A", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+
+
+def torchvision_r50_fpn(num_classes=len(TORCHVISION_COCO_CLASS_NAMES), **changes):
+    """r50_fpn in torchvision's COCO label space, for weights converted from its
+    `maskrcnn_resnet50_fpn` (`convert.torchvision`); class names are torchvision's when
+    num_classes is its 90."""
+    if num_classes == len(TORCHVISION_COCO_CLASS_NAMES):
+        changes.setdefault("class_names", TORCHVISION_COCO_CLASS_NAMES)
+    return MaskRCNNConfig(num_classes=num_classes, **changes)
+
+
+# Training presets. torchvision_r50_fpn is left out: it only describes converted weights.
 PRESETS = {"r50_fpn": r50_fpn, "tiny": tiny}
 
 

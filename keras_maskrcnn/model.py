@@ -52,7 +52,8 @@ class MaskRCNN(keras.Model):
         self.roi_align_impl = roi_align_impl
         c = config
         self.backbone = ResNet(c.backbone.stage_blocks, c.backbone.stem_filters,
-                               c.backbone.bottleneck_widths, c.backbone.norm, name="backbone")
+                               c.backbone.bottleneck_widths, c.backbone.norm,
+                               c.backbone.stride_in_1x1, name="backbone")
         self.fpn = FPN(c.fpn.channels, name="fpn")
         self.rpn_head = RPNHead(c.fpn.channels, len(c.anchors.aspect_ratios), name="rpn_head")
         self.proposal_layer = ProposalLayer(

@@ -5,12 +5,15 @@ Shapes: B batch, K detections, M mask resolution (28), H, W original image size.
 Boxes are `[y1, x1, y2, x2]` in continuous original-image pixels: pixel (r, c) covers
 `[r, r+1) × [c, c+1)`, so its centre is `(r + 0.5, c + 0.5)`. Mask cell (i, j) of an M × M
 box-frame mask covers the i-th / j-th 1/M slice of the box, so its centre is at
-`y1 + (i + 0.5) · h / M`, `x1 + (j + 0.5) · w / M`.
+`y1 + (i + 0.5) · h / M`, `x1 + (j + 0.5) · w / M`. That is the "centres" paste method;
+"torchvision" reproduces torchvision's `paste_masks_in_image` instead, for comparing
+converted models with the original.
 """
 
 import numpy as np
 
 MASK_THRESHOLD = 0.5
+PASTE_METHODS = ("centres", "torchvision")
 
 
 def _interpolation_weights(start, length, num_cells, first_pixel, num_pixels):
@@ -56,23 +59,72 @@ def _pasted_crops(masks, boxes, image_hw):
         yield k, slice(row_first, row_stop), slice(col_first, col_stop), crop
 
 
-def paste_mask_probabilities(masks, boxes, image_hw):
+def _torch_bilinear_weights(in_size, out_size):
+    """torch's bilinear resize weights (align_corners=False, no antialiasing) → float64 [out_size, in_size]."""
+    source = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    lower = np.floor(source).astype(np.int64)
+    upper = np.minimum(lower + 1, in_size - 1)
+    upper_weight = source - lower
+    weights = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    # At the last cell lower == upper: both weights land on it.
+    np.add.at(weights, (rows, lower), 1.0 - upper_weight)
+    np.add.at(weights, (rows, upper), upper_weight)
+    return weights
+
+
+def _torchvision_crops(masks, boxes, image_hw):
+    """`_pasted_crops` as torchvision's `paste_masks_in_image` computes them.
+
+    The mask gets one cell of zero padding and its box grows by (M+2)/M about its centre
+    (in float32), is truncated to integers and covers pixels x1..x2 inclusive; the padded
+    mask is resized to that many pixels.
+    """
+    masks = np.pad(np.asarray(masks, np.float32), ((0, 0), (1, 1), (1, 1)))
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    image_h, image_w = int(image_hw[0]), int(image_hw[1])
+    num_cells = masks.shape[1]
+    growth = np.float32(num_cells / (num_cells - 2))
+    centres = (boxes[:, :2] + boxes[:, 2:]) * np.float32(0.5)
+    halves = (boxes[:, 2:] - boxes[:, :2]) * np.float32(0.5) * growth
+    expanded = np.trunc(np.concatenate([centres - halves, centres + halves], axis=1)).astype(np.int64)
+    for k, (y1, x1, y2, x2) in enumerate(expanded):
+        row_first, row_stop = max(y1, 0), min(y2 + 1, image_h)
+        col_first, col_stop = max(x1, 0), min(x2 + 1, image_w)
+        if row_stop <= row_first or col_stop <= col_first:
+            continue
+        row_weights = _torch_bilinear_weights(num_cells, max(y2 - y1 + 1, 1))[row_first - y1:row_stop - y1]
+        col_weights = _torch_bilinear_weights(num_cells, max(x2 - x1 + 1, 1))[col_first - x1:col_stop - x1]
+        crop = (row_weights @ masks[k] @ col_weights.T).astype(np.float32)
+        yield k, slice(row_first, row_stop), slice(col_first, col_stop), crop
+
+
+def _crops(masks, boxes, image_hw, method):
+    if method == "centres":
+        return _pasted_crops(masks, boxes, image_hw)
+    if method == "torchvision":
+        return _torchvision_crops(masks, boxes, image_hw)
+    raise ValueError(f"unknown paste method {method!r}; choose one of {PASTE_METHODS}")
+
+
+def paste_mask_probabilities(masks, boxes, image_hw, method="centres"):
     """Paste box-frame mask probabilities into the image.
 
     Args:
       masks: float [K, M, M] probabilities in the box frame.
       boxes: float [K, 4] `[y1, x1, y2, x2]` original-image pixels.
       image_hw: (H, W).
+      method: one of PASTE_METHODS (see the module docstring).
     Returns:
-      float32 [K, H, W]; 0 for pixels whose centre is outside the box.
+      float32 [K, H, W]; 0 outside the pixels the method assigns to the box.
     """
     pasted = np.zeros((len(boxes), int(image_hw[0]), int(image_hw[1])), np.float32)
-    for k, rows, cols, crop in _pasted_crops(masks, boxes, image_hw):
+    for k, rows, cols, crop in _crops(masks, boxes, image_hw, method):
         pasted[k, rows, cols] = crop
     return pasted
 
 
-def paste_masks(masks, boxes, image_hw, threshold=MASK_THRESHOLD):
+def paste_masks(masks, boxes, image_hw, threshold=MASK_THRESHOLD, method="centres"):
     """Paste box-frame masks into the image and threshold them (probability >= threshold).
 
     Equal to `paste_mask_probabilities(...) >= threshold`, but thresholds box by box so the
@@ -81,7 +133,7 @@ def paste_masks(masks, boxes, image_hw, threshold=MASK_THRESHOLD):
       bool [K, H, W].
     """
     pasted = np.zeros((len(boxes), int(image_hw[0]), int(image_hw[1])), bool)
-    for k, rows, cols, crop in _pasted_crops(masks, boxes, image_hw):
+    for k, rows, cols, crop in _crops(masks, boxes, image_hw, method):
         pasted[k, rows, cols] = crop >= threshold
     return pasted
 

@@ -1,57 +1,93 @@
-"""The training job: COCO-format data in, a trained `.keras` model and its loss history out.
+"""The training job: COCO-format data in, a trained `.keras` model and its history out.
 
 Shapes: none at this level; see `data.pipeline` for the batches and `model` for the losses.
+
+A run directory holds `model.keras` and `history.json` (at the end), `checkpoints/` (one
+`.keras` per epoch), `logs/` (TensorBoard), `bad_data.json` (what `--on-bad-data` found)
+and, while training, `backup/`: rerunning the same command after a crash or a kill resumes
+from the last finished epoch, with the batches the interrupted run would have drawn.
 """
 
 import json
+import math
 import os
 
 import keras
+import tensorflow as tf
+from keras import ops
 
+from keras_maskrcnn.callbacks import CocoEvaluation, HistoryFile
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.data import CocoDataset, DataError, make_dataset
+from keras_maskrcnn.data.validation import BadDataPolicy
 from keras_maskrcnn.model import MaskRCNN
 
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("cosine", "step")
 # Schedule and data defaults per preset; any of them can be overridden per run.
 # `max_instances` pads the ground truth to a fixed count (the largest instances are kept).
+# `lr_steps` are fractions of the run after which the step schedule multiplies by STEP_DECAY.
 PRESET_DEFAULTS = {
     "tiny": {"epochs": 10, "steps_per_epoch": 150, "batch_size": 8, "learning_rate": 1e-3,
-             "max_instances": 16},
-    # The length of COCO's "1x" schedule: 90k steps at batch 16, about 12 epochs of train2017.
-    "r50_fpn": {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 1e-4,
-                "max_instances": 100},
+             "max_instances": 16, "optimizer": "adam", "warmup_steps": 0,
+             "lr_schedule": "cosine", "lr_steps": (2 / 3, 8 / 9), "weight_decay": 0.0,
+             "clip_norm": 10.0},
+    # COCO's "1x" schedule (Detectron2): 90k steps at batch 16, about 12 epochs of train2017,
+    # SGD at 0.02 after a 1000-step warmup, ×0.1 after 60k and 80k steps, weight decay 1e-4.
+    "r50_fpn": {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 0.02,
+                "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000,
+                "lr_schedule": "step", "lr_steps": (2 / 3, 8 / 9), "weight_decay": 1e-4,
+                "clip_norm": 10.0},
 }
-# Gradient norm above which the update is rescaled; early RPN losses can spike.
-GLOBAL_CLIPNORM = 10.0
+SGD_MOMENTUM = 0.9
+STEP_DECAY = 0.1
+WARMUP_FACTOR = 1e-3  # warmup starts at this fraction of the learning rate (Detectron2's)
+# Normalisation scales and offsets are left out of weight decay: shrinking them changes
+# what the layer computes rather than regularising it.
+NO_WEIGHT_DECAY = ("gamma", "beta")
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
+BAD_DATA_FILE = "bad_data.json"
+BACKUP_DIR = "backup"
+CHECKPOINT_PATTERN = os.path.join("checkpoints", "epoch-{epoch:03d}.keras")
+LOG_DIR = "logs"
+# Where keras.callbacks.BackupAndRestore records the last finished epoch.
+BACKUP_METADATA_FILE = "training_metadata.json"
 
 
-def open_dataset(annotation_file, image_dir=None):
+def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=False):
     """A `CocoDataset`, checked so that a bad file fails here with a message naming it.
+
+    With `bad_data` (a `BadDataPolicy`) every image and annotation is scanned and the dataset
+    returned is the cleaned one (`check_pixels` also decodes every image up front); without
+    it any missing image file raises.
 
     Raises:
       DataError: the annotation file is missing, is not COCO JSON, has no images or
-        categories, or some of its image files do not exist.
+        categories (left), or a bad entry was found in mode "error".
     """
     if not os.path.isfile(annotation_file):
         raise DataError(f"{annotation_file}: annotation file not found")
     try:
         dataset = CocoDataset(annotation_file, image_dir)
-    except (ValueError, KeyError, TypeError, AssertionError) as error:
-        # json errors are ValueErrors; pycocotools asserts the top level is an object.
+    except (KeyError, TypeError) as error:
+        # Structure is checked while reading; this is left for ids of unusable types.
         raise DataError(f"{annotation_file}: not a COCO annotation file ({error!r})") from error
-    if not dataset.image_ids:
-        raise DataError(f"{annotation_file}: no images")
     if not dataset.category_ids:
         raise DataError(f"{annotation_file}: no categories")
-    # A missing image would otherwise stop training mid-epoch inside tf.data.
-    missing = [dataset.image_info(i)["path"] for i in dataset.image_ids
-               if not os.path.isfile(dataset.image_info(i)["path"])]
-    if missing:
-        raise DataError(f"{annotation_file}: {len(missing)} of {len(dataset.image_ids)} image "
-                        f"files not found, e.g. {missing[0]} (give the image folder if the "
-                        f"images are elsewhere)")
+    if bad_data is not None:
+        dataset = bad_data.scan(dataset, check_pixels=check_pixels)
+    if not dataset.image_ids:
+        raise DataError(f"{annotation_file}: no images" if bad_data is None else
+                        f"{annotation_file}: no usable images\n{bad_data.summary(annotation_file)}")
+    if bad_data is None:
+        # A missing image would otherwise stop training mid-epoch inside tf.data.
+        missing = [dataset.image_info(i)["path"] for i in dataset.image_ids
+                   if not os.path.isfile(dataset.image_info(i)["path"])]
+        if missing:
+            raise DataError(f"{annotation_file}: {len(missing)} of {len(dataset.image_ids)} image "
+                            f"files not found, e.g. {missing[0]} (give the image folder if the "
+                            f"images are elsewhere)")
     return dataset
 
 
@@ -64,27 +100,103 @@ def resolve_defaults(preset_name, **overrides):
     return values
 
 
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay to 0 over `total_steps`, or ×STEP_DECAY at each of `step_fractions` of it,
+    multiplied during the first `warmup_steps` by a factor rising linearly from WARMUP_FACTOR
+    to 1 (Goyal et al. 2017), so large early gradients of a fresh head meet a small rate.
+    """
+
+    def __init__(self, learning_rate, total_steps, warmup_steps=0, kind="cosine",
+                 step_fractions=()):
+        if kind not in LR_SCHEDULES:
+            raise ValueError(f"unknown schedule {kind!r}; choose one of {LR_SCHEDULES}")
+        self.learning_rate = learning_rate
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.kind = kind
+        self.step_fractions = tuple(step_fractions)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        if self.kind == "cosine":
+            progress = ops.minimum(step / max(self.total_steps, 1), 1.0)
+            rate = self.learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        else:
+            passed = sum(ops.cast(step >= fraction * self.total_steps, "float32")
+                         for fraction in self.step_fractions)
+            rate = self.learning_rate * ops.power(STEP_DECAY, passed)
+        if self.warmup_steps > 0:
+            ramp = ops.minimum(step / self.warmup_steps, 1.0)
+            rate = rate * (WARMUP_FACTOR + (1.0 - WARMUP_FACTOR) * ramp)
+        return rate
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "kind": self.kind,
+                "step_fractions": self.step_fractions}
+
+
+def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None):
+    """SGD (momentum SGD_MOMENTUM) or Adam with decoupled weight decay and global-norm clipping.
+
+    `weight_decay` 0 and `clip_norm` None or 0 turn those off.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    common = {"learning_rate": schedule, "weight_decay": weight_decay or None,
+              "global_clipnorm": clip_norm or None}
+    optimizer = (keras.optimizers.SGD(momentum=SGD_MOMENTUM, **common) if name == "sgd"
+                 else keras.optimizers.Adam(**common))
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    return optimizer
+
+
+def resumed_epoch(out_dir):
+    """Epochs finished by an interrupted run in `out_dir` (0 when there is none to resume)."""
+    path = os.path.join(out_dir, BACKUP_DIR, BACKUP_METADATA_FILE)
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
 def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None,
-          steps_per_epoch=None, batch_size=None, learning_rate=None, out_dir="outputs/run", seed=0):
+          steps_per_epoch=None, batch_size=None, learning_rate=None, out_dir="outputs/run", seed=0,
+          on_bad_data="skip", check_pixels=False, scale_jitter=None, cache=False, eval_every=None,
+          optimizer=None, warmup_steps=None, lr_schedule=None, lr_steps=None, weight_decay=None,
+          clip_norm=None):
     """Train a model of preset `preset_name` and save it with its history.
 
     Schedule arguments left as None take the preset's `PRESET_DEFAULTS`. Image folders left
-    as None resolve against the annotation file's folder. With `val_ann`, the five losses are
-    also computed on the validation set after every epoch (`val_` keys in the history).
-    Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats.
-    Writes `out_dir/model.keras` and `out_dir/history.json`; returns the history dict
-    (metric name → list of per-epoch floats).
+    as None resolve against the annotation file's folder. Both sets are scanned for bad data
+    first (`on_bad_data` "skip" or "error", see `data.validation`) and the counts printed.
+    With `val_ann`, the five losses are also computed on the validation set after every
+    epoch (`val_` keys in the history), and with `eval_every` N its COCO AP every N epochs
+    and after the last (`val_bbox_AP`, `val_segm_AP`, `val_bbox_AP50`, `val_segm_AP50`).
+    `scale_jitter` (min, max) and `cache` are passed to `data.make_dataset`.
+    Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats, and a
+    run killed after an epoch resumes from `out_dir/backup` when restarted the same way.
+    Writes the run directory described in the module docstring; returns the history dict
+    (metric name → list of per-epoch values, None where an epoch has none).
     """
     settings = resolve_defaults(preset_name, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                batch_size=batch_size, learning_rate=learning_rate)
-    train_set = open_dataset(train_ann, train_images)
+                                batch_size=batch_size, learning_rate=learning_rate,
+                                optimizer=optimizer, warmup_steps=warmup_steps,
+                                lr_schedule=lr_schedule, lr_steps=lr_steps,
+                                weight_decay=weight_decay, clip_norm=clip_norm)
+    train_policy = BadDataPolicy(on_bad_data)
+    train_set = open_dataset(train_ann, train_images, train_policy, check_pixels)
+    print(train_policy.summary(train_ann), flush=True)
     if len(train_set.image_ids) < settings["batch_size"]:
         # Training drops partial batches, so a smaller set would yield no batch at all.
-        raise DataError(f"{train_ann}: {len(train_set.image_ids)} images, fewer than the batch "
-                        f"size {settings['batch_size']}")
-    val_set = None
+        raise DataError(f"{train_ann}: {len(train_set.image_ids)} usable images, fewer than the "
+                        f"batch size {settings['batch_size']}")
+    val_set, val_policy = None, BadDataPolicy(on_bad_data)
     if val_ann is not None:
-        val_set = open_dataset(val_ann, val_images)
+        val_set = open_dataset(val_ann, val_images, val_policy, check_pixels)
+        print(val_policy.summary(val_ann), flush=True)
         # Labels 1..C come from the sorted category ids, so both sets must share them.
         if val_set.category_ids != train_set.category_ids:
             raise DataError(f"{val_ann}: category ids {val_set.category_ids} differ from the "
@@ -93,26 +205,62 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
                     category_ids=tuple(train_set.category_ids),
                     class_names=tuple(train_set.class_names))
 
-    def batches(dataset, training):
-        return make_dataset(dataset, config.input.image_size, settings["batch_size"],
-                            settings["max_instances"], config.mask_head.gt_mask_size,
-                            training=training, seed=seed)
-
     keras.utils.set_random_seed(seed)
     model = MaskRCNN(config, seed=seed)
-    # Cosine decay to zero over the run: the last steps refine at a small learning rate.
-    learning_rate = keras.optimizers.schedules.CosineDecay(
-        settings["learning_rate"], decay_steps=settings["epochs"] * settings["steps_per_epoch"])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=GLOBAL_CLIPNORM))
-    fit = model.fit(batches(train_set, True).repeat(), epochs=settings["epochs"],
-                    steps_per_epoch=settings["steps_per_epoch"],
-                    validation_data=None if val_set is None else batches(val_set, False),
-                    # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset, warns if asked.
-                    shuffle=False, verbose=1)
+    total_steps = settings["epochs"] * settings["steps_per_epoch"]
+    schedule = WarmupSchedule(settings["learning_rate"], total_steps, settings["warmup_steps"],
+                              settings["lr_schedule"], settings["lr_steps"])
+    model.compile(optimizer=make_optimizer(settings["optimizer"], schedule,
+                                           settings["weight_decay"], settings["clip_norm"]))
 
-    os.makedirs(out_dir, exist_ok=True)
+    initial_epoch = resumed_epoch(out_dir)
+    if initial_epoch:
+        print(f"resuming from {os.path.join(out_dir, BACKUP_DIR)} after epoch {initial_epoch}",
+              flush=True)
+    train_batches = make_dataset(
+        train_set, config.input.image_size, settings["batch_size"], settings["max_instances"],
+        config.mask_head.gt_mask_size, training=True, seed=seed, scale_jitter=scale_jitter,
+        cache=cache, bad_data=train_policy, repeat=True,
+        start_batch=initial_epoch * settings["steps_per_epoch"])
+    val_batches = None if val_set is None else make_dataset(
+        val_set, config.input.image_size, settings["batch_size"], settings["max_instances"],
+        config.mask_head.gt_mask_size, training=False, bad_data=val_policy)
+
+    history_file = HistoryFile(os.path.join(out_dir, HISTORY_FILE))
+    # Callbacks run in this order: AP lands in the logs before the others read them, and the
+    # history is written before the backup that marks the epoch as done.
+    callbacks = [history_file,
+                 keras.callbacks.ModelCheckpoint(os.path.join(out_dir, CHECKPOINT_PATTERN)),
+                 keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
+                 # Two copies, so a kill while one is written leaves the other readable.
+                 keras.callbacks.BackupAndRestore(os.path.join(out_dir, BACKUP_DIR),
+                                                  double_checkpoint=True)]
+    if val_set is not None and eval_every:
+        callbacks.insert(0, CocoEvaluation(val_set, eval_every, settings["batch_size"], val_policy))
+    try:
+        model.fit(train_batches, epochs=settings["epochs"], initial_epoch=initial_epoch,
+                  steps_per_epoch=settings["steps_per_epoch"], validation_data=val_batches,
+                  # Given, as skipping bad images leaves the set's length unknown to Keras.
+                  validation_steps=None if val_set is None else math.ceil(
+                      len(val_set.image_ids) / settings["batch_size"]),
+                  callbacks=callbacks,
+                  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset, warns if asked.
+                  shuffle=False, verbose=1)
+    except tf.errors.OpError as error:
+        # In mode "error" a bad image met inside tf.data surfaces as an OpError; say which.
+        for policy in (train_policy, val_policy):
+            if policy.raised is not None:
+                raise policy.raised from error
+        raise
+    finally:
+        _write_json({"train": train_policy.to_dict(), "val": val_policy.to_dict()},
+                    os.path.join(out_dir, BAD_DATA_FILE))
+
     model.save(os.path.join(out_dir, MODEL_FILE))
-    history = {name: [float(value) for value in values] for name, values in fit.history.items()}
-    with open(os.path.join(out_dir, HISTORY_FILE), "w") as f:
-        json.dump(history, f, indent=2)
-    return history
+    return history_file.read()
+
+
+def _write_json(value, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)

@@ -59,10 +59,20 @@ def test_multilevel_counts_and_order():
     for anchors, stride, (size,) in zip(levels, strides, sizes):
         assert anchors.dtype == np.float32
         np.testing.assert_array_equal(anchors[:3], base_anchors([size], RATIOS))
-        # The last anchor sits at the bottom-right location.
+        # The last anchor sits at the bottom-right location, torchvision's side // cells apart.
         last_centre = ((anchors[-1, 0] + anchors[-1, 2]) / 2, (anchors[-1, 1] + anchors[-1, 3]) / 2)
         rows, cols = -(-image_size[0] // stride), -(-image_size[1] // stride)
-        assert last_centre == ((rows - 1) * stride, (cols - 1) * stride)
+        assert last_centre == ((rows - 1) * (image_size[0] // rows), (cols - 1) * (image_size[1] // cols))
+
+
+def test_spacing_follows_torchvision_where_the_stride_does_not_divide_the_canvas():
+    # r50_fpn's 800 × 1344 canvas: P6 is 13 × 21, so torchvision spaces its rows 800 // 13 = 61
+    # apart while its columns keep 1344 // 21 = 64.
+    p5, p6 = multilevel_anchors((800, 1344), (32, 64), ((256,), (512,)), (1.0,))
+    centres = (p6[:, :2] + p6[:, 2:]) / 2
+    assert len(p6) == 13 * 21
+    np.testing.assert_array_equal(centres[-1], [12 * 61, 20 * 64])
+    np.testing.assert_array_equal(((p5[:, :2] + p5[:, 2:]) / 2)[-1], [24 * 32, 41 * 32])
 
 
 def test_multilevel_rounds_feature_size_up():

@@ -3,14 +3,14 @@
 import keras
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import DetectionConfig, tiny
-from keras_maskrcnn.export.litert import TFLitePredictor, list_operators
-from keras_maskrcnn.export.tflite import QUANTIZATIONS, export_tflite
+from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config
+from keras_maskrcnn.export.tflite import QUANTIZATIONS, builtin_ops_model, export_tflite
 from keras_maskrcnn.inference import KerasPredictor
 from keras_maskrcnn.model import MaskRCNN
-
 
 
 def _images():
@@ -46,6 +46,42 @@ def test_only_builtin_operators(converted, quantize):
     operators = list_operators(paths[quantize])
     assert not [name for name in operators if name.startswith("CUSTOM")], operators
     assert "NON_MAX_SUPPRESSION_V4" in operators
+
+
+def test_builtin_ops_model_copies_only_a_crop_and_resize_model(converted):
+    gather_model, _ = converted
+    assert gather_model.roi_align_impl == "gather"
+    assert builtin_ops_model(gather_model) is gather_model
+    crop_model = MaskRCNN(tiny(), roi_align_impl="crop_and_resize")
+    copy = builtin_ops_model(crop_model)
+    assert copy.roi_align_impl == "gather"
+    for got, want in zip(copy.get_weights(), crop_model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("quantize", QUANTIZATIONS)
+def test_config_is_stored_in_the_file(converted, quantize):
+    model, paths = converted
+    assert read_config(paths[quantize]) == model.model_config
+    assert TFLitePredictor(paths[quantize]).config == model.model_config
+
+
+def test_int8_quantizes_the_layers_and_keeps_post_processing_float(tmp_path):
+    # No untrained score reaches this threshold: calibration sees only dropped candidates and
+    # padded empty boxes, whose -inf markers and log(0) levels once made int8 conversion fail.
+    config = tiny(detection=DetectionConfig(score_threshold=0.99, max_detections=20, pre_nms_topk=256))
+    model = MaskRCNN(config, seed=0)
+    path = export_tflite(model, tmp_path / "model.tflite", "int8", representative_images=_images()[:2])
+    canvas, image_info = preprocessing.preprocess_batch(_images()[:1], config.input.image_size)
+    assert TFLitePredictor(path).run(canvas, image_info)["num_detections"][0] == 0
+    interpreter = Interpreter(model_path=str(path))
+    dtypes = {detail["index"]: detail["dtype"] for detail in interpreter.get_tensor_details()}
+    output_dtypes = {}
+    for op in interpreter._get_ops_details():
+        output_dtypes.setdefault(op["op_name"], set()).update(dtypes[i] for i in op["outputs"])
+    assert output_dtypes["CONV_2D"] == output_dtypes["FULLY_CONNECTED"] == {np.int8}
+    for op_name in ("EXP", "LOG", "SOFTMAX", "TOPK_V2", "SELECT_V2", "LOGISTIC"):
+        assert np.int8 not in output_dtypes[op_name], op_name
 
 
 @pytest.mark.parametrize("quantize", QUANTIZATIONS)

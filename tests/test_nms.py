@@ -2,13 +2,13 @@
 
 The reference follows torchvision.ops.nms / batched_nms: visit candidates by decreasing
 score, keep one unless it overlaps an already kept box *of the same group* by IoU greater
-than the threshold; candidates scored -inf are never kept.
+than the threshold; candidates scored INVALID_SCORE or less (such as -inf) are never kept.
 """
 
 import numpy as np
 import pytest
 
-from keras_maskrcnn.ops.nms import batched_padded_nms
+from keras_maskrcnn.ops.nms import INVALID_SCORE, batched_padded_nms
 
 
 def _iou(a, b):
@@ -26,7 +26,7 @@ def _greedy_nms(boxes, scores, max_output_size, iou_threshold, groups=None):
     for i in order:
         if len(kept) == max_output_size:
             break
-        if scores[i] == -np.inf:
+        if scores[i] <= INVALID_SCORE:
             continue
         if all(_iou(boxes[i], boxes[k]) <= iou_threshold
                for k in kept if groups is None or groups[k] == groups[i]):
@@ -78,12 +78,13 @@ def test_more_candidates_than_one_tile():
     _check_against_reference(boxes, scores, 100, 0.5)
 
 
-def test_minus_inf_scores_are_never_kept():
+@pytest.mark.parametrize("dropped", [-np.inf, INVALID_SCORE])
+def test_dropped_candidates_are_never_kept(dropped):
     rng = np.random.default_rng(10)
     boxes = _random_boxes(rng, 2, 30)
     scores = rng.uniform(size=(2, 30)).astype(np.float32)
-    scores[0, ::3] = -np.inf
-    scores[1, :25] = -np.inf
+    scores[0, ::3] = dropped
+    scores[1, :25] = dropped
     _check_against_reference(boxes, scores, 30, 0.5)
     indices, valid = batched_padded_nms(boxes, scores, 30, 0.5)
     assert valid.numpy()[1].sum() <= 5

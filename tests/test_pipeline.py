@@ -167,3 +167,59 @@ def test_make_inference_inputs():
     assert canvases.shape == (2, 32, 32, 3) and canvases.dtype == np.float32
     np.testing.assert_allclose(infos, [[1.6, 32, 16, 20, 10], [2, 16, 32, 8, 16]], rtol=1e-6)
     assert canvases[0, :, :16].min() == 200 and canvases[0, :, 16:].max() == 0
+
+
+def test_flip_and_scale_jitter_keep_masks_on_the_object(handmade):
+    image_size = (48, 64)
+    fit_scale = compute_scale(30, 50, image_size)
+    dataset = make_dataset(handmade, image_size, 1, 3, 28, training=True, seed=4, shuffle=False,
+                           scale_jitter=(0.5, 2.5))
+    scales, flips, cut = [], set(), 0
+    for batch in _as_numpy(dataset.repeat(20)):
+        if batch["image_id"][0] != 1:
+            continue
+        image, info = batch["images"][0], batch["image_info"][0]
+        scales.append(info[0] / fit_scale)
+        red = (image[..., 0] > 128) & (image[..., 1] < 128)
+        if not batch["gt_classes"][0].any():
+            # The crop left the L out: then none of it may show either.
+            assert red.sum() < 4
+            continue
+        box = batch["gt_boxes"][0, 0]
+        assert 0 <= box[0] < box[2] <= info[1] and 0 <= box[1] < box[3] <= info[2]
+        pasted = _paste(batch["gt_masks"][0, 0], box, image.shape[:2])
+        # Resizing blurs the edges, so compare the bulk of the pixels, not every one.
+        assert red[pasted].mean() > 0.85
+        assert (red & ~pasted).sum() < 0.15 * pasted.sum()
+        # The full L is 16 wide × 20 high; a box that is not is one the crop cut.
+        cut += not np.isclose((box[3] - box[1]) / (box[2] - box[0]), 16 / 20, atol=0.05)
+        flips.add(bool(red[:, : image.shape[1] // 2].sum() < red[:, image.shape[1] // 2:].sum()))
+    assert min(scales) < 0.9 and max(scales) > 1.5, scales
+    assert all(0.5 - 1e-6 <= s <= 2.5 + 1e-6 for s in scales)
+    assert cut > 0 and len(flips) == 2
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_start_batch_continues_the_stream(shapes, cache):
+    def stream(start_batch):
+        dataset = make_dataset(shapes, (32, 32), 2, 5, 14, training=True, seed=7, repeat=True,
+                               start_batch=start_batch, cache=cache, scale_jitter=(0.8, 1.2))
+        return _as_numpy(dataset.take(7 - start_batch))
+
+    whole, resumed = stream(0), stream(4)
+    assert len(resumed) == 3
+    for a, b in zip(whole[4:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    # Past the 6 images, the second pass is in another order.
+    order = np.concatenate([batch["image_id"] for batch in whole])
+    assert sorted(order[:6]) == sorted(shapes.image_ids) and list(order[:6]) != list(order[6:12])
+
+
+def test_cache_gives_the_same_examples(shapes):
+    plain = _as_numpy(make_dataset(shapes, (32, 32), 3, 5, 14, training=False))
+    cached = make_dataset(shapes, (32, 32), 3, 5, 14, training=False, cache=True)
+    for _ in range(2):  # the second pass reads the cache
+        for a, b in zip(plain, _as_numpy(cached)):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])

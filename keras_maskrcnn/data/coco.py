@@ -9,31 +9,114 @@ non-contiguous ids such as 3, 7, 42 become labels 1, 2, 3. Boxes are returned as
 
 import contextlib
 import io
+import json
 import os
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+# EXIF orientations 5..8 turn the stored pixels by 90° (or transpose them), swapping H and W.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+# PIL's modes for one-channel 16-bit (and 32-bit integer) pixels; convert("RGB") would clip
+# them at 255, so they are scaled instead (PNG's 16-bit range maps onto 0..255).
+_WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_UINT16_TO_UINT8 = 257.0  # 65535 / 255
+# Keys pycocotools needs to index a file; without them it is not COCO (DataError, any policy).
+_REQUIRED_KEYS = {"images": ("id", "file_name"), "categories": ("id", "name"),
+                  "annotations": ("id", "image_id", "category_id")}
+
 
 class DataError(ValueError):
-    """An image or annotation that cannot be read; the message names the file and the problem."""
+    """An image or annotation that cannot be read; the message names the file and the problem.
+
+    `kind` names the problem for counting (see `data.validation.KINDS`), or is None.
+    """
+
+    def __init__(self, message, kind=None):
+        super().__init__(message)
+        self.kind = kind
 
 
 def read_image(path):
     """RGB pixels of an image file, EXIF orientation applied; uint8 [H, W, 3].
 
-    Raises DataError naming the file when it is missing or cannot be decoded.
+    Grayscale, palette, RGBA and CMYK images are converted to RGB; 16-bit grayscale is scaled
+    to 8 bits. Raises DataError naming the file when it is missing or cannot be decoded.
     """
     if not os.path.isfile(path):
-        raise DataError(f"{path}: image file not found")
+        raise DataError(f"{path}: image file not found", "missing_image")
+    try:
+        image = Image.open(path)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read image ({error})", "unreadable_image") from error
+    try:
+        with image:
+            # The header parsed, so a failure here is in the pixel data: a cut-off download.
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in _WIDE_INTEGER_MODES:
+                gray = np.asarray(image, np.float64)
+                gray = np.rint(np.clip(gray, 0, 65535) / _UINT16_TO_UINT8).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
+            image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: image is truncated or corrupt ({error})",
+                        "truncated_image") from error
+    return np.asarray(image, np.uint8)
+
+
+def read_image_size(path):
+    """(height, width) of an image file as `read_image` returns it, from the header only.
+
+    Raises DataError naming the file when it is missing or its header cannot be parsed.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: image file not found", "missing_image")
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
+            width, height = image.size
+            # PNG's getexif() decodes the pixels to look for EXIF after them; a header check
+            # takes only EXIF stored before the pixels (where PIL writes it).
+            orientation = (None if image.format == "PNG" and "exif" not in image.info
+                           else image.getexif().get(ExifTags.Base.Orientation))
     except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read image ({error})") from error
-    return np.asarray(image, np.uint8)
+        raise DataError(f"{path}: cannot read image ({error})", "unreadable_image") from error
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return width, height
+    return height, width
+
+
+def load_coco_json(annotation_file):
+    """The parsed annotation file, checked to have COCO's structure → dict.
+
+    Raises DataError (kind "not_coco") naming the file when it is not JSON or lacks the lists
+    and keys pycocotools indexes; entry-level problems are left to `data.validation`.
+    """
+    try:
+        with open(annotation_file) as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{annotation_file}: not a COCO annotation file (not JSON: {error})",
+                        "not_coco") from error
+
+    def not_coco(problem):
+        return DataError(f"{annotation_file}: not a COCO annotation file ({problem})", "not_coco")
+
+    if not isinstance(data, dict):
+        raise not_coco(f"the top level is a {type(data).__name__}, not an object")
+    # A file without annotations (COCO's image-info files) is a set of negatives.
+    data.setdefault("annotations", [])
+    for section, keys in _REQUIRED_KEYS.items():
+        entries = data.get(section)
+        if not isinstance(entries, list):
+            raise not_coco(f"no {section!r} list")
+        for index, entry in enumerate(entries):
+            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if missing:
+                raise not_coco(f"{section}[{index}] has no {missing[0]!r}")
+    return data
 
 
 class CocoDataset:
@@ -42,16 +125,19 @@ class CocoDataset:
     Args:
       annotation_file: path of the COCO JSON.
       image_dir: folder the images' `file_name`s are relative to; defaults to the JSON's folder.
+      data: the file's contents when already read (and cleaned, see `data.validation`).
     """
 
-    def __init__(self, annotation_file, image_dir=None):
+    def __init__(self, annotation_file, image_dir=None, data=None):
         self.annotation_file = annotation_file
         if image_dir is None:
             image_dir = os.path.dirname(os.path.abspath(annotation_file))
         self.image_dir = image_dir
+        self.coco = COCO()
+        self.coco.dataset = load_coco_json(annotation_file) if data is None else data
         # pycocotools prints progress to stdout, which clutters training logs.
         with contextlib.redirect_stdout(io.StringIO()):
-            self.coco = COCO(annotation_file)
+            self.coco.createIndex()
         self.category_ids = sorted(self.coco.getCatIds())
         self.class_names = [self.coco.cats[i]["name"] for i in self.category_ids]
         self.category_id_to_label = {cat_id: label for label, cat_id in enumerate(self.category_ids, 1)}
@@ -83,7 +169,7 @@ class CocoDataset:
         if pixels.shape[:2] != (info["height"], info["width"]):
             # Masks are decoded at the annotated size, so a mismatch would misalign every target.
             raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (w x h) but the "
-                            f"annotations say {info['width']}x{info['height']}")
+                            f"annotations say {info['width']}x{info['height']}", "image_size_mismatch")
         return pixels
 
     def load_annotations(self, image_id):
@@ -102,7 +188,7 @@ class CocoDataset:
             boxes[i] = [y, x, y + h, x + w]
             if not annotation.get("segmentation"):
                 raise DataError(f"{self.annotation_file}: annotation {annotation.get('id')} "
-                                f"of image {image_id} has no segmentation")
+                                f"of image {image_id} has no segmentation", "missing_segmentation")
             masks[i] = mask_utils.decode(self.coco.annToRLE(annotation))
         boxes = np.clip(boxes, 0, [height, width, height, width]).astype(np.float32)
         return {

@@ -1,4 +1,5 @@
-"""ResNet v1.5 backbones (stride on the 3×3 convolution) returning C2..C5.
+"""ResNet v1.5 backbones (stride on the 3×3 convolution) returning C2..C5, or ResNet v1
+(stride on the first 1×1 convolution, as keras.applications' ResNet50) with `stride_in_1x1`.
 
 Paddings are explicit, as in torchvision's ResNet, so that converted weights see the
 same pixels; batch norm is frozen (a fixed affine transform) for pretrained backbones.
@@ -56,14 +57,17 @@ def _conv(filters, kernel_size, stride, name):
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class Bottleneck(layers.Layer):
-    """1×1 → 3×3 (stride) → 1×1 (4× width) residual block, projection shortcut when needed."""
+    """1×1 → 3×3 (stride) → 1×1 (4× width) residual block, projection shortcut when needed;
+    `stride_in_1x1` moves the stride to the first 1×1."""
 
-    def __init__(self, width, stride, project, norm, **kwargs):
+    def __init__(self, width, stride, project, norm, stride_in_1x1=False, **kwargs):
         super().__init__(**kwargs)
         self.width, self.stride, self.project, self.norm = width, stride, project, norm
+        self.stride_in_1x1 = stride_in_1x1
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.residual = [
-            *_conv(width, 1, 1, "conv1"), _norm(norm, "bn1"), layers.ReLU(),
-            *_conv(width, 3, stride, "conv2"), _norm(norm, "bn2"), layers.ReLU(),
+            *_conv(width, 1, stride_1x1, "conv1"), _norm(norm, "bn1"), layers.ReLU(),
+            *_conv(width, 3, stride_3x3, "conv2"), _norm(norm, "bn2"), layers.ReLU(),
             *_conv(4 * width, 1, 1, "conv3"), _norm(norm, "bn3"),
         ]
         self.shortcut = ([*_conv(4 * width, 1, stride, "downsample_conv"), _norm(norm, "downsample_bn")]
@@ -80,16 +84,17 @@ class Bottleneck(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "stride": self.stride,
-                "project": self.project, "norm": self.norm}
+                "project": self.project, "norm": self.norm, "stride_in_1x1": self.stride_in_1x1}
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class ResNet(layers.Layer):
-    """ResNet v1.5 feature extractor: [B, H, W, 3] → [C2, C3, C4, C5]."""
+    """ResNet v1.5 (or v1, see Bottleneck) feature extractor: [B, H, W, 3] → [C2, C3, C4, C5]."""
 
     def __init__(self, stage_blocks=(3, 4, 6, 3), stem_filters=64, bottleneck_widths=(64, 128, 256, 512),
-                 norm="frozen_bn", **kwargs):
+                 norm="frozen_bn", stride_in_1x1=False, **kwargs):
         super().__init__(**kwargs)
+        self.stride_in_1x1 = stride_in_1x1
         self.stage_blocks = tuple(stage_blocks)
         self.stem_filters = stem_filters
         self.bottleneck_widths = tuple(bottleneck_widths)
@@ -102,7 +107,7 @@ class ResNet(layers.Layer):
             first_stride = 1 if stage == 0 else 2
             self.stages.append([
                 Bottleneck(width, first_stride if block == 0 else 1, project=block == 0, norm=norm,
-                           name=f"layer{stage + 1}_block{block}")
+                           stride_in_1x1=stride_in_1x1, name=f"layer{stage + 1}_block{block}")
                 for block in range(blocks)])
 
     def call(self, images, training=False):
@@ -119,4 +124,4 @@ class ResNet(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "stage_blocks": self.stage_blocks,
                 "stem_filters": self.stem_filters, "bottleneck_widths": self.bottleneck_widths,
-                "norm": self.norm}
+                "norm": self.norm, "stride_in_1x1": self.stride_in_1x1}

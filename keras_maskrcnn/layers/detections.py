@@ -39,7 +39,7 @@ class DetectionLayer(keras.layers.Layer):
         heights, widths = box_ops.box_sizes(boxes)
         keep = ((probs > self.score_threshold) & roi_valid[:, :, None]
                 & (heights >= self.min_box_size) & (widths >= self.min_box_size))
-        scores = tf.reshape(tf.where(keep, probs, float("-inf")), [batch, num_rois * num_classes])
+        scores = tf.reshape(tf.where(keep, probs, nms.INVALID_SCORE), [batch, num_rois * num_classes])
         boxes = tf.reshape(boxes, [batch, num_rois * num_classes, 4])
         labels = tf.tile(tf.range(1, num_classes + 1)[None, :], [num_rois, 1])
         labels = tf.broadcast_to(tf.reshape(labels, [1, -1]), tf.shape(scores))

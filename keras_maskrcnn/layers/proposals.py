@@ -58,7 +58,7 @@ class ProposalLayer(keras.layers.Layer):
         boxes = box_ops.clip_boxes(boxes, image_info[:, 1:2], image_info[:, 2:3])
         heights, widths = box_ops.box_sizes(boxes)
         large_enough = (heights >= self.min_box_size) & (widths >= self.min_box_size)
-        scores = tf.where(large_enough, scores, float("-inf"))
+        scores = tf.where(large_enough, scores, nms.INVALID_SCORE)
         indices, valid = nms.batched_padded_nms(
             boxes, scores, post_nms_topk, self.nms_threshold, group_ids=levels)
         proposals = tf.gather(boxes, indices, batch_dims=1)

@@ -7,8 +7,10 @@ import keras
 from keras import layers, ops
 
 # Detectron's initialisation of the two predictors: small, so early training is stable.
-CLASS_INIT = keras.initializers.RandomNormal(stddev=0.01)
-DELTA_INIT = keras.initializers.RandomNormal(stddev=0.001)
+# Initializers are built in __init__, after `keras.utils.set_random_seed`: one built at import
+# time would take its seed from the unseeded Python RNG, different in every process.
+CLASS_INIT_STDDEV = 0.01
+DELTA_INIT_STDDEV = 0.001
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
@@ -21,8 +23,12 @@ class BoxHead(layers.Layer):
         self.fc_dim = fc_dim
         self.fc1 = layers.Dense(fc_dim, activation="relu", name="fc1")
         self.fc2 = layers.Dense(fc_dim, activation="relu", name="fc2")
-        self.class_logits = layers.Dense(num_classes + 1, kernel_initializer=CLASS_INIT, name="class_logits")
-        self.deltas = layers.Dense(4 * (num_classes + 1), kernel_initializer=DELTA_INIT, name="deltas")
+        self.class_logits = layers.Dense(
+            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=CLASS_INIT_STDDEV),
+            name="class_logits")
+        self.deltas = layers.Dense(
+            4 * (num_classes + 1),
+            kernel_initializer=keras.initializers.RandomNormal(stddev=DELTA_INIT_STDDEV), name="deltas")
 
     def call(self, roi_features):
         """roi_features [B, R, P, P, F] → (class_logits [B, R, C+1], deltas [B, R, C+1, 4])."""

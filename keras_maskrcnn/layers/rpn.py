@@ -7,7 +7,14 @@ Shapes: B batch, A_l = H_l·W_l·anchors_per_location anchors of level l, in the
 import keras
 from keras import layers, ops
 
-HEAD_INIT = keras.initializers.RandomNormal(stddev=0.01)  # Faster R-CNN's RPN initialisation
+HEAD_INIT_STDDEV = 0.01  # Faster R-CNN's RPN initialisation
+
+
+def _head_init():
+    """A fresh initializer per weight: one built at import time would take its seed from the
+    unseeded Python RNG (different in every process), and sharing one instance would give
+    every kernel the same draw."""
+    return keras.initializers.RandomNormal(stddev=HEAD_INIT_STDDEV)
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
@@ -19,10 +26,10 @@ class RPNHead(layers.Layer):
         self.channels = channels
         self.anchors_per_location = anchors_per_location
         self.conv = layers.Conv2D(channels, 3, padding="same", activation="relu",
-                                  kernel_initializer=HEAD_INIT, name="conv")
-        self.objectness = layers.Conv2D(anchors_per_location, 1, kernel_initializer=HEAD_INIT,
+                                  kernel_initializer=_head_init(), name="conv")
+        self.objectness = layers.Conv2D(anchors_per_location, 1, kernel_initializer=_head_init(),
                                         name="objectness")
-        self.deltas = layers.Conv2D(4 * anchors_per_location, 1, kernel_initializer=HEAD_INIT,
+        self.deltas = layers.Conv2D(4 * anchors_per_location, 1, kernel_initializer=_head_init(),
                                     name="deltas")
 
     def call(self, features):

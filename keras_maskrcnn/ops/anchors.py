@@ -4,7 +4,8 @@ Aspect ratio means height / width. At each feature location the anchors are orde
 aspect ratio, then by size; locations are ordered row-major, and levels from the finest.
 Anchor centres sit at (i·stride, j·stride) and the base anchor corners are rounded to
 whole pixels, as torchvision's AnchorGenerator does, so converted weights see the anchors
-they were trained with.
+they were trained with. For the same reason a level's stride is torchvision's
+canvas side // feature side, per axis: on an 800-px side P6 has 13 rows 61 px apart, not 64.
 Shapes: A anchors in total, A_l at level l.
 """
 
@@ -23,10 +24,14 @@ def base_anchors(sizes, aspect_ratios):
 
 
 def level_anchors(feature_hw, stride, sizes, aspect_ratios):
-    """Anchors of one level: float32 [H_l·W_l·anchors_per_location, 4]."""
+    """Anchors of one level: float32 [H_l·W_l·anchors_per_location, 4].
+
+    `stride` is one number or a (row, column) pair.
+    """
     base = base_anchors(sizes, aspect_ratios)
-    ys = np.arange(feature_hw[0], dtype=np.float32) * stride
-    xs = np.arange(feature_hw[1], dtype=np.float32) * stride
+    stride_y, stride_x = np.broadcast_to(stride, (2,)).tolist()
+    ys = np.arange(feature_hw[0], dtype=np.float32) * stride_y
+    xs = np.arange(feature_hw[1], dtype=np.float32) * stride_x
     cy, cx = np.meshgrid(ys, xs, indexing="ij")
     shifts = np.stack([cy, cx, cy, cx], axis=-1).reshape(-1, 1, 4)
     return (shifts + base[None]).reshape(-1, 4)
@@ -35,11 +40,13 @@ def level_anchors(feature_hw, stride, sizes, aspect_ratios):
 def multilevel_anchors(image_size, strides, sizes_per_level, aspect_ratios):
     """Anchors of every level for a padded canvas of `image_size`.
 
-    Returns a list of float32 [A_l, 4] arrays, one per level (levels whose stride divides
-    the canvas exactly, as FPN requires).
+    Returns a list of float32 [A_l, 4] arrays, one per level. A level's feature map has
+    ceil(side / stride) cells per side; its anchors are spaced side // cells apart (see the
+    module docstring), which is `stride` whenever the stride divides the side.
     """
     anchors = []
     for stride, sizes in zip(strides, sizes_per_level):
-        feature_hw = (int(np.ceil(image_size[0] / stride)), int(np.ceil(image_size[1] / stride)))
-        anchors.append(level_anchors(feature_hw, stride, sizes, aspect_ratios))
+        feature_hw = [-(-side // stride) for side in image_size]
+        spacing = [side // cells for side, cells in zip(image_size, feature_hw)]
+        anchors.append(level_anchors(feature_hw, spacing, sizes, aspect_ratios))
     return anchors

@@ -41,6 +41,43 @@ def crop_and_resize_masks(masks, boxes, size):
     return crops[..., 0]
 
 
+def _resample_in_box_frame(flat_masks, mask_indices, from_boxes, to_boxes, size):
+    """Read box-frame masks over other boxes, bilinear, 0 outside the mask.
+
+    Args:
+      flat_masks: [N, S, S] masks, each over its own box.
+      mask_indices: int32 [K] index into N of each box pair.
+      from_boxes: [K, 4] the box each read mask covers; to_boxes: [K, 4] the box to read over.
+      size: output side M.
+    Returns: float32 [K, M, M].
+    """
+    mini_size = tf.cast(tf.shape(flat_masks)[-1], tf.float32)
+    start = from_boxes[:, :2]
+    extent = tf.maximum(from_boxes[:, 2:] - start, 1e-6)
+    to_start = to_boxes[:, :2]
+    to_step = (to_boxes[:, 2:] - to_start) / size
+
+    def to_mini_index(point):
+        return (point - start) / extent * mini_size - 0.5
+
+    first = to_mini_index(to_start + 0.5 * to_step)
+    last = to_mini_index(to_start + (size - 0.5) * to_step)
+    crop_boxes = grid_crop_boxes(first, last, tf.shape(flat_masks)[1:3])
+    crops = tf.image.crop_and_resize(
+        _zero_border(tf.cast(flat_masks, tf.float32)), crop_boxes, mask_indices, [size, size],
+        method="bilinear", extrapolation_value=0.0)
+    return crops[..., 0]
+
+
+def reframe_mini_masks(mini_masks, boxes, new_boxes):
+    """Mini-masks over `boxes` resampled over `new_boxes` (e.g. the boxes after a crop clipped
+    them); [N, S, S] → float32 [N, S, S]. Where a new box equals its old one the mask is unchanged.
+    """
+    count = tf.shape(mini_masks)[0]
+    return _resample_in_box_frame(mini_masks, tf.range(count), tf.cast(boxes, tf.float32),
+                                  tf.cast(new_boxes, tf.float32), mini_masks.shape[-1])
+
+
 def roi_mask_targets(gt_mini_masks, gt_boxes, roi_boxes, matched_gt, size):
     """Binary mask targets of each RoI from the mini-mask of its matched instance.
 
@@ -55,24 +92,11 @@ def roi_mask_targets(gt_mini_masks, gt_boxes, roi_boxes, matched_gt, size):
     batch = tf.shape(roi_boxes)[0]
     num_rois = tf.shape(roi_boxes)[1]
     num_gt = tf.shape(gt_boxes)[1]
-    mini_size = tf.cast(tf.shape(gt_mini_masks)[-1], tf.float32)
     matched_boxes = tf.gather(gt_boxes, matched_gt, batch_dims=1)
-    gt_start = matched_boxes[..., :2]
-    gt_extent = tf.maximum(matched_boxes[..., 2:] - gt_start, 1e-6)
-    roi_start = roi_boxes[..., :2]
-    roi_step = (roi_boxes[..., 2:] - roi_start) / size
-
-    def to_mini_index(point):
-        return (point - gt_start) / gt_extent * mini_size - 0.5
-
-    first = to_mini_index(roi_start + 0.5 * roi_step)
-    last = to_mini_index(roi_start + (size - 0.5) * roi_step)
     mini_hw = tf.shape(gt_mini_masks)[2:4]
-    crop_boxes = grid_crop_boxes(tf.reshape(first, [-1, 2]), tf.reshape(last, [-1, 2]), mini_hw)
-    flat_masks = tf.reshape(tf.cast(gt_mini_masks, tf.float32), [-1, mini_hw[0], mini_hw[1]])
-    box_indices = tf.reshape(tf.range(batch)[:, None] * num_gt + matched_gt, [-1])
-    crops = tf.image.crop_and_resize(
-        _zero_border(flat_masks), crop_boxes, box_indices, [size, size],
-        method="bilinear", extrapolation_value=0.0)
-    targets = tf.cast(crops[..., 0] >= MASK_THRESHOLD, tf.float32)
+    flat_masks = tf.reshape(gt_mini_masks, [-1, mini_hw[0], mini_hw[1]])
+    mask_indices = tf.reshape(tf.range(batch)[:, None] * num_gt + matched_gt, [-1])
+    crops = _resample_in_box_frame(flat_masks, mask_indices, tf.reshape(matched_boxes, [-1, 4]),
+                                   tf.reshape(roi_boxes, [-1, 4]), size)
+    targets = tf.cast(crops >= MASK_THRESHOLD, tf.float32)
     return tf.reshape(targets, [batch, num_rois, size, size])

@@ -6,6 +6,11 @@ Shapes: B batch, N candidates, K kept (padded).
 import numpy as np
 import tensorflow as tf
 
+# Candidates scored at most this are never kept. Callers mark dropped candidates with it rather
+# than -inf: int8 calibration records the range of every tensor and cannot quantize an
+# infinite one. Far below any logit or probability.
+INVALID_SCORE = -1e4
+
 
 def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=None):
     """Greedy NMS per image (and per group, e.g. class or FPN level) with padded output.
@@ -16,7 +21,7 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=
 
     Args:
       boxes: float32 [B, N, 4].
-      scores: float32 [B, N]; candidates with score -inf are never kept.
+      scores: float32 [B, N]; candidates scored INVALID_SCORE or less (or -inf) are never kept.
       max_output_size: K.
       iou_threshold: suppress boxes overlapping a kept one by more than this.
       group_ids: optional int32 [B, N].
@@ -44,6 +49,6 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, group_ids=
             boxes, scores, max_output_size, iou_threshold=strict_threshold,
             score_threshold=float("-inf"), pad_to_max_output_size=True)
     valid = tf.range(max_output_size)[None, :] < num_valid[:, None]
-    # The padded NMS keeps -inf scores when nothing better is left; they are not detections.
-    valid &= tf.gather(scores, indices, batch_dims=1) > float("-inf")
+    # The padded NMS keeps invalid candidates when nothing better is left; they are not detections.
+    valid &= tf.gather(scores, indices, batch_dims=1) > INVALID_SCORE
     return tf.where(valid, indices, 0), valid

@@ -77,6 +77,9 @@ def assign_levels(boxes, min_level, max_level,
                   canonical_level=CANONICAL_LEVEL, canonical_size=CANONICAL_BOX_SIZE):
     """FPN level of each box from its size: [..., 4] → int32 [...] in [min_level, max_level]."""
     area = tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
+    # Empty (padding) boxes would take log(0) = -inf, which int8 calibration cannot quantize.
+    # Boxes under 1 px² land on min_level either way, so the floor changes no level.
+    area = tf.maximum(area, 1.0)
     # The epsilon keeps boxes of exactly canonical size on their level despite rounding.
     level = tf.floor(canonical_level + tf.math.log(tf.sqrt(area) / canonical_size) / math.log(2.0) + 1e-6)
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)

@@ -1,0 +1,114 @@
+"""Keras callbacks of the training job: COCO evaluation during training and a history file
+that survives a restart.
+
+Shapes: none; callbacks see scalar logs. Detections are converted as in `evaluation`.
+"""
+
+import json
+import os
+
+import keras
+
+from keras_maskrcnn import evaluation
+from keras_maskrcnn.data.coco import DataError
+from keras_maskrcnn.data.validation import report_decode_failure
+from keras_maskrcnn.inference import KerasPredictor, predict_in_batches
+
+# Keys added to the epoch logs, and so to the history and TensorBoard.
+METRIC_KEYS = {"val_bbox_AP": ("bbox", "AP"), "val_segm_AP": ("segm", "AP"),
+               "val_bbox_AP50": ("bbox", "AP50"), "val_segm_AP50": ("segm", "AP50")}
+
+
+class CocoEvaluation(keras.callbacks.Callback):
+    """COCO bbox and segm AP on a validation set every `every` epochs and after the last.
+
+    Adds METRIC_KEYS to the epoch's logs. List it before callbacks that read the logs
+    (TensorBoard, ModelCheckpoint): Keras calls callbacks in list order.
+
+    Args:
+      dataset: a `CocoDataset` (cleaned by a `BadDataPolicy` if one is used).
+      every: evaluate after epochs every, 2·every, ... (1-based).
+      batch_size: images per forward pass.
+      bad_data: a `BadDataPolicy` that images failing to decode are reported to (and, in mode
+        "skip", left out of the evaluation); None lets the error stop training.
+    """
+
+    def __init__(self, dataset, every=1, batch_size=8, bad_data=None):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        self.dataset = dataset
+        self.every = every
+        self.batch_size = batch_size
+        self.bad_data = bad_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == self.params.get("epochs")
+        if logs is None or ((epoch + 1) % self.every and not last):
+            return
+        metrics = self.evaluate()
+        for key, (iou_type, name) in METRIC_KEYS.items():
+            logs[key] = metrics[iou_type][name]
+
+    def evaluate(self):
+        """Predict every readable image and run COCOeval → {"bbox": {...}, "segm": {...}}."""
+        image_ids = []
+
+        def readable_images():
+            for image_id in self.dataset.image_ids:
+                try:
+                    image = self.dataset.load_image(image_id)
+                except DataError as error:
+                    if self.bad_data is None:
+                        raise
+                    report_decode_failure(self.bad_data, error)
+                    continue
+                image_ids.append(image_id)
+                yield image
+
+        results = []
+        detections = predict_in_batches(KerasPredictor(self.model), readable_images(),
+                                        self.batch_size)
+        # A batch's detections come after its images were read, so image_ids is ahead.
+        for index, found in enumerate(detections):
+            info = self.dataset.image_info(image_ids[index])
+            results.extend(evaluation.detections_to_coco_results(
+                image_ids[index], found, (info["height"], info["width"])))
+        return evaluation.evaluate_coco(self.dataset.coco, results, image_ids=image_ids)
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """Writes the per-epoch logs to a JSON file after every epoch.
+
+    The file holds metric name → list indexed by epoch; an epoch without a value (COCO AP
+    between evaluations) holds null. A run resumed at epoch e keeps the file's first e
+    entries, so after a restart the file still covers the whole run.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def read(self):
+        """The history written so far → dict (empty if there is no file)."""
+        if not os.path.isfile(self.path):
+            return {}
+        with open(self.path) as f:
+            return json.load(f)
+
+    def on_epoch_end(self, epoch, logs=None):
+        history = self.read()
+        names = set(history) | set(logs or {})
+        for name in names:
+            values = history.get(name, [])[:epoch]
+            values += [None] * (epoch - len(values))
+            value = (logs or {}).get(name)
+            values.append(None if value is None else float(value))
+            history[name] = values
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        # Written aside then renamed, so a kill mid-write leaves the previous file whole.
+        temporary = self.path + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(dict(sorted(history.items())), f, indent=2)
+        os.replace(temporary, self.path)

@@ -1,0 +1,1 @@
+"""Weight converters from other frameworks' checkpoints (torch is an optional extra)."""

@@ -1,0 +1,220 @@
+"""Convert torchvision's `maskrcnn_resnet50_fpn` weights into a `MaskRCNN`.
+
+The checkpoint is torchvision's published COCO file or `torch.save(model.state_dict())` of a
+`maskrcnn_resnet50_fpn`; the key names of releases before 0.13 are accepted too. torch is
+only needed to read the file and is imported then (`pip install "keras-maskrcnn[torch]"`).
+
+Layouts, torch → Keras: convolution kernels [out, in, kh, kw] → [kh, kw, in, out];
+transposed convolution kernels [in, out, kh, kw] → [kh, kw, out, in] (neither framework
+flips the kernel: both compute the transpose of a cross-correlation); linear weights
+[out, in] → [in, out]. Box deltas (dx, dy, dw, dh) → (dy, dx, dh, dw), in the RPN (per
+anchor) and the box predictor (per class). torch's box head flattens RoI features as
+(F, P, P), ours as (P, P, F). The mask predictor loses torchvision's background channel 0.
+Batch norms are written folded (`convert.batch_norm`), with the ε the checkpoint ran with.
+
+Shapes: C foreground classes (torchvision's labels 1..C), A anchors per location,
+F FPN channels, P box pool size.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from keras_maskrcnn.config import torchvision_r50_fpn
+from keras_maskrcnn.convert.batch_norm import folded_batch_norm
+
+# torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
+# batch norms divide by √var exactly. A model built with weights=None uses BatchNorm2d's 1e-5.
+PUBLISHED_BATCH_NORM_EPSILON = 0.0
+TORCH_MISSING = 'reading torchvision checkpoints needs torch: pip install "keras-maskrcnn[torch]"'
+DELTA_ORDER = [1, 0, 3, 2]  # (dx, dy, dw, dh) → (dy, dx, dh, dw)
+# Names before torchvision 0.13 wrapped these convolutions in Conv2dNormActivation.
+_LEGACY_KEYS = (
+    (r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$", r"\1.0.\2"),
+    (r"^(rpn\.head\.conv)\.(weight|bias)$", r"\1.0.0.\2"),
+    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$",
+     lambda match: f"roi_heads.mask_head.{int(match[1]) - 1}.0.{match[2]}"),
+)
+# Batch-norm step counters: not weights.
+_IGNORED_KEY = re.compile(r"\.num_batches_tracked$")
+
+
+def load_state_dict(path):
+    """A torch checkpoint file → {name: numpy array}.
+
+    Also accepts `{"model": state_dict, ...}`, the layout of torchvision's reference
+    training scripts' checkpoints.
+    """
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(TORCH_MISSING) from error
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        # torch's message runs to paragraphs and suggests unsafe loading; its type is enough.
+        raise ValueError(f"cannot read {path} as a torch state dict ({type(error).__name__}); "
+                         f"write one with torch.save(model.state_dict())") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if isinstance(state.get("model"), dict):
+        state = state["model"]
+    return {name: value.detach().cpu().numpy() for name, value in state.items()}
+
+
+class _Checkpoint:
+    """A state dict under current key names that remembers which entries were read."""
+
+    def __init__(self, state_dict):
+        self.values = {}
+        for name, value in state_dict.items():
+            for pattern, replacement in _LEGACY_KEYS:
+                name = re.sub(pattern, replacement, name)
+            self.values[name] = value
+        self.unread = {name for name in self.values if not _IGNORED_KEY.search(name)}
+
+    def __getitem__(self, name):
+        if name not in self.values:
+            raise ValueError(f"the checkpoint has no {name}: is it a maskrcnn_resnet50_fpn state dict?")
+        self.unread.discard(name)
+        return np.asarray(self.values[name], np.float64)
+
+
+def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON):
+    """torchvision's weights in our layouts → {weight path inside `MaskRCNN`: float32 array}.
+
+    `batch_norm_epsilon` is the ε the checkpoint's batch norms were run with (see
+    PUBLISHED_BATCH_NORM_EPSILON). Raises ValueError on missing or unexpected entries.
+    """
+    checkpoint = _Checkpoint(state_dict)
+    weights = {}
+
+    def conv(keras_name, torch_name, bias=True):
+        weights[f"{keras_name}/kernel"] = checkpoint[f"{torch_name}.weight"].transpose(2, 3, 1, 0)
+        if bias:
+            weights[f"{keras_name}/bias"] = checkpoint[f"{torch_name}.bias"]
+
+    def frozen_bn(keras_name, torch_name):
+        folded = folded_batch_norm(
+            checkpoint[f"{torch_name}.weight"], checkpoint[f"{torch_name}.bias"],
+            checkpoint[f"{torch_name}.running_mean"], checkpoint[f"{torch_name}.running_var"],
+            batch_norm_epsilon)
+        weights.update({f"{keras_name}/{name}": value for name, value in folded.items()})
+
+    def linear(keras_name, torch_name):
+        weights[f"{keras_name}/kernel"] = checkpoint[f"{torch_name}.weight"].T
+        weights[f"{keras_name}/bias"] = checkpoint[f"{torch_name}.bias"]
+
+    def reorder_deltas(keras_name, axis):
+        """Swap (dx, dy, dw, dh) to (dy, dx, dh, dw) in groups of 4 along `axis` (the outputs)."""
+        for part, values in (("kernel", weights[f"{keras_name}/kernel"]),
+                             ("bias", weights[f"{keras_name}/bias"])):
+            axis_here = axis if part == "kernel" else 0
+            grouped = np.moveaxis(values, axis_here, 0)
+            grouped = grouped.reshape(-1, 4, *grouped.shape[1:])[:, DELTA_ORDER]
+            weights[f"{keras_name}/{part}"] = np.moveaxis(
+                grouped.reshape(-1, *grouped.shape[2:]), 0, axis_here)
+
+    body = "backbone.body"
+    conv("backbone/stem_conv", f"{body}.conv1", bias=False)
+    frozen_bn("backbone/stem_bn", f"{body}.bn1")
+    for stage, blocks in enumerate(config.backbone.stage_blocks):
+        for block in range(blocks):
+            keras_block, torch_block = f"backbone/layer{stage + 1}_block{block}", f"{body}.layer{stage + 1}.{block}"
+            for index in (1, 2, 3):
+                conv(f"{keras_block}/conv{index}", f"{torch_block}.conv{index}", bias=False)
+                frozen_bn(f"{keras_block}/bn{index}", f"{torch_block}.bn{index}")
+            if block == 0:
+                conv(f"{keras_block}/downsample_conv", f"{torch_block}.downsample.0", bias=False)
+                frozen_bn(f"{keras_block}/downsample_bn", f"{torch_block}.downsample.1")
+
+    for level in range(len(config.backbone.stage_blocks)):
+        conv(f"fpn/lateral{level}", f"backbone.fpn.inner_blocks.{level}.0")
+        conv(f"fpn/output{level}", f"backbone.fpn.layer_blocks.{level}.0")
+
+    conv("rpn_head/conv", "rpn.head.conv.0.0")
+    conv("rpn_head/objectness", "rpn.head.cls_logits")
+    conv("rpn_head/deltas", "rpn.head.bbox_pred")
+    reorder_deltas("rpn_head/deltas", axis=3)
+
+    # fc6 reads torch's (F, P, P) flattening; permute its input rows to our (P, P, F).
+    pool, channels = config.roi.box_pool_size, config.fpn.channels
+    fc6 = checkpoint["roi_heads.box_head.fc6.weight"].T
+    weights["box_head/fc1/kernel"] = (fc6.reshape(channels, pool, pool, -1)
+                                      .transpose(1, 2, 0, 3).reshape(pool * pool * channels, -1))
+    weights["box_head/fc1/bias"] = checkpoint["roi_heads.box_head.fc6.bias"]
+    linear("box_head/fc2", "roi_heads.box_head.fc7")
+    linear("box_head/class_logits", "roi_heads.box_predictor.cls_score")
+    linear("box_head/deltas", "roi_heads.box_predictor.bbox_pred")
+    reorder_deltas("box_head/deltas", axis=1)
+
+    for index in range(config.mask_head.num_convs):
+        conv(f"mask_head/conv{index + 1}", f"roi_heads.mask_head.{index}.0")
+    # [in, out, kh, kw] → [kh, kw, out, in]
+    weights["mask_head/deconv/kernel"] = checkpoint[
+        "roi_heads.mask_predictor.conv5_mask.weight"].transpose(2, 3, 1, 0)
+    weights["mask_head/deconv/bias"] = checkpoint["roi_heads.mask_predictor.conv5_mask.bias"]
+    conv("mask_head/predictor", "roi_heads.mask_predictor.mask_fcn_logits")
+    weights["mask_head/predictor/kernel"] = weights["mask_head/predictor/kernel"][..., 1:]
+    weights["mask_head/predictor/bias"] = weights["mask_head/predictor/bias"][1:]
+
+    if checkpoint.unread:
+        raise ValueError(f"the checkpoint has entries this model has no place for: "
+                         f"{sorted(checkpoint.unread)}")
+    return {name: value.astype(np.float32) for name, value in weights.items()}
+
+
+def checkpoint_num_classes(state_dict):
+    """Foreground classes of a torchvision checkpoint (its box predictor's labels minus background)."""
+    return _Checkpoint(state_dict)["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+
+
+def convert_state_dict(state_dict, config=None, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON):
+    """A `MaskRCNN` holding torchvision's weights.
+
+    `config` defaults to `torchvision_r50_fpn` with the checkpoint's number of classes; a
+    given one must have the same layer sizes (its canvas, thresholds and so on are free).
+    """
+    from keras_maskrcnn.model import MaskRCNN
+
+    num_classes = checkpoint_num_classes(state_dict)
+    config = config or torchvision_r50_fpn(num_classes)
+    if config.num_classes != num_classes:
+        raise ValueError(f"the checkpoint has {num_classes} foreground classes, the config "
+                         f"{config.num_classes}")
+    weights = keras_weights(state_dict, config, batch_norm_epsilon)
+    model = MaskRCNN(config)
+    for variable in model.weights:
+        # Paths start with the model's name; the rest is the layer path.
+        name = variable.path.split("/", 1)[1]
+        if name == "sampling_step":
+            continue
+        if name not in weights:
+            raise ValueError(f"{name}: no torchvision weight converts to it; the config must "
+                             f"describe a ResNet-FPN Mask R-CNN like torchvision's")
+        value = weights.pop(name)
+        if value.shape != tuple(variable.shape):
+            raise ValueError(f"{name}: the checkpoint gives shape {value.shape}, the config "
+                             f"{tuple(variable.shape)}")
+        variable.assign(value)
+    if weights:
+        raise ValueError(f"converted weights the model does not have: {sorted(weights)}")
+    return model
+
+
+def convert_checkpoint(checkpoint_path, out_path, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON,
+                       config=None):
+    """Read a torchvision checkpoint file and save it as a `.keras` model; returns `out_path`.
+
+    Raises FileNotFoundError, ImportError (no torch) or ValueError, naming the checkpoint.
+    """
+    state_dict = load_state_dict(checkpoint_path)
+    try:
+        model = convert_state_dict(state_dict, config, batch_norm_epsilon)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint_path}: {error}") from error
+    model.save(out_path)
+    return out_path

@@ -1,0 +1,239 @@
+"""The training job: schedules, optimisers, callbacks, the bad-data report and resuming after
+a SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_maskrcnn import cli, training
+from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile
+from keras_maskrcnn.config import tiny
+from keras_maskrcnn.data import CocoDataset
+from keras_maskrcnn.model import MaskRCNN
+
+IMAGE_SIZE = 64
+# A backed-up epoch shows up well within this on the CI machine (about 20 s).
+BACKUP_WAIT_SECONDS = 300
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    assert cli.main(["make-shapes", str(root), "--train", "4", "--val", "2",
+                     "--size", str(IMAGE_SIZE)]) == 0
+    return root
+
+
+# Schedules and optimisers.
+
+def test_cosine_schedule_with_warmup():
+    schedule = training.WarmupSchedule(0.1, total_steps=100, warmup_steps=10, kind="cosine")
+    rate = lambda step: float(schedule(step))  # noqa: E731
+    np.testing.assert_allclose(rate(0), 0.1 * training.WARMUP_FACTOR, rtol=1e-5)
+    # Halfway through warmup the factor is halfway from WARMUP_FACTOR to 1.
+    cosine_5 = 0.05 * (1 + np.cos(np.pi * 0.05))
+    np.testing.assert_allclose(rate(5), cosine_5 * (training.WARMUP_FACTOR + 1) / 2, rtol=1e-5)
+    np.testing.assert_allclose(rate(50), 0.05, rtol=1e-5)
+    np.testing.assert_allclose(rate(100), 0.0, atol=1e-9)
+    np.testing.assert_allclose(rate(200), 0.0, atol=1e-9)
+
+
+def test_step_schedule_multiplies_by_a_tenth_at_each_fraction():
+    schedule = training.WarmupSchedule(0.02, total_steps=90, kind="step", step_fractions=(2 / 3, 8 / 9))
+    rates = [float(schedule(step)) for step in (0, 59, 60, 79, 80, 89)]
+    np.testing.assert_allclose(rates, [0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002], rtol=1e-5)
+    restored = training.WarmupSchedule.from_config(schedule.get_config())
+    assert float(restored(80)) == float(schedule(80))
+
+
+def test_optimizers_decay_weights_but_not_normalisation():
+    schedule = training.WarmupSchedule(0.1, total_steps=10)
+    sgd = training.make_optimizer("sgd", schedule, weight_decay=0.5, clip_norm=10.0)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == training.SGD_MOMENTUM
+    assert sgd.global_clipnorm == 10.0
+    adam = training.make_optimizer("adam", schedule, weight_decay=0.0, clip_norm=0.0)
+    assert isinstance(adam, keras.optimizers.Adam)
+    assert adam.weight_decay is None and adam.global_clipnorm is None
+
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 3))
+    dense = keras.layers.Dense(3, kernel_initializer="ones")
+    dense.build((None, 3))
+    variables = [dense.kernel, layer.gamma]
+    sgd.apply([keras.ops.zeros_like(v) for v in variables], variables)
+    # Zero gradients: only decoupled weight decay moves the kernel, and gamma stays.
+    assert float(dense.kernel[0, 0]) < 1.0
+    assert float(layer.gamma[0]) == 1.0
+
+
+def test_presets_default_to_adam_for_tiny_and_sgd_for_r50():
+    assert training.resolve_defaults("tiny")["optimizer"] == "adam"
+    r50 = training.resolve_defaults("r50_fpn", weight_decay=0.0)
+    assert r50["optimizer"] == "sgd" and r50["lr_schedule"] == "step" and r50["weight_decay"] == 0.0
+
+
+# Callbacks.
+
+def test_history_file_keeps_earlier_epochs_on_resume(tmp_path):
+    path = str(tmp_path / "history.json")
+    first = HistoryFile(path)
+    first.on_epoch_end(0, {"loss": 3.0})
+    first.on_epoch_end(1, {"loss": 2.0, "val_bbox_AP": 0.5})
+    first.on_epoch_end(2, {"loss": 1.5})
+    # A run resumed after epoch 1 (index 0) rewrites epochs 1 and 2.
+    resumed = HistoryFile(path)
+    resumed.on_epoch_end(1, {"loss": 2.5})
+    assert resumed.read() == {"loss": [3.0, 2.5], "val_bbox_AP": [None, None]}
+    resumed.on_epoch_end(2, {"loss": 1.0, "val_bbox_AP": 0.25})
+    assert resumed.read() == {"loss": [3.0, 2.5, 1.0], "val_bbox_AP": [None, None, 0.25]}
+
+
+def test_coco_evaluation_adds_ap_to_the_logs_every_n_epochs(shapes):
+    dataset = CocoDataset(str(shapes / "val" / "annotations.json"))
+    keras.utils.set_random_seed(0)
+    model = MaskRCNN(tiny(num_classes=dataset.num_classes, category_ids=tuple(dataset.category_ids)))
+    callback = CocoEvaluation(dataset, every=2, batch_size=2)
+    callback.set_model(model)
+    callback.set_params({"epochs": 3})
+    logs = {"loss": 1.0}
+    callback.on_epoch_end(0, logs)
+    assert logs == {"loss": 1.0}
+    for epoch in (1, 2):  # every second epoch, and the last
+        logs = {"loss": 1.0}
+        callback.on_epoch_end(epoch, logs)
+        assert set(logs) == {"loss"} | set(METRIC_KEYS)
+        assert all(-1.0 <= logs[key] <= 1.0 for key in METRIC_KEYS)
+
+
+# Whole runs.
+
+def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, capsys):
+    annotations = json.loads((shapes / "train" / "annotations.json").read_text())
+    annotations["images"].append({"id": 99, "file_name": "images/absent.png", "height": 64,
+                                  "width": 64})
+    first = annotations["annotations"][0]
+    annotations["annotations"].append(dict(first, id=999, category_id=12345))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(annotations))
+    out = tmp_path / "run"
+    history = training.train(str(bad), str(shapes / "train"), str(shapes / "val" / "annotations.json"),
+                             None, "tiny", epochs=1, steps_per_epoch=1, batch_size=2,
+                             out_dir=str(out), eval_every=1, scale_jitter=(0.8, 1.2))
+    stdout = capsys.readouterr().out
+    assert "missing_image" in stdout and "unknown_category" in stdout and "absent.png" in stdout
+    with open(out / training.BAD_DATA_FILE) as f:
+        report = json.load(f)
+    assert report["train"]["counts"] == {"missing_image": 1, "unknown_category": 1}
+    assert report["val"]["counts"] == {}
+    assert set(METRIC_KEYS) <= set(history) and len(history["loss"]) == 1
+    assert (out / training.MODEL_FILE).is_file()
+    assert (out / "checkpoints" / "epoch-001.keras").is_file()
+    assert any(name.startswith("events") for name in os.listdir(out / training.LOG_DIR / "train"))
+    assert not (out / training.BACKUP_DIR).exists()  # removed once the run has finished
+
+
+# Runs the CLI; with PAUSE_AFTER_BACKUP set, stops for good once the first epoch's backup is
+# written, so the test can kill it at a known point.
+DRIVER = textwrap.dedent("""
+    import os, sys, time
+    import keras
+    from keras_maskrcnn import cli
+    marker = os.environ.pop("PAUSE_AFTER_BACKUP", None)
+    if marker:
+        backup = keras.callbacks.BackupAndRestore.on_epoch_end
+        def pause(self, epoch, logs=None):
+            backup(self, epoch, logs)
+            open(marker, "w").close()
+            time.sleep(3600)
+        keras.callbacks.BackupAndRestore.on_epoch_end = pause
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(shapes, tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+
+    def command(out):
+        return [sys.executable, str(driver), "train", "--train",
+                str(shapes / "train" / "annotations.json"), "--preset", "tiny", "--epochs", "3",
+                "--steps-per-epoch", "2", "--batch-size", "2", "--seed", "3", "--out", str(out)]
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True, env=env)
+
+    marker = tmp_path / "backed_up"
+    killed = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**env, "PAUSE_AFTER_BACKUP": str(marker)})
+    try:
+        deadline = time.monotonic() + BACKUP_WAIT_SECONDS
+        while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the first epoch was never backed up"
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert training.resumed_epoch(str(tmp_path / "killed")) == 1
+
+    resumed = subprocess.run(command(tmp_path / "killed"), check=True, capture_output=True,
+                             text=True, env=env)
+    assert "resuming" in resumed.stdout and "after epoch 1" in resumed.stdout
+
+    whole = keras.saving.load_model(tmp_path / "whole" / training.MODEL_FILE, compile=False)
+    restarted = keras.saving.load_model(tmp_path / "killed" / training.MODEL_FILE, compile=False)
+    assert len(whole.weights) == len(restarted.weights)
+    for a, b in zip(whole.weights, restarted.weights):
+        assert a.path == b.path
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=a.path)
+    with open(tmp_path / "whole" / training.HISTORY_FILE) as f:
+        whole_history = json.load(f)
+    with open(tmp_path / "killed" / training.HISTORY_FILE) as f:
+        restarted_history = json.load(f)
+    assert len(restarted_history["loss"]) == 3
+    np.testing.assert_allclose(restarted_history["loss"], whole_history["loss"], rtol=1e-6)
+
+
+def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: calls.append((args, kwargs)))
+    ann = str(shapes / "train" / "annotations.json")
+    code = cli.main(["train", "--train", ann, "--val", ann, "--preset", "r50_fpn", "--out", "r",
+                     "--on-bad-data", "error", "--check-images", "--scale-jitter", "0.5", "2",
+                     "--cache", "--eval-every", "2", "--optimizer", "adam", "--warmup-steps", "5",
+                     "--lr-schedule", "step", "--lr-steps", "0.5", "0.75", "--weight-decay", "0",
+                     "--clip-norm", "1.5"])
+    assert code == 0
+    (_, kwargs), = calls
+    assert kwargs == {"epochs": None, "steps_per_epoch": None, "batch_size": None,
+                      "learning_rate": None, "out_dir": "r", "seed": 0, "on_bad_data": "error",
+                      "check_pixels": True, "scale_jitter": [0.5, 2.0], "cache": True,
+                      "eval_every": 2, "optimizer": "adam", "warmup_steps": 5,
+                      "lr_schedule": "step", "lr_steps": [0.5, 0.75], "weight_decay": 0.0,
+                      "clip_norm": 1.5}
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--scale-jitter", "2", "1"], "MIN 2.0 exceeds MAX 1.0"),
+    (["--eval-every", "1"], "--eval-every needs --val"),
+])
+def test_cli_train_rejects_inconsistent_options(shapes, tmp_path, argv, problem, capsys):
+    code = cli.main(["train", "--train", str(shapes / "train" / "annotations.json"), "--preset",
+                     "tiny", "--out", str(tmp_path / "r")] + argv)
+    assert code == 2 and problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--lr-steps", "1.5"], ["--optimizer", "rmsprop"],
+                                  ["--weight-decay", "-1"], ["--on-bad-data", "ignore"]])
+def test_cli_train_rejects_bad_values(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--train", "a.json", "--preset", "tiny", "--out", "r"] + argv)
+    assert exit_info.value.code == 2
