@@ -19,7 +19,7 @@ $(INSTALLED): setup.py
 	touch $@
 
 $(TEST_INSTALLED): $(INSTALLED)
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[test,torch]"
 	touch $@
 
 demo: $(INSTALLED)

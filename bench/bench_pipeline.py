@@ -105,7 +105,8 @@ def main():
                                       args.batch_size or (8 if small else 1),
                                       args.steps or (20 if small else 3), work_dir))
             print(json.dumps(results[-1]), flush=True)
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+    report = {"machine": {"cpus": os.cpu_count(),
+                          "processor": platform.processor() or platform.machine(),
                           "tensorflow": tf.__version__, "keras": keras.__version__},
               "results": results}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

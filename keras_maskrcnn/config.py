@@ -12,6 +12,10 @@ from typing import Optional, Tuple
 # torchvision's ImageNet normalisation on the 0..255 scale.
 IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_PIXEL_STD = (58.395, 57.12, 57.375)
+# keras.applications' ResNet50 ("caffe" preprocessing): the BGR mean subtracted, no scaling.
+# Listed in RGB order: the converter reverses the stem kernel's input channels instead.
+CAFFE_PIXEL_MEAN = (123.68, 116.779, 103.939)
+CAFFE_PIXEL_STD = (1.0, 1.0, 1.0)
 
 # Stride of the deepest backbone map (C5); P6 below it rounds up, as torchvision's does.
 BACKBONE_STRIDE = 32
@@ -217,7 +221,16 @@ def torchvision_r50_fpn(num_classes=len(TORCHVISION_COCO_CLASS_NAMES), **changes
     return MaskRCNNConfig(num_classes=num_classes, **changes)
 
 
-# Training presets. torchvision_r50_fpn is left out: it only describes converted weights.
+def keras_imagenet_r50_fpn(num_classes=80, **changes):
+    """r50_fpn with keras.applications' ResNet50 as backbone, to start from its ImageNet
+    weights (`convert.keras_applications`): ResNet v1 and Caffe's pixel normalisation."""
+    changes.setdefault("input", InputConfig(pixel_mean=CAFFE_PIXEL_MEAN, pixel_std=CAFFE_PIXEL_STD))
+    changes.setdefault("backbone", BackboneConfig(stride_in_1x1=True))
+    return MaskRCNNConfig(num_classes=num_classes, **changes)
+
+
+# Training presets. torchvision_r50_fpn and keras_imagenet_r50_fpn describe weights that
+# `convert` loads, and are not among them.
 PRESETS = {"r50_fpn": r50_fpn, "tiny": tiny}
 
 

@@ -60,7 +60,8 @@ def _pasted_crops(masks, boxes, image_hw):
 
 
 def _torch_bilinear_weights(in_size, out_size):
-    """torch's bilinear resize weights (align_corners=False, no antialiasing) → float64 [out_size, in_size]."""
+    """torch's bilinear resize (align_corners=False, no antialiasing) as weights → float64
+    [out_size, in_size]."""
     source = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
     lower = np.floor(source).astype(np.int64)
     upper = np.minimum(lower + 1, in_size - 1)
@@ -93,8 +94,9 @@ def _torchvision_crops(masks, boxes, image_hw):
         col_first, col_stop = max(x1, 0), min(x2 + 1, image_w)
         if row_stop <= row_first or col_stop <= col_first:
             continue
-        row_weights = _torch_bilinear_weights(num_cells, max(y2 - y1 + 1, 1))[row_first - y1:row_stop - y1]
-        col_weights = _torch_bilinear_weights(num_cells, max(x2 - x1 + 1, 1))[col_first - x1:col_stop - x1]
+        # A box that covers a pixel has y2 >= y1, so these sizes are at least 1.
+        row_weights = _torch_bilinear_weights(num_cells, y2 - y1 + 1)[row_first - y1:row_stop - y1]
+        col_weights = _torch_bilinear_weights(num_cells, x2 - x1 + 1)[col_first - x1:col_stop - x1]
         crop = (row_weights @ masks[k] @ col_weights.T).astype(np.float32)
         yield k, slice(row_first, row_stop), slice(col_first, col_stop), crop
 

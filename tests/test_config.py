@@ -2,10 +2,11 @@
 
 import pytest
 
-from keras_maskrcnn.config import InputConfig, MaskRCNNConfig, preset, r50_fpn, tiny
+from keras_maskrcnn.config import (InputConfig, MaskRCNNConfig, keras_imagenet_r50_fpn, preset,
+                                   r50_fpn, tiny, torchvision_r50_fpn)
 
 
-@pytest.mark.parametrize("make", [r50_fpn, tiny])
+@pytest.mark.parametrize("make", [r50_fpn, tiny, torchvision_r50_fpn, keras_imagenet_r50_fpn])
 def test_presets_round_trip_through_json(make):
     config = make(num_classes=4, category_ids=(3, 7, 9, 42), class_names=("a", "b", "c", "d"))
     assert MaskRCNNConfig.from_json(config.to_json()) == config
@@ -39,3 +40,9 @@ def test_invalid_configs_are_rejected_with_a_reason():
         tiny(num_classes=3, category_ids=(1, 2))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("r18")
+
+
+def test_torchvision_r50_fpn_round_trips_with_its_class_names():
+    config = torchvision_r50_fpn()
+    assert config.num_classes == 90 and len(config.class_names) == 90
+    assert MaskRCNNConfig.from_json(config.to_json()) == config

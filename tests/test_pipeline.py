@@ -68,6 +68,14 @@ def _paste(mini_mask, box, shape):
     return inside & (values >= 0.5)
 
 
+def _dilate(mask):
+    """bool [h, w] grown by one pixel in each of the 8 directions."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    return np.max([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
 def _as_numpy(dataset):
     return [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
 
@@ -170,11 +178,13 @@ def test_make_inference_inputs():
 
 
 def test_flip_and_scale_jitter_keep_masks_on_the_object(handmade):
+    # tf.data's random streams also depend on the global seed, which other tests change.
+    tf.random.set_seed(0)
     image_size = (48, 64)
     fit_scale = compute_scale(30, 50, image_size)
     dataset = make_dataset(handmade, image_size, 1, 3, 28, training=True, seed=4, shuffle=False,
                            scale_jitter=(0.5, 2.5))
-    scales, flips, cut = [], set(), 0
+    scales, flips, cut, compared = [], set(), 0, 0
     for batch in _as_numpy(dataset.repeat(20)):
         if batch["image_id"][0] != 1:
             continue
@@ -188,15 +198,21 @@ def test_flip_and_scale_jitter_keep_masks_on_the_object(handmade):
         box = batch["gt_boxes"][0, 0]
         assert 0 <= box[0] < box[2] <= info[1] and 0 <= box[1] < box[3] <= info[2]
         pasted = _paste(batch["gt_masks"][0, 0], box, image.shape[:2])
-        # Resizing blurs the edges, so compare the bulk of the pixels, not every one.
-        assert red[pasted].mean() > 0.85
-        assert (red & ~pasted).sum() < 0.15 * pasted.sum()
+        if pasted.sum() < 20:
+            # The crop kept a sliver of the L: too few pixels to compare shapes.
+            assert red.sum() < 40
+            continue
+        # Resizing blurs edges by a pixel and a mini-mask cut by the crop is coarse, so a
+        # 1-pixel band is allowed and a few stray pixels beyond it.
+        assert (red & ~_dilate(pasted)).sum() <= 0.05 * red.sum()
+        assert (pasted & ~_dilate(red)).sum() <= 0.05 * pasted.sum()
+        compared += 1
         # The full L is 16 wide × 20 high; a box that is not is one the crop cut.
         cut += not np.isclose((box[3] - box[1]) / (box[2] - box[0]), 16 / 20, atol=0.05)
         flips.add(bool(red[:, : image.shape[1] // 2].sum() < red[:, image.shape[1] // 2:].sum()))
     assert min(scales) < 0.9 and max(scales) > 1.5, scales
     assert all(0.5 - 1e-6 <= s <= 2.5 + 1e-6 for s in scales)
-    assert cut > 0 and len(flips) == 2
+    assert cut > 0 and len(flips) == 2 and compared >= 10
 
 
 @pytest.mark.parametrize("cache", [False, True])

@@ -245,6 +245,30 @@ def test_pasted_masks_match(parity):
 
 # The converter's parts.
 
+@pytest.mark.parametrize("image_hw", [(1000, 1650), (480, 640), (333, 500)])
+def test_resize_equals_torchvisions_where_both_pick_the_same_size(image_hw):
+    """Downscaling, and scales that are not binary fractions, as GeneralizedRCNNTransform does them."""
+    torch, _ = _torch()
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from keras_maskrcnn.config import torchvision_r50_fpn
+
+    config = torchvision_r50_fpn().input
+    transform = GeneralizedRCNNTransform(800, 1333, [m / 255 for m in config.pixel_mean],
+                                         [s / 255 for s in config.pixel_std]).eval()
+    image = np.random.default_rng(0).integers(0, 256, size=(*image_hw, 3), dtype=np.uint8)
+    with torch.no_grad():
+        images, _ = transform([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
+    canvas, image_info = preprocessing.resize_and_pad(image, config.image_size)
+    valid_h, valid_w = images.image_sizes[0]
+    assert (valid_h, valid_w) == tuple(np.asarray(image_info)[1:3].astype(int))
+    want = images.tensors[0].permute(1, 2, 0).numpy()[:valid_h, :valid_w]
+    got = ((np.asarray(canvas) - config.pixel_mean) / config.pixel_std)[:valid_h, :valid_w]
+    # Sample positions agree to float32 rounding, which between random neighbours up to 4.4
+    # apart (255 grey levels) shows as ~1e-4.
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
 def test_anchors_equal_torchvisions_on_the_r50_canvas():
     torch, _ = _torch()
     from torchvision.models.detection.anchor_utils import AnchorGenerator

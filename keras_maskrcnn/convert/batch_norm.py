@@ -13,7 +13,8 @@ from keras_maskrcnn.layers.backbones import BATCH_NORM_EPSILON
 
 
 def folded_batch_norm(gamma, beta, mean, variance, epsilon, conv_bias=0.0):
-    """The weights of our batch-norm layers → {"gamma", "beta", "moving_mean", "moving_variance"}, float64 [C]."""
+    """Our batch-norm weights for the map → {"gamma", "beta", "moving_mean", "moving_variance"},
+    float64 [C] each."""
     scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64) + epsilon)
     offset = np.asarray(beta, np.float64) + (np.asarray(conv_bias, np.float64) - mean) * scale
     return {"gamma": scale, "beta": offset, "moving_mean": np.zeros_like(scale),

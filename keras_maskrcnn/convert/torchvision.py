@@ -22,7 +22,9 @@ import re
 import numpy as np
 
 from keras_maskrcnn.config import torchvision_r50_fpn
+from keras_maskrcnn.convert.assign import assign_weights
 from keras_maskrcnn.convert.batch_norm import folded_batch_norm
+from keras_maskrcnn.model import MaskRCNN
 
 # torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
 # batch norms divide by √var exactly. A model built with weights=None uses BatchNorm2d's 1e-5.
@@ -108,22 +110,20 @@ def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EP
         weights[f"{keras_name}/kernel"] = checkpoint[f"{torch_name}.weight"].T
         weights[f"{keras_name}/bias"] = checkpoint[f"{torch_name}.bias"]
 
-    def reorder_deltas(keras_name, axis):
-        """Swap (dx, dy, dw, dh) to (dy, dx, dh, dw) in groups of 4 along `axis` (the outputs)."""
-        for part, values in (("kernel", weights[f"{keras_name}/kernel"]),
-                             ("bias", weights[f"{keras_name}/bias"])):
-            axis_here = axis if part == "kernel" else 0
-            grouped = np.moveaxis(values, axis_here, 0)
-            grouped = grouped.reshape(-1, 4, *grouped.shape[1:])[:, DELTA_ORDER]
-            weights[f"{keras_name}/{part}"] = np.moveaxis(
-                grouped.reshape(-1, *grouped.shape[2:]), 0, axis_here)
+    def reorder_deltas(keras_name):
+        """Outputs (the last axis) in groups of 4: (dx, dy, dw, dh) → (dy, dx, dh, dw)."""
+        for part in ("kernel", "bias"):
+            values = weights[f"{keras_name}/{part}"]
+            order = np.arange(values.shape[-1]).reshape(-1, 4)[:, DELTA_ORDER].reshape(-1)
+            weights[f"{keras_name}/{part}"] = values[..., order]
 
     body = "backbone.body"
     conv("backbone/stem_conv", f"{body}.conv1", bias=False)
     frozen_bn("backbone/stem_bn", f"{body}.bn1")
     for stage, blocks in enumerate(config.backbone.stage_blocks):
         for block in range(blocks):
-            keras_block, torch_block = f"backbone/layer{stage + 1}_block{block}", f"{body}.layer{stage + 1}.{block}"
+            keras_block = f"backbone/layer{stage + 1}_block{block}"
+            torch_block = f"{body}.layer{stage + 1}.{block}"
             for index in (1, 2, 3):
                 conv(f"{keras_block}/conv{index}", f"{torch_block}.conv{index}", bias=False)
                 frozen_bn(f"{keras_block}/bn{index}", f"{torch_block}.bn{index}")
@@ -138,7 +138,7 @@ def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EP
     conv("rpn_head/conv", "rpn.head.conv.0.0")
     conv("rpn_head/objectness", "rpn.head.cls_logits")
     conv("rpn_head/deltas", "rpn.head.bbox_pred")
-    reorder_deltas("rpn_head/deltas", axis=3)
+    reorder_deltas("rpn_head/deltas")
 
     # fc6 reads torch's (F, P, P) flattening; permute its input rows to our (P, P, F).
     pool, channels = config.roi.box_pool_size, config.fpn.channels
@@ -149,14 +149,12 @@ def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EP
     linear("box_head/fc2", "roi_heads.box_head.fc7")
     linear("box_head/class_logits", "roi_heads.box_predictor.cls_score")
     linear("box_head/deltas", "roi_heads.box_predictor.bbox_pred")
-    reorder_deltas("box_head/deltas", axis=1)
+    reorder_deltas("box_head/deltas")
 
     for index in range(config.mask_head.num_convs):
         conv(f"mask_head/conv{index + 1}", f"roi_heads.mask_head.{index}.0")
-    # [in, out, kh, kw] → [kh, kw, out, in]
-    weights["mask_head/deconv/kernel"] = checkpoint[
-        "roi_heads.mask_predictor.conv5_mask.weight"].transpose(2, 3, 1, 0)
-    weights["mask_head/deconv/bias"] = checkpoint["roi_heads.mask_predictor.conv5_mask.bias"]
+    # The convolution's transpose also takes ConvTranspose2d's [in, out, kh, kw] to [kh, kw, out, in].
+    conv("mask_head/deconv", "roi_heads.mask_predictor.conv5_mask")
     conv("mask_head/predictor", "roi_heads.mask_predictor.mask_fcn_logits")
     weights["mask_head/predictor/kernel"] = weights["mask_head/predictor/kernel"][..., 1:]
     weights["mask_head/predictor/bias"] = weights["mask_head/predictor/bias"][1:]
@@ -178,30 +176,13 @@ def convert_state_dict(state_dict, config=None, batch_norm_epsilon=PUBLISHED_BAT
     `config` defaults to `torchvision_r50_fpn` with the checkpoint's number of classes; a
     given one must have the same layer sizes (its canvas, thresholds and so on are free).
     """
-    from keras_maskrcnn.model import MaskRCNN
-
     num_classes = checkpoint_num_classes(state_dict)
     config = config or torchvision_r50_fpn(num_classes)
     if config.num_classes != num_classes:
         raise ValueError(f"the checkpoint has {num_classes} foreground classes, the config "
                          f"{config.num_classes}")
-    weights = keras_weights(state_dict, config, batch_norm_epsilon)
     model = MaskRCNN(config)
-    for variable in model.weights:
-        # Paths start with the model's name; the rest is the layer path.
-        name = variable.path.split("/", 1)[1]
-        if name == "sampling_step":
-            continue
-        if name not in weights:
-            raise ValueError(f"{name}: no torchvision weight converts to it; the config must "
-                             f"describe a ResNet-FPN Mask R-CNN like torchvision's")
-        value = weights.pop(name)
-        if value.shape != tuple(variable.shape):
-            raise ValueError(f"{name}: the checkpoint gives shape {value.shape}, the config "
-                             f"{tuple(variable.shape)}")
-        variable.assign(value)
-    if weights:
-        raise ValueError(f"converted weights the model does not have: {sorted(weights)}")
+    assign_weights(model, keras_weights(state_dict, config, batch_norm_epsilon))
     return model
 
 

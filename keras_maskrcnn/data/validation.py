@@ -99,7 +99,8 @@ class BadDataPolicy:
         lines = [f"{title}: {sum(counts.values())} problems (--on-bad-data {self.mode})"]
         for kind, count in counts.items():
             lines.append(f"  {count:6d} {kind}: {KINDS[kind]}")
-            lines.extend(f"         e.g. {message}" for message in self.messages[kind][:EXAMPLES_PRINTED])
+            lines.extend(f"         e.g. {message}"
+                         for message in self.messages[kind][:EXAMPLES_PRINTED])
         return "\n".join(lines)
 
     def to_dict(self):

@@ -24,7 +24,8 @@ class BoxHead(layers.Layer):
         self.fc1 = layers.Dense(fc_dim, activation="relu", name="fc1")
         self.fc2 = layers.Dense(fc_dim, activation="relu", name="fc2")
         self.class_logits = layers.Dense(
-            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=CLASS_INIT_STDDEV),
+            num_classes + 1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=CLASS_INIT_STDDEV),
             name="class_logits")
         self.deltas = layers.Dense(
             4 * (num_classes + 1),
