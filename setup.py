@@ -24,6 +24,8 @@ setup(
         "pycocotools==2.0.11",
         "pillow==12.0.0",
         "tqdm==4.70.1",
+        # Keras' TensorBoard callback writes its scalars through it.
+        "tensorboard==2.21.0",
         # LiteRT, the runtime phones use, runs the exported .tflite models.
         "ai-edge-litert==2.3.0",
     ],

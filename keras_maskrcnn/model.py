@@ -22,6 +22,7 @@ from keras_maskrcnn.layers.backbones import ResNet
 from keras_maskrcnn.layers.detections import DetectionLayer
 from keras_maskrcnn.layers.fpn import FPN
 from keras_maskrcnn.layers.mask_head import MaskHead
+from keras_maskrcnn.layers.mobilenet import MobileNetV3Backbone
 from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
@@ -36,9 +37,18 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
 
 
+def make_backbone(config):
+    """The backbone layer a `BackboneConfig` describes: images → [C2, C3, C4, C5]."""
+    if config.kind == "mobilenet_v3_large":
+        return MobileNetV3Backbone(config.norm, name="backbone")
+    return ResNet(config.stage_blocks, config.stem_filters, config.bottleneck_widths, config.norm,
+                  config.stride_in_1x1, name="backbone")
+
+
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class MaskRCNN(keras.Model):
-    """Mask R-CNN (He et al. 2017) with a ResNet-FPN backbone; see the module docstring."""
+    """Mask R-CNN (He et al. 2017) with a ResNet- or MobileNetV3-FPN backbone; see the module
+    docstring."""
 
     def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
         super().__init__(**kwargs)
@@ -51,9 +61,7 @@ class MaskRCNN(keras.Model):
         self.seed = seed
         self.roi_align_impl = roi_align_impl
         c = config
-        self.backbone = ResNet(c.backbone.stage_blocks, c.backbone.stem_filters,
-                               c.backbone.bottleneck_widths, c.backbone.norm,
-                               c.backbone.stride_in_1x1, name="backbone")
+        self.backbone = make_backbone(c.backbone)
         self.fpn = FPN(c.fpn.channels, name="fpn")
         self.rpn_head = RPNHead(c.fpn.channels, len(c.anchors.aspect_ratios), name="rpn_head")
         self.proposal_layer = ProposalLayer(

@@ -14,7 +14,7 @@ from keras_maskrcnn import cli, training
 from keras_maskrcnn.evaluation import IOU_TYPES, METRIC_NAMES
 from keras_maskrcnn.model import LOSS_NAMES
 
-COMMANDS = ("make-shapes", "train", "evaluate", "predict", "demo")
+COMMANDS = ("make-shapes", "train", "evaluate", "predict", "demo", "export", "show-data", "convert-torchvision")
 IMAGE_SIZE = 64
 # pycocotools reports -1 for area ranges without ground truth; these always have some.
 ALWAYS_DEFINED = ("AP", "AP50", "AP75")

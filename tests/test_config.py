@@ -2,11 +2,13 @@
 
 import pytest
 
-from keras_maskrcnn.config import (InputConfig, MaskRCNNConfig, keras_imagenet_r50_fpn, preset,
-                                   r50_fpn, tiny, torchvision_r50_fpn)
+from keras_maskrcnn.config import (InputConfig, MaskRCNNConfig, keras_imagenet_r50_fpn,
+                                   mobilenetv3_fpn, mobilenetv3_fpn_tiny, preset, r50_fpn, tiny,
+                                   torchvision_r50_fpn)
 
 
-@pytest.mark.parametrize("make", [r50_fpn, tiny, torchvision_r50_fpn, keras_imagenet_r50_fpn])
+@pytest.mark.parametrize("make", [r50_fpn, tiny, torchvision_r50_fpn, keras_imagenet_r50_fpn,
+                                  mobilenetv3_fpn, mobilenetv3_fpn_tiny])
 def test_presets_round_trip_through_json(make):
     config = make(num_classes=4, category_ids=(3, 7, 9, 42), class_names=("a", "b", "c", "d"))
     assert MaskRCNNConfig.from_json(config.to_json()) == config

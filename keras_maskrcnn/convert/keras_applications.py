@@ -1,4 +1,4 @@
-"""ImageNet weights for the ResNet-50 backbone, from `keras.applications.ResNet50`.
+"""ImageNet weights for the backbone, from `keras.applications.ResNet50` or `MobileNetV3Large`.
 
 keras.applications' ResNet50 is ResNet v1: each stage's first block strides on its first 1×1
 convolution; its convolutions carry biases; its batch norms use ε = 1.001e-5; it expects
@@ -6,12 +6,17 @@ Caffe's preprocessing (BGR channels, mean subtracted, no scaling). `config.keras
 describes the matching model (`stride_in_1x1`, Caffe's means). The image stays RGB: the stem
 kernel's input channels are reversed here instead. Each bias folds into the batch norm after
 its convolution (`convert.batch_norm`).
+
+The MobileNetV3 backbone (`layers.mobilenet`) is keras.applications' network itself: its
+weights copy over layer by layer, under the same names. It expects pixels in [-1, 1]
+(`config.mobilenetv3_fpn`'s normalisation), which its Rescaling layer, left out, would do.
 """
 
 import keras
 import numpy as np
 
-from keras_maskrcnn.config import CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD, BackboneConfig
+from keras_maskrcnn.config import (CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD, MOBILENET_PIXEL_MEAN,
+                                   MOBILENET_PIXEL_STD, BackboneConfig)
 from keras_maskrcnn.convert.assign import assign_weights
 from keras_maskrcnn.convert.batch_norm import folded_batch_norm
 
@@ -19,16 +24,22 @@ from keras_maskrcnn.convert.batch_norm import folded_batch_norm
 FIRST_STAGE_NAME = 2
 
 
-def _check_config(config):
+def _check_pixel_normalisation(config, network, mean, std, preset):
+    """Raise ValueError unless `config` normalises pixels as `network` (a name) expects."""
+    if (tuple(config.input.pixel_mean), tuple(config.input.pixel_std)) != (mean, std):
+        raise ValueError(f"keras.applications' {network} expects pixel mean {mean} and std {std}, "
+                         f"the config has {config.input.pixel_mean} and {config.input.pixel_std}; "
+                         f"build it with config.{preset}")
+
+
+def _check_resnet_config(config):
     """Raise ValueError unless `config` describes keras.applications' ResNet50 and its inputs."""
     expected = BackboneConfig(norm=config.backbone.norm, stride_in_1x1=True)
     if config.backbone != expected:
         raise ValueError(f"keras.applications' ResNet50 needs backbone {expected}, the config has "
                          f"{config.backbone}; build it with config.keras_imagenet_r50_fpn")
-    if (tuple(config.input.pixel_mean), tuple(config.input.pixel_std)) != (CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD):
-        raise ValueError("keras.applications' ResNet50 expects Caffe's pixel normalisation "
-                         f"(mean {CAFFE_PIXEL_MEAN}, std {CAFFE_PIXEL_STD}); build the config "
-                         "with config.keras_imagenet_r50_fpn")
+    _check_pixel_normalisation(config, "ResNet50", CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD,
+                               "keras_imagenet_r50_fpn")
 
 
 def backbone_weights(resnet, stage_blocks):
@@ -57,15 +68,32 @@ def backbone_weights(resnet, stage_blocks):
     return weights
 
 
-def load_imagenet_backbone(model, source="imagenet"):
-    """Copy ResNet-50 weights from keras.applications into `model.backbone` (a `MaskRCNN` of
-    `config.keras_imagenet_r50_fpn`); the rest of the model is left as it is.
+def mobilenet_weights(network):
+    """A keras.applications MobileNetV3Large → {weight path inside `MaskRCNN`: array} for `backbone/`."""
+    return {f"backbone/{layer.name}/{variable.name}": np.asarray(variable)
+            for layer in network.layers for variable in layer.weights}
 
-    `source` is "imagenet" (Keras downloads its file), the path of a weights file of
-    `keras.applications.ResNet50(include_top=False)`, or such a model itself.
+
+def load_imagenet_backbone(model, source="imagenet"):
+    """Copy keras.applications' ImageNet weights into `model.backbone`; the rest of the model
+    is left as it is.
+
+    `model` is a `MaskRCNN` of `config.keras_imagenet_r50_fpn` (ResNet50) or of
+    `config.mobilenetv3_fpn` (MobileNetV3Large). `source` is "imagenet" (Keras downloads its
+    file), the path of a weights file of that keras.applications network with
+    `include_top=False`, or such a network itself.
     """
-    _check_config(model.model_config)
-    resnet = source if isinstance(source, keras.Model) else keras.applications.ResNet50(
-        include_top=False, weights=source)
-    assign_weights(model, backbone_weights(resnet, model.model_config.backbone.stage_blocks),
-                   scope="backbone/")
+    config = model.model_config
+    if config.backbone.kind == "mobilenet_v3_large":
+        _check_pixel_normalisation(config, "MobileNetV3Large", MOBILENET_PIXEL_MEAN,
+                                   MOBILENET_PIXEL_STD, "mobilenetv3_fpn")
+        # The weights fit any input size; 224 is the size keras expects for its ImageNet file.
+        network = source if isinstance(source, keras.Model) else keras.applications.MobileNetV3Large(
+            input_shape=(224, 224, 3), include_top=False, weights=source, include_preprocessing=False)
+        weights = mobilenet_weights(network)
+    else:
+        _check_resnet_config(config)
+        network = source if isinstance(source, keras.Model) else keras.applications.ResNet50(
+            include_top=False, weights=source)
+        weights = backbone_weights(network, config.backbone.stage_blocks)
+    assign_weights(model, weights, scope="backbone/")
