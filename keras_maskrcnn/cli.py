@@ -31,6 +31,8 @@ MODEL_HELP = "a .keras file, a SavedModel folder or a .tflite file"
 # convert.torchvision.PUBLISHED_BATCH_NORM_EPSILON, repeated so that --help need not import TensorFlow.
 TORCHVISION_BATCH_NORM_EPSILON = 0.0
 THREADS_HELP = "LiteRT interpreter threads, for .tflite models (default: 1)"
+# model.BACKBONE_PARTS, repeated so that --help need not import TensorFlow.
+BACKBONE_PARTS = 5
 
 
 class UserError(Exception):
@@ -203,7 +205,6 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
     `include_full_masks` adds in-graph pasted masks to the SavedModel's outputs.
     """
     from keras_maskrcnn import training
-    from keras_maskrcnn.config import BACKBONE_STRIDE
 
     if export_format not in EXPORT_FORMATS:
         raise UserError(f"unknown format {export_format!r}; choose one of {EXPORT_FORMATS}")
@@ -221,9 +222,7 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
                         "calibrate the int8 activations")
     if calibration_data is not None and quantize != "int8":
         raise UserError("--calibration-data is used by --quantize int8 only")
-    if input_size is not None and any(side % BACKBONE_STRIDE for side in input_size):
-        raise UserError(f"--input-size {input_size[0]} {input_size[1]}: both sides must be "
-                        f"multiples of {BACKBONE_STRIDE}")
+    _check_input_size(input_size)
     if not str(model_path).endswith(".keras"):
         raise UserError(f"{model_path}: export reads a .keras model file")
     calibration = None
@@ -241,6 +240,15 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
         return export_saved_model(model, out, include_full_masks)
     from keras_maskrcnn.export.tflite import export_tflite
     return export_tflite(model, out, quantize, calibration)
+
+
+def _check_input_size(input_size):
+    """Raise UserError unless `input_size` (H, W) is None or a canvas the model can take."""
+    from keras_maskrcnn.config import BACKBONE_STRIDE
+
+    if input_size is not None and any(side % BACKBONE_STRIDE for side in input_size):
+        raise UserError(f"--input-size {input_size[0]} {input_size[1]}: both sides must be "
+                        f"multiples of {BACKBONE_STRIDE}")
 
 
 def _load_keras_model(model_path, input_size=None):
@@ -330,6 +338,13 @@ def _non_negative_float(text):
     return value
 
 
+def _stage_count(text):
+    value = int(text)
+    if not 0 <= value <= BACKBONE_PARTS:
+        raise argparse.ArgumentTypeError(f"must lie in 0..{BACKBONE_PARTS}, got {value}")
+    return value
+
+
 def _fraction(text):
     value = float(text)
     if not 0 < value < 1:
@@ -361,7 +376,10 @@ def _run_train(args):
                         f"MAX {args.scale_jitter[1]}")
     if args.eval_every is not None and args.val is None:
         raise UserError("--eval-every needs --val, the set to evaluate on")
-    with _data_errors():
+    _check_input_size(args.input_size)
+    from keras_maskrcnn.data import DataError
+    from keras_maskrcnn.finetune import FinetuneError
+    with _user_errors(DataError, FinetuneError):
         training.train(args.train, args.train_images, args.val, args.val_images, args.preset,
                        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -370,7 +388,9 @@ def _run_train(args):
                        cache=args.cache, eval_every=args.eval_every, optimizer=args.optimizer,
                        warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
                        lr_steps=args.lr_steps, weight_decay=args.weight_decay,
-                       clip_norm=args.clip_norm)
+                       clip_norm=args.clip_norm, init_from=args.init_from,
+                       input_size=args.input_size,
+                       trainable_stages=0 if args.freeze_backbone else args.trainable_stages)
     print(f"wrote {os.path.join(args.out, training.MODEL_FILE)} and "
           f"{os.path.join(args.out, training.HISTORY_FILE)}")
 
@@ -444,7 +464,8 @@ def build_parser():
                        help="validation annotations; their losses are reported after each epoch")
     train.add_argument("--val-images", metavar="DIR", help="validation image folder")
     train.add_argument("--preset", required=True, choices=sorted(PRESETS),
-                       help="model configuration")
+                       help="model configuration and schedule defaults (with --init-from, the "
+                       "schedule defaults only)")
     train.add_argument("--epochs", type=_positive_int, metavar="E", help=schedule_help)
     train.add_argument("--steps-per-epoch", type=_positive_int, metavar="N", help=schedule_help)
     train.add_argument("--batch-size", type=_positive_int, metavar="B", help=schedule_help)
@@ -480,6 +501,21 @@ def build_parser():
                        help="decoupled weight decay, 0 for none; " + schedule_help)
     train.add_argument("--clip-norm", type=_non_negative_float, metavar="NORM",
                        help="global gradient-norm clip, 0 for none; " + schedule_help)
+    train.add_argument("--init-from", metavar="MODEL.keras",
+                       help="fine-tune: build the model this trained model's way, with the "
+                       "training set's classes, and start from its weights; the class-specific "
+                       "predictors (box classes and deltas, mask predictor) start afresh when "
+                       "the number of classes differs. What was copied is printed")
+    train.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+                       help="canvas, multiples of 32 (default: the preset's, or the "
+                       "--init-from model's)")
+    freezing = train.add_mutually_exclusive_group()
+    freezing.add_argument("--freeze-backbone", action="store_true",
+                          help="keep the backbone's weights fixed (--trainable-stages 0)")
+    freezing.add_argument("--trainable-stages", type=_stage_count, metavar="N",
+                          help="train only the last N of the ResNet's 4 stages, 0 to 5: the stem "
+                          "trains only at 5, as with torchvision's trainable_layers (a "
+                          "MobileNetV3 backbone takes 0 or 5; default: the whole backbone trains)")
     train.set_defaults(run=_run_train)
 
     show = commands.add_parser(

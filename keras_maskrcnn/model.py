@@ -35,6 +35,8 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # CPU it pools each box from its own level only, and a training step of `tiny` takes about 0.55×
 # the time of "crop_and_resize", whose image gradient is slow (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
+# A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts.
+BACKBONE_PARTS = 5
 
 
 def make_backbone(config):
@@ -213,6 +215,38 @@ class MaskRCNN(keras.Model):
     @property
     def metrics(self):
         return list(self.loss_trackers)
+
+    # Fine-tuning.
+
+    def freeze_backbone_stages(self, trainable_stages):
+        """Let only the last `trainable_stages` of the backbone's BACKBONE_PARTS parts train, as
+        torchvision's `trainable_layers`: 0 freezes the backbone, 1..4 train that many ResNet
+        stages from the deepest (C5) down with the stem frozen, 5 trains everything.
+
+        A MobileNetV3 backbone takes 0 or 5 only. The frozen parts' "bn" batch norms keep their
+        moving statistics too; batch norms the config freezes ("frozen_bn") stay frozen at 5.
+        Call before `compile`.
+        """
+        if not 0 <= trainable_stages <= BACKBONE_PARTS:
+            raise ValueError(f"trainable_stages must lie in 0..{BACKBONE_PARTS}, got {trainable_stages}")
+        if isinstance(self.backbone, ResNet):
+            parts = [self.backbone.stem, *self.backbone.stages]
+        elif trainable_stages in (0, BACKBONE_PARTS):
+            parts = [[self.backbone]]
+        else:
+            raise ValueError(f"trainable_stages {trainable_stages}: a {self.model_config.backbone.kind} "
+                             f"backbone trains whole ({BACKBONE_PARTS}) or not at all (0); only a "
+                             f"ResNet's stages can be counted")
+        first_trainable = len(parts) - trainable_stages
+        for index, part in enumerate(parts):
+            for layer in part:
+                layer.trainable = index >= first_trainable
+        if self.model_config.backbone.norm == "frozen_bn":
+            # Setting `trainable` reaches every sublayer, keras' frozen BatchNormalizations too
+            # (FrozenBatchNorm's weights are never trainable). Keras has no public walk over them.
+            for layer in self.backbone._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
 
     def get_config(self):
         return {"config": self.model_config.to_dict(), "seed": self.seed,

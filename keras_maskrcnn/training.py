@@ -8,6 +8,7 @@ and, while training, `backup/`: rerunning the same command after a crash or a ki
 from the last finished epoch, with the batches the interrupted run would have drawn.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -20,6 +21,8 @@ from keras_maskrcnn.callbacks import CocoEvaluation, HistoryFile
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.data import CocoDataset, DataError, make_dataset
 from keras_maskrcnn.data.validation import BadDataPolicy
+from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, describe_copy,
+                                     describe_trainable, finetune_config, load_source_model)
 from keras_maskrcnn.model import MaskRCNN
 
 OPTIMIZERS = ("sgd", "adam")
@@ -166,7 +169,7 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
           steps_per_epoch=None, batch_size=None, learning_rate=None, out_dir="outputs/run", seed=0,
           on_bad_data="skip", check_pixels=False, scale_jitter=None, cache=False, eval_every=None,
           optimizer=None, warmup_steps=None, lr_schedule=None, lr_steps=None, weight_decay=None,
-          clip_norm=None):
+          clip_norm=None, init_from=None, input_size=None, trainable_stages=None):
     """Train a model of preset `preset_name` and save it with its history.
 
     Schedule arguments left as None take the preset's `PRESET_DEFAULTS`. Image folders left
@@ -176,6 +179,12 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     epoch (`val_` keys in the history), and with `eval_every` N its COCO AP every N epochs
     and after the last (`val_bbox_AP`, `val_segm_AP`, `val_bbox_AP50`, `val_segm_AP50`).
     `scale_jitter` (min, max) and `cache` are passed to `data.make_dataset`.
+    With `init_from` (a .keras file) the model is that model's configuration with the training
+    set's classes, and starts from its weights (see `finetune`); the preset then gives only the
+    schedule defaults. `input_size` (H, W) replaces the canvas. `trainable_stages` N lets only
+    the last N backbone parts train (`MaskRCNN.freeze_backbone_stages`; None: all of them).
+    What was copied and what trains is printed. Raises FinetuneError for an `init_from` that
+    cannot be used and a `trainable_stages` the backbone lacks.
     Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats, and a
     run killed after an epoch resumes from `out_dir/backup` when restarted the same way.
     Writes the run directory described in the module docstring; returns the history dict
@@ -201,12 +210,27 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
         if val_set.category_ids != train_set.category_ids:
             raise DataError(f"{val_ann}: category ids {val_set.category_ids} differ from the "
                             f"training set's {train_set.category_ids}")
-    config = preset(preset_name, num_classes=train_set.num_classes,
-                    category_ids=tuple(train_set.category_ids),
-                    class_names=tuple(train_set.class_names))
+    classes = {"num_classes": train_set.num_classes, "category_ids": tuple(train_set.category_ids),
+               "class_names": tuple(train_set.class_names)}
+    source = None if init_from is None else load_source_model(init_from)
+    config = (preset(preset_name, **classes) if source is None
+              else finetune_config(source.model_config, **classes))
+    if input_size is not None:
+        config = config.replace(input=dataclasses.replace(config.input, image_size=tuple(input_size)))
 
     keras.utils.set_random_seed(seed)
     model = MaskRCNN(config, seed=seed)
+    if source is not None:
+        copied, reinitialised = copy_matching_weights(model, source, init_from)
+        print(describe_copy(copied, reinitialised, init_from, source.model_config.num_classes,
+                            config.num_classes), flush=True)
+        del source  # a ResNet-50 model's weights take 180 MB
+    if trainable_stages is not None:
+        try:
+            model.freeze_backbone_stages(trainable_stages)
+        except ValueError as error:
+            raise FinetuneError(str(error)) from error
+    print(describe_trainable(model), flush=True)
     total_steps = settings["epochs"] * settings["steps_per_epoch"]
     schedule = WarmupSchedule(settings["learning_rate"], total_steps, settings["warmup_steps"],
                               settings["lr_schedule"], settings["lr_steps"])

@@ -18,7 +18,7 @@ from keras_maskrcnn.export.litert import TFLitePredictor, list_operators
 from keras_maskrcnn.export.tflite import export_tflite
 from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.layers.mobilenet import MobileNetV3Backbone, feature_layers
-from keras_maskrcnn.model import MaskRCNN
+from keras_maskrcnn.model import MaskRCNN, rebuild
 
 IMAGE_SIZE = 128
 FEATURE_SHAPES = [(32, 32, 72), (16, 16, 240), (8, 8, 672), (4, 4, 960)]  # C2..C5
@@ -64,6 +64,16 @@ def test_features_have_strides_4_to_32(stepped):
     assert [tuple(f.shape[1:]) for f in features] == FEATURE_SHAPES
     pyramid = model.fpn(features)
     assert [tuple(p.shape[1:3]) for p in pyramid] == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+
+
+def test_rebuild_moves_the_weights_to_another_canvas(stepped):
+    model, _, _ = stepped
+    config = model.model_config
+    copy = rebuild(model, config.replace(input=dataclasses.replace(config.input, image_size=(64, 96))))
+    for got, want in zip(copy.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    features = copy.backbone(np.zeros((1, 64, 96, 3), np.float32))
+    assert [tuple(f.shape[1:3]) for f in features] == [(16, 24), (8, 12), (4, 6), (2, 3)]
 
 
 def test_features_are_the_deepest_maps_of_each_stride():

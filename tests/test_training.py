@@ -210,7 +210,8 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                      "--on-bad-data", "error", "--check-images", "--scale-jitter", "0.5", "2",
                      "--cache", "--eval-every", "2", "--optimizer", "adam", "--warmup-steps", "5",
                      "--lr-schedule", "step", "--lr-steps", "0.5", "0.75", "--weight-decay", "0",
-                     "--clip-norm", "1.5"])
+                     "--clip-norm", "1.5", "--init-from", "coco.keras", "--input-size", "256", "320",
+                     "--trainable-stages", "3"])
     assert code == 0
     (_, kwargs), = calls
     assert kwargs == {"epochs": None, "steps_per_epoch": None, "batch_size": None,
@@ -218,12 +219,14 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                       "check_pixels": True, "scale_jitter": [0.5, 2.0], "cache": True,
                       "eval_every": 2, "optimizer": "adam", "warmup_steps": 5,
                       "lr_schedule": "step", "lr_steps": [0.5, 0.75], "weight_decay": 0.0,
-                      "clip_norm": 1.5}
+                      "clip_norm": 1.5, "init_from": "coco.keras", "input_size": [256, 320],
+                      "trainable_stages": 3}
 
 
 @pytest.mark.parametrize("argv, problem", [
     (["--scale-jitter", "2", "1"], "MIN 2.0 exceeds MAX 1.0"),
     (["--eval-every", "1"], "--eval-every needs --val"),
+    (["--input-size", "100", "128"], "multiples of 32"),
 ])
 def test_cli_train_rejects_inconsistent_options(shapes, tmp_path, argv, problem, capsys):
     code = cli.main(["train", "--train", str(shapes / "train" / "annotations.json"), "--preset",
@@ -232,7 +235,9 @@ def test_cli_train_rejects_inconsistent_options(shapes, tmp_path, argv, problem,
 
 
 @pytest.mark.parametrize("argv", [["--lr-steps", "1.5"], ["--optimizer", "rmsprop"],
-                                  ["--weight-decay", "-1"], ["--on-bad-data", "ignore"]])
+                                  ["--weight-decay", "-1"], ["--on-bad-data", "ignore"],
+                                  ["--trainable-stages", "6"],
+                                  ["--freeze-backbone", "--trainable-stages", "2"]])
 def test_cli_train_rejects_bad_values(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--train", "a.json", "--preset", "tiny", "--out", "r"] + argv)
