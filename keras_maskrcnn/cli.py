@@ -390,7 +390,8 @@ def _run_train(args):
                        lr_steps=args.lr_steps, weight_decay=args.weight_decay,
                        clip_norm=args.clip_norm, init_from=args.init_from,
                        input_size=args.input_size,
-                       trainable_stages=0 if args.freeze_backbone else args.trainable_stages)
+                       trainable_stages=0 if args.freeze_backbone else args.trainable_stages,
+                       backbone_weights=args.backbone_weights)
     print(f"wrote {os.path.join(args.out, training.MODEL_FILE)} and "
           f"{os.path.join(args.out, training.HISTORY_FILE)}")
 
@@ -509,6 +510,10 @@ def build_parser():
     train.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                        help="canvas, multiples of 32 (default: the preset's, or the "
                        "--init-from model's)")
+    train.add_argument("--backbone-weights", metavar="imagenet|FILE",
+                       help="start the backbone from keras.applications' ImageNet weights "
+                       "(ResNet50 for keras_imagenet_r50_fpn, MobileNetV3Large for "
+                       "mobilenetv3_fpn): 'imagenet' downloads them, or give a weights file")
     freezing = train.add_mutually_exclusive_group()
     freezing.add_argument("--freeze-backbone", action="store_true",
                           help="keep the backbone's weights fixed (--trainable-stages 0)")

@@ -286,9 +286,10 @@ def mobilenetv3_fpn_tiny(num_classes=3, **changes):
     return tiny(num_classes, **sections)
 
 
-# Training presets. torchvision_r50_fpn and keras_imagenet_r50_fpn describe weights that
-# `convert` loads, and are not among them.
-PRESETS = {"r50_fpn": r50_fpn, "tiny": tiny, "mobilenetv3_fpn": mobilenetv3_fpn}
+# Training presets. torchvision_r50_fpn describes weights that `convert-torchvision` writes,
+# and is not among them.
+PRESETS = {"r50_fpn": r50_fpn, "tiny": tiny, "mobilenetv3_fpn": mobilenetv3_fpn,
+           "keras_imagenet_r50_fpn": keras_imagenet_r50_fpn}
 
 
 def preset(name, **changes):

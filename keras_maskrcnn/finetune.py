@@ -7,10 +7,9 @@ weight has its source's shape except the class-specific predictors: the box head
 C foreground classes). Those start afresh when C changes and are copied when it does not.
 """
 
-import dataclasses
-
 import numpy as np
 
+from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.model import MaskRCNN
 
 CLASS_SPECIFIC_LAYERS = ("box_head/class_logits", "box_head/deltas", "mask_head/predictor")
@@ -22,11 +21,9 @@ class FinetuneError(ValueError):
 
 def load_source_model(path):
     """The `MaskRCNN` saved at `path` (a .keras file). Raises FinetuneError naming `path`."""
-    from keras_maskrcnn.inference import load_model
-
     if not str(path).endswith(".keras"):
-        raise FinetuneError(f"{path}: the model to start from must be a .keras file (SavedModel and "
-                            f"TFLite exports keep no trainable weights)")
+        raise FinetuneError(f"{path}: the model to start from must be a .keras file "
+                            f"(SavedModel and TFLite exports keep no trainable weights)")
     try:
         model = load_model(path)
     except (FileNotFoundError, ValueError) as error:
@@ -38,8 +35,8 @@ def load_source_model(path):
 
 def finetune_config(source_config, num_classes, category_ids=None, class_names=None):
     """`source_config` with the training set's classes."""
-    return dataclasses.replace(source_config, num_classes=num_classes, category_ids=category_ids,
-                               class_names=class_names)
+    return source_config.replace(num_classes=num_classes, category_ids=category_ids,
+                                 class_names=class_names)
 
 
 def _weights_by_path(model):

@@ -228,15 +228,17 @@ class MaskRCNN(keras.Model):
         Call before `compile`.
         """
         if not 0 <= trainable_stages <= BACKBONE_PARTS:
-            raise ValueError(f"trainable_stages must lie in 0..{BACKBONE_PARTS}, got {trainable_stages}")
+            raise ValueError(f"trainable_stages must lie in 0..{BACKBONE_PARTS}, "
+                             f"got {trainable_stages}")
         if isinstance(self.backbone, ResNet):
             parts = [self.backbone.stem, *self.backbone.stages]
         elif trainable_stages in (0, BACKBONE_PARTS):
             parts = [[self.backbone]]
         else:
-            raise ValueError(f"trainable_stages {trainable_stages}: a {self.model_config.backbone.kind} "
-                             f"backbone trains whole ({BACKBONE_PARTS}) or not at all (0); only a "
-                             f"ResNet's stages can be counted")
+            raise ValueError(f"trainable_stages {trainable_stages}: a "
+                             f"{self.model_config.backbone.kind} backbone trains whole "
+                             f"({BACKBONE_PARTS}) or not at all (0); only a ResNet's stages can be "
+                             f"counted")
         first_trainable = len(parts) - trainable_stages
         for index, part in enumerate(parts):
             for layer in part:

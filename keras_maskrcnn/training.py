@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_maskrcnn.callbacks import CocoEvaluation, HistoryFile
 from keras_maskrcnn.config import preset
+from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.data import CocoDataset, DataError, make_dataset
 from keras_maskrcnn.data.validation import BadDataPolicy
 from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, describe_copy,
@@ -41,6 +42,17 @@ PRESET_DEFAULTS = {
                 "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000,
                 "lr_schedule": "step", "lr_steps": (2 / 3, 8 / 9), "weight_decay": 1e-4,
                 "clip_norm": 10.0},
+    # ResNet-50 in keras.applications' layout, for --backbone-weights imagenet: r50_fpn's schedule.
+    "keras_imagenet_r50_fpn": {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16,
+                               "learning_rate": 0.02, "max_instances": 100, "optimizer": "sgd",
+                               "warmup_steps": 1000, "lr_schedule": "step", "lr_steps": (2 / 3, 8 / 9),
+                               "weight_decay": 1e-4, "clip_norm": 10.0},
+    # torchvision's recipe for its MobileNetV3-Large-320-FPN detector: 26 COCO epochs at batch 16,
+    # SGD 0.02 after a 1000-step warmup, ×0.1 after epochs 16 and 22, weight decay 1e-4.
+    "mobilenetv3_fpn": {"epochs": 26, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 0.02,
+                        "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000,
+                        "lr_schedule": "step", "lr_steps": (16 / 26, 22 / 26), "weight_decay": 1e-4,
+                        "clip_norm": 10.0},
 }
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
@@ -169,7 +181,8 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
           steps_per_epoch=None, batch_size=None, learning_rate=None, out_dir="outputs/run", seed=0,
           on_bad_data="skip", check_pixels=False, scale_jitter=None, cache=False, eval_every=None,
           optimizer=None, warmup_steps=None, lr_schedule=None, lr_steps=None, weight_decay=None,
-          clip_norm=None, init_from=None, input_size=None, trainable_stages=None):
+          clip_norm=None, init_from=None, input_size=None, trainable_stages=None,
+          backbone_weights=None):
     """Train a model of preset `preset_name` and save it with its history.
 
     Schedule arguments left as None take the preset's `PRESET_DEFAULTS`. Image folders left
@@ -183,7 +196,9 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     set's classes, and starts from its weights (see `finetune`); the preset then gives only the
     schedule defaults. `input_size` (H, W) replaces the canvas. `trainable_stages` N lets only
     the last N backbone parts train (`MaskRCNN.freeze_backbone_stages`; None: all of them).
-    What was copied and what trains is printed. Raises FinetuneError for an `init_from` that
+    `backbone_weights` ("imagenet" or a keras.applications weights file) loads the backbone
+    from ImageNet training (`convert.keras_applications`). What was copied and what trains is
+    printed. Raises FinetuneError for an `init_from` that
     cannot be used and a `trainable_stages` the backbone lacks.
     Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats, and a
     run killed after an epoch resumes from `out_dir/backup` when restarted the same way.
@@ -216,7 +231,8 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     config = (preset(preset_name, **classes) if source is None
               else finetune_config(source.model_config, **classes))
     if input_size is not None:
-        config = config.replace(input=dataclasses.replace(config.input, image_size=tuple(input_size)))
+        config = config.replace(input=dataclasses.replace(config.input,
+                                                          image_size=tuple(input_size)))
 
     keras.utils.set_random_seed(seed)
     model = MaskRCNN(config, seed=seed)
@@ -225,6 +241,12 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
         print(describe_copy(copied, reinitialised, init_from, source.model_config.num_classes,
                             config.num_classes), flush=True)
         del source  # a ResNet-50 model's weights take 180 MB
+    if backbone_weights is not None:
+        try:
+            load_imagenet_backbone(model, backbone_weights)
+        except (ValueError, OSError) as error:
+            raise FinetuneError(f"{backbone_weights}: cannot load backbone weights ({error})") from error
+        print(f"backbone initialised from {backbone_weights}", flush=True)
     if trainable_stages is not None:
         try:
             model.freeze_backbone_stages(trainable_stages)

@@ -43,7 +43,8 @@ def source_path(tmp_path_factory):
     """A tiny model of 5 classes with a narrower box head, its weights moved away from any
     initialisation (each scaled by a factor in [0.5, 1.5], plus noise), saved."""
     keras.utils.set_random_seed(1)
-    model = MaskRCNN(tiny(SOURCE_CLASSES, roi=RoIConfig(samples_per_image=64, fc_dim=SOURCE_FC_DIM)))
+    model = MaskRCNN(tiny(SOURCE_CLASSES,
+                          roi=RoIConfig(samples_per_image=64, fc_dim=SOURCE_FC_DIM)))
     rng = np.random.default_rng(1)
     for variable in model.weights:
         if variable is not model.sampling_step:
@@ -74,7 +75,8 @@ def test_init_from_other_classes_copies_all_but_the_predictors(source_path):
     assert ours["mask_head/predictor/kernel"].shape == (1, 1, 64, SHAPES_CLASSES)
     assert ours["mask_head/predictor/bias"].shape == (SHAPES_CLASSES,)
     # The new classifier has the box head's own initialisation.
-    assert 0.5 * CLASS_INIT_STDDEV < np.std(ours["box_head/class_logits/kernel"]) < 2 * CLASS_INIT_STDDEV
+    spread = np.std(ours["box_head/class_logits/kernel"])
+    assert 0.5 * CLASS_INIT_STDDEV < spread < 2 * CLASS_INIT_STDDEV
 
     message = describe_copy(copied, reinitialised, "source.keras", SOURCE_CLASSES, SHAPES_CLASSES)
     assert f"copied {len(copied)} weights" in message
@@ -128,7 +130,8 @@ def test_freezing_counts_resnet_stages_from_the_deepest():
     heads = len(model.trainable_weights) - len(model.backbone.trainable_weights)
     for trainable_stages in range(6):
         model.freeze_backbone_stages(trainable_stages)
-        trainable = {_backbone_part(v.path.split("/", 1)[1]) for v in model.backbone.trainable_weights}
+        trainable = {_backbone_part(v.path.split("/", 1)[1])
+                     for v in model.backbone.trainable_weights}
         # torchvision's trainable_layers: the last N of stem, layer1..layer4.
         assert trainable == set(RESNET_PARTS[len(RESNET_PARTS) - trainable_stages:])
         assert len(model.trainable_weights) - len(model.backbone.trainable_weights) == heads
@@ -163,7 +166,8 @@ def test_finetuning_run_copies_then_trains_only_the_unfrozen_stages(shapes, sour
 
     model = load_model(out / training.MODEL_FILE)
     config = model.model_config
-    assert config.num_classes == SHAPES_CLASSES and config.class_names == ("square", "circle", "triangle")
+    assert config.num_classes == SHAPES_CLASSES
+    assert config.class_names == ("square", "circle", "triangle")
     assert config.roi.fc_dim == SOURCE_FC_DIM and config.input.image_size == (96, 96)
     theirs, ours = _by_path(load_model(source_path)), _by_path(model)
     backbone = [path for path in ours if path.startswith("backbone/")]

@@ -15,7 +15,7 @@ import pytest
 
 from keras_maskrcnn import cli, training
 from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile
-from keras_maskrcnn.config import tiny
+from keras_maskrcnn.config import PRESETS, tiny
 from keras_maskrcnn.data import CocoDataset
 from keras_maskrcnn.model import MaskRCNN
 
@@ -211,7 +211,7 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                      "--cache", "--eval-every", "2", "--optimizer", "adam", "--warmup-steps", "5",
                      "--lr-schedule", "step", "--lr-steps", "0.5", "0.75", "--weight-decay", "0",
                      "--clip-norm", "1.5", "--init-from", "coco.keras", "--input-size", "256", "320",
-                     "--trainable-stages", "3"])
+                     "--trainable-stages", "3", "--backbone-weights", "resnet50.h5"])
     assert code == 0
     (_, kwargs), = calls
     assert kwargs == {"epochs": None, "steps_per_epoch": None, "batch_size": None,
@@ -220,11 +220,17 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                       "eval_every": 2, "optimizer": "adam", "warmup_steps": 5,
                       "lr_schedule": "step", "lr_steps": [0.5, 0.75], "weight_decay": 0.0,
                       "clip_norm": 1.5, "init_from": "coco.keras", "input_size": [256, 320],
-                      "trainable_stages": 3}
+                      "trainable_stages": 3, "backbone_weights": "resnet50.h5"}
+
+
+def test_every_training_preset_has_schedule_defaults():
+    assert set(training.PRESET_DEFAULTS) == set(PRESETS)
 
 
 @pytest.mark.parametrize("argv, problem", [
     (["--scale-jitter", "2", "1"], "MIN 2.0 exceeds MAX 1.0"),
+    (["--batch-size", "2", "--backbone-weights", "missing_resnet50.h5"],
+     "missing_resnet50.h5: cannot load backbone weights"),
     (["--eval-every", "1"], "--eval-every needs --val"),
     (["--input-size", "100", "128"], "multiples of 32"),
 ])
