@@ -31,9 +31,9 @@ from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
-# The two agree (DESIGN.md §3.10). "gather" is made of TFLite builtin ops and is the default: on
-# CPU it pools each box from its own level only, and a training step of `tiny` takes about 0.55×
-# the time of "crop_and_resize", whose image gradient is slow (bench/bench_core.py measures both).
+# The two agree (DESIGN.md §3.10). "gather" is made of TFLite builtin ops, which the TFLite export
+# needs; "crop_and_resize" is the default: a training step of `tiny` on CPU takes about the same
+# time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
 # A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts.
 BACKBONE_PARTS = 5
@@ -52,7 +52,7 @@ class MaskRCNN(keras.Model):
     """Mask R-CNN (He et al. 2017) with a ResNet- or MobileNetV3-FPN backbone; see the module
     docstring."""
 
-    def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
+    def __init__(self, config, seed=0, roi_align_impl="crop_and_resize", **kwargs):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = MaskRCNNConfig.from_dict(config)
