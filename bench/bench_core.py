@@ -7,15 +7,13 @@ the machine and on what else runs on it, so compare numbers from one run only.
 """
 
 import argparse
-import json
-import os
-import platform
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from benchutil import machine_info, median_seconds, write_report
 from keras_maskrcnn.config import InputConfig, preset
 from keras_maskrcnn.model import MaskRCNN
 
@@ -55,13 +53,7 @@ def inference_latency(model, batch, repeats):
     """Median seconds of one compiled forward pass (batch as given)."""
     inputs = {"images": tf.constant(batch["images"][:1]), "image_info": tf.constant(batch["image_info"][:1])}
     forward = tf.function(lambda x: model(x, training=False))
-    forward(inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(inputs)["num_detections"].numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(lambda: forward(inputs)["num_detections"].numpy(), repeats)
 
 
 def bench_preset(name, image_size, batch_size, train_steps, repeats, roi_align_impl="gather"):
@@ -88,13 +80,8 @@ def main():
     if not args.skip_r50:
         # 800×1333 resized images pad to this canvas (multiples of 32).
         results.append(bench_preset("r50_fpn", (800, 1344), batch_size=1, train_steps=3, repeats=5))
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "tensorflow": tf.__version__, "keras": keras.__version__},
-              "results": results}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
+                  "results": results}, args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -26,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchutil import machine_info, median_seconds, write_report
 from bench_core import inference_latency, synthetic_batch
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.export.litert import TFLitePredictor
@@ -37,17 +37,6 @@ TFLITE_THREADS = 2
 # (preset, canvas or None for the preset's own, timed calls per runtime)
 CASES = (("tiny", None, 20), ("r50_fpn", (640, 640), 5), ("r50_fpn", (1024, 1024), 5))
 CALIBRATION_IMAGES = 4
-
-
-def median_seconds(fn, repeats):
-    """Median wall time of `repeats` calls of `fn`, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def size_bytes(path):
@@ -118,13 +107,8 @@ def main():
             continue
         with tempfile.TemporaryDirectory() as work_dir:
             results.extend(bench_case(name, image_size, repeats, work_dir))
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "tensorflow": tf.__version__, "keras": keras.__version__},
-              "batch_size": 1, "tflite_threads": TFLITE_THREADS, "results": results}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
+    write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
+                  "batch_size": 1, "tflite_threads": TFLITE_THREADS, "results": results}, args.out)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ input-bound. Writes JSON (default bench/results/pipeline.json). Not part of `mak
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 
 import keras
 import tensorflow as tf
 
+from benchutil import machine_info, write_report
 from keras_maskrcnn.config import InputConfig, preset
 from keras_maskrcnn.data import CocoDataset, make_dataset, write_shapes_split
 from keras_maskrcnn.model import MaskRCNN
@@ -105,14 +105,8 @@ def main():
                                       args.batch_size or (8 if small else 1),
                                       args.steps or (20 if small else 3), work_dir))
             print(json.dumps(results[-1]), flush=True)
-    report = {"machine": {"cpus": os.cpu_count(),
-                          "processor": platform.processor() or platform.machine(),
-                          "tensorflow": tf.__version__, "keras": keras.__version__},
-              "results": results}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
+                  "results": results}, args.out)
 
 
 if __name__ == "__main__":

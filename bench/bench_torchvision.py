@@ -19,17 +19,15 @@ since torchvision skips the mask head for missing ones and ours always fills its
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from benchutil import machine_info, median_seconds, write_report
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import torchvision_r50_fpn
 from keras_maskrcnn.convert.torchvision import convert_state_dict, load_state_dict
@@ -55,17 +53,6 @@ def bench_image(seed=0):
     coarse = rng.uniform(0, 255, (IMAGE_HW[0] // 40, IMAGE_HW[1] // 40, 3)).astype(np.float32)
     smooth = tf.image.resize(coarse, IMAGE_HW, method="bicubic").numpy()
     return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
-
-
-def median_ms(fn, repeats):
-    """Median wall time in ms of `repeats` calls of `fn`, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(1000 * float(np.median(times)), 1)
 
 
 def converted_pair(torch, torchvision, seed, score_threshold, work_dir):
@@ -118,9 +105,9 @@ def main():
         return detections, masks
 
     canvas, image_info = preprocessing.preprocess_batch([image], image_size)
-    torch_ms = median_ms(run_torch, args.repeats)
-    keras_model_ms = median_ms(lambda: run_keras_model(canvas, image_info), args.repeats)
-    keras_end_to_end_ms = median_ms(run_keras_end_to_end, args.repeats)
+    torch_ms = round(1000 * median_seconds(run_torch, args.repeats), 1)
+    keras_model_ms = round(1000 * median_seconds(lambda: run_keras_model(canvas, image_info), args.repeats), 1)
+    keras_end_to_end_ms = round(1000 * median_seconds(run_keras_end_to_end, args.repeats), 1)
     keras_detections, _ = run_keras_end_to_end()
     result = {
         "torch_ms": torch_ms,
@@ -131,16 +118,11 @@ def main():
         "torch_detections": len(run_torch()["boxes"]),
         "keras_detections": len(keras_detections["boxes"]),
     }
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "tensorflow": tf.__version__, "keras": keras.__version__,
-                          "torch": torch.__version__, "torchvision": torchvision.__version__},
-              "threads": args.threads, "batch_size": 1, "image_hw": list(IMAGE_HW),
-              "canvas_hw": list(image_size), "repeats": args.repeats, "seed": args.seed,
-              "score_threshold": args.score_threshold, "results": result}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__,
+                                          torch=torch.__version__, torchvision=torchvision.__version__),
+                  "threads": args.threads, "batch_size": 1, "image_hw": list(IMAGE_HW),
+                  "canvas_hw": list(image_size), "repeats": args.repeats, "seed": args.seed,
+                  "score_threshold": args.score_threshold, "results": result}, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""What the benchmarks share: timing, the machine's description and writing the JSON report.
+
+The scripts import it as a sibling module (`python bench/NAME.py` puts bench/ on sys.path).
+"""
+
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def median_seconds(fn, repeats):
+    """Median wall time of `repeats` calls of `fn`, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def machine_info(**versions):
+    """CPU count, processor and the given library versions, for the report."""
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), **versions}
+
+
+def write_report(report, path):
+    """Write `report` as indented JSON to `path` (folders created) and print it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report, indent=2))
