@@ -32,8 +32,10 @@ from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # The two agree (DESIGN.md §3.10). "gather" is made of TFLite builtin ops, which the TFLite export
-# needs; "crop_and_resize" is the default: a training step of `tiny` on CPU takes about the same
-# time with either (bench/bench_core.py measures both).
+# needs, and is the default: its gradient is deterministic on CPU, so a seeded run that resumes
+# from a backup ends with the same weights as an uninterrupted one (crop_and_resize's image
+# gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
+# about the same time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
 # A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts.
 BACKBONE_PARTS = 5
@@ -52,7 +54,7 @@ class MaskRCNN(keras.Model):
     """Mask R-CNN (He et al. 2017) with a ResNet- or MobileNetV3-FPN backbone; see the module
     docstring."""
 
-    def __init__(self, config, seed=0, roi_align_impl="crop_and_resize", **kwargs):
+    def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = MaskRCNNConfig.from_dict(config)

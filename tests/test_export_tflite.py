@@ -51,8 +51,7 @@ def test_only_builtin_operators(converted, quantize):
 def test_builtin_ops_model_copies_only_a_crop_and_resize_model():
     gather_model = MaskRCNN(tiny(), roi_align_impl="gather")
     assert builtin_ops_model(gather_model) is gather_model
-    crop_model = MaskRCNN(tiny())
-    assert crop_model.roi_align_impl == "crop_and_resize"
+    crop_model = MaskRCNN(tiny(), roi_align_impl="crop_and_resize")
     copy = builtin_ops_model(crop_model)
     assert copy.roi_align_impl == "gather"
     for got, want in zip(copy.get_weights(), crop_model.get_weights()):
