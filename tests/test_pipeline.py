@@ -8,8 +8,9 @@ import tensorflow as tf
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from keras_maskrcnn import preprocessing
 from keras_maskrcnn.data.coco import CocoDataset
-from keras_maskrcnn.data.pipeline import make_dataset, make_inference_inputs
+from keras_maskrcnn.data.pipeline import make_dataset
 from keras_maskrcnn.data.shapes import write_shapes_split
 from keras_maskrcnn.preprocessing import compute_scale
 
@@ -169,9 +170,9 @@ def test_same_seed_gives_the_same_batches(shapes):
     assert any(not np.array_equal(a["images"], b["images"]) for a, b in zip(first, other))
 
 
-def test_make_inference_inputs():
+def test_preprocess_batch_resizes_and_pads_each_image():
     images = [np.full((20, 10, 3), 200, np.uint8), np.full((8, 16, 3), 100, np.uint8)]
-    canvases, infos = make_inference_inputs(images, (32, 32))
+    canvases, infos = preprocessing.preprocess_batch(images, (32, 32))
     assert canvases.shape == (2, 32, 32, 3) and canvases.dtype == np.float32
     np.testing.assert_allclose(infos, [[1.6, 32, 16, 20, 10], [2, 16, 32, 8, 16]], rtol=1e-6)
     assert canvases[0, :, :16].min() == 200 and canvases[0, :, 16:].max() == 0

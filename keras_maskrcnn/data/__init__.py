@@ -4,8 +4,8 @@ Shapes: B batch; H, W canvas; G padded instances; S mini-mask side (see `pipelin
 """
 
 from keras_maskrcnn.data.coco import CocoDataset, DataError
-from keras_maskrcnn.data.pipeline import make_dataset, make_inference_inputs
+from keras_maskrcnn.data.pipeline import make_dataset
 from keras_maskrcnn.data.shapes import make_shapes, write_shapes_split
 
-__all__ = ["CocoDataset", "DataError", "make_dataset", "make_inference_inputs", "make_shapes",
+__all__ = ["CocoDataset", "DataError", "make_dataset", "make_shapes",
            "write_shapes_split"]

@@ -182,8 +182,3 @@ def _scale_and_crop(image, boxes, classes, mini_masks, image_size, factor, offse
     image_info = tf.concat([[scale], valid_hw, shape], axis=0)
     return (canvas, image_info, tf.boolean_mask(clipped, keep), tf.boolean_mask(classes, keep),
             tf.boolean_mask(mini_masks, keep))
-
-
-def make_inference_inputs(images, image_size):
-    """Resize and pad uint8 [h, w, 3] arrays → (images float32 [B, H, W, 3], image_info float32 [B, 5])."""
-    return preprocessing.preprocess_batch(images, image_size)
