@@ -310,53 +310,26 @@ def demo(out_dir, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, epochs=N
 
 # Argument parsing.
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _checked(convert, is_valid, requirement):
+    """An argparse type: `convert` the text, then refuse values for which `is_valid` is false."""
+    def parse(text):
+        value = convert(text)
+        if not is_valid(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {value}")
+        return value
+    # argparse names the type in its "invalid int value" messages.
+    parse.__name__ = convert.__name__
+    return parse
 
 
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _stage_count(text):
-    value = int(text)
-    if not 0 <= value <= BACKBONE_PARTS:
-        raise argparse.ArgumentTypeError(f"must lie in 0..{BACKBONE_PARTS}, got {value}")
-    return value
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
-    return value
-
-
-def _probability(text):
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
+_positive_int = _checked(int, lambda value: value >= 1, "must be at least 1")
+_positive_float = _checked(float, lambda value: value > 0, "must be positive")
+_non_negative_int = _checked(int, lambda value: value >= 0, "must not be negative")
+_non_negative_float = _checked(float, lambda value: value >= 0, "must not be negative")
+_stage_count = _checked(int, lambda value: 0 <= value <= BACKBONE_PARTS,
+                        f"must lie in 0..{BACKBONE_PARTS}")
+_fraction = _checked(float, lambda value: 0 < value < 1, "must lie strictly between 0 and 1")
+_probability = _checked(float, lambda value: 0 <= value <= 1, "must lie in [0, 1]")
 
 
 def _print_metrics(metrics):
