@@ -15,7 +15,7 @@ from keras_maskrcnn.evaluation import IOU_TYPES, METRIC_NAMES
 from keras_maskrcnn.model import LOSS_NAMES
 
 COMMANDS = ("make-shapes", "train", "evaluate", "predict", "demo", "export", "show-data", "convert-torchvision")
-IMAGE_SIZE = 64
+IMAGE_SIZE = 64  # the size of the `shapes` fixture's images (conftest.py)
 # pycocotools reports -1 for area ranges without ground truth; these always have some.
 ALWAYS_DEFINED = ("AP", "AP50", "AP75")
 
@@ -25,14 +25,6 @@ def _run(capsys, *argv):
     code = cli.main([str(arg) for arg in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    assert cli.main(["make-shapes", str(root), "--train", "4", "--val", "2",
-                     "--size", str(IMAGE_SIZE)]) == 0
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.layers.roi_heads import CLASS_INIT_STDDEV
 from keras_maskrcnn.model import MaskRCNN
 
-IMAGE_SIZE = 64
 SHAPES_CLASSES = 3
 SOURCE_CLASSES = 5
 SOURCE_FC_DIM = 128  # tiny's is 256: a model built from the preset would not fit the source
@@ -28,14 +27,6 @@ def _by_path(model):
 def _backbone_part(path):
     """"backbone/layer3_block0/conv1/kernel" → "layer3"; "backbone/stem_bn/gamma" → "stem"."""
     return path.split("/")[1].split("_")[0]
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    assert cli.main(["make-shapes", str(root), "--train", "4", "--val", "2",
-                     "--size", str(IMAGE_SIZE)]) == 0
-    return root
 
 
 @pytest.fixture(scope="module")

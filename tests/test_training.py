@@ -19,17 +19,8 @@ from keras_maskrcnn.config import PRESETS, tiny
 from keras_maskrcnn.data import CocoDataset
 from keras_maskrcnn.model import MaskRCNN
 
-IMAGE_SIZE = 64
 # A backed-up epoch shows up well within this on the CI machine (about 20 s).
 BACKUP_WAIT_SECONDS = 300
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    assert cli.main(["make-shapes", str(root), "--train", "4", "--val", "2",
-                     "--size", str(IMAGE_SIZE)]) == 0
-    return root
 
 
 # Schedules and optimisers.
