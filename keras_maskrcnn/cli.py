@@ -329,6 +329,8 @@ _non_negative_float = _checked(float, lambda value: value >= 0, "must not be neg
 _stage_count = _checked(int, lambda value: 0 <= value <= BACKBONE_PARTS,
                         f"must lie in 0..{BACKBONE_PARTS}")
 _fraction = _checked(float, lambda value: 0 < value < 1, "must lie strictly between 0 and 1")
+# Every preset samples at most a quarter of the RoIs as foreground: 4 leaves the mask head one.
+_rois_per_image = _checked(int, lambda value: value >= 4, "must be at least 4")
 _probability = _checked(float, lambda value: 0 <= value <= 1, "must lie in [0, 1]")
 
 
@@ -362,7 +364,7 @@ def _run_train(args):
                        warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
                        lr_steps=args.lr_steps, weight_decay=args.weight_decay,
                        clip_norm=args.clip_norm, init_from=args.init_from,
-                       input_size=args.input_size,
+                       input_size=args.input_size, rois_per_image=args.rois_per_image,
                        trainable_stages=0 if args.freeze_backbone else args.trainable_stages,
                        backbone_weights=args.backbone_weights)
     print(f"wrote {os.path.join(args.out, training.MODEL_FILE)} and "
@@ -483,6 +485,11 @@ def build_parser():
     train.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                        help="canvas, multiples of 32 (default: the preset's, or the "
                        "--init-from model's)")
+    train.add_argument("--rois-per-image", type=_rois_per_image, metavar="N",
+                       help="proposals sampled per image to train the box head on, a quarter of "
+                       "them at most foreground for the mask head (default: the preset's, or the "
+                       "--init-from model's: 512 for r50_fpn, 64 for tiny); fewer train faster, "
+                       "the heads' cost grows with N")
     train.add_argument("--backbone-weights", metavar="imagenet|FILE",
                        help="start the backbone from keras.applications' ImageNet weights "
                        "(ResNet50 for keras_imagenet_r50_fpn, MobileNetV3Large for "

@@ -181,8 +181,8 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
           steps_per_epoch=None, batch_size=None, learning_rate=None, out_dir="outputs/run", seed=0,
           on_bad_data="skip", check_pixels=False, scale_jitter=None, cache=False, eval_every=None,
           optimizer=None, warmup_steps=None, lr_schedule=None, lr_steps=None, weight_decay=None,
-          clip_norm=None, init_from=None, input_size=None, trainable_stages=None,
-          backbone_weights=None):
+          clip_norm=None, init_from=None, input_size=None, rois_per_image=None,
+          trainable_stages=None, backbone_weights=None):
     """Train a model of preset `preset_name` and save it with its history.
 
     Schedule arguments left as None take the preset's `PRESET_DEFAULTS`. Image folders left
@@ -194,7 +194,9 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     `scale_jitter` (min, max) and `cache` are passed to `data.make_dataset`.
     With `init_from` (a .keras file) the model is that model's configuration with the training
     set's classes, and starts from its weights (see `finetune`); the preset then gives only the
-    schedule defaults. `input_size` (H, W) replaces the canvas. `trainable_stages` N lets only
+    schedule defaults. `input_size` (H, W) replaces the canvas, and `rois_per_image` the number
+    of proposals sampled per image for the box head (`RoIConfig.samples_per_image`, a quarter of
+    them at most foreground for the mask head): fewer train faster. `trainable_stages` N lets only
     the last N backbone parts train (`MaskRCNN.freeze_backbone_stages`; None: all of them).
     `backbone_weights` ("imagenet" or a keras.applications weights file) loads the backbone
     from ImageNet training (`convert.keras_applications`). What was copied and what trains is
@@ -233,6 +235,9 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     if input_size is not None:
         config = config.replace(input=dataclasses.replace(config.input,
                                                           image_size=tuple(input_size)))
+    if rois_per_image is not None:
+        config = config.replace(roi=dataclasses.replace(config.roi,
+                                                        samples_per_image=rois_per_image))
 
     keras.utils.set_random_seed(seed)
     model = MaskRCNN(config, seed=seed)

@@ -117,7 +117,8 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     out = tmp_path / "run"
     history = training.train(str(bad), str(shapes / "train"), str(shapes / "val" / "annotations.json"),
                              None, "tiny", epochs=1, steps_per_epoch=1, batch_size=2,
-                             out_dir=str(out), eval_every=1, scale_jitter=(0.8, 1.2))
+                             out_dir=str(out), eval_every=1, scale_jitter=(0.8, 1.2),
+                             rois_per_image=16)
     stdout = capsys.readouterr().out
     assert "missing_image" in stdout and "unknown_category" in stdout and "absent.png" in stdout
     with open(out / training.BAD_DATA_FILE) as f:
@@ -125,7 +126,8 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     assert report["train"]["counts"] == {"missing_image": 1, "unknown_category": 1}
     assert report["val"]["counts"] == {}
     assert set(METRIC_KEYS) <= set(history) and len(history["loss"]) == 1
-    assert (out / training.MODEL_FILE).is_file()
+    trained = keras.saving.load_model(out / training.MODEL_FILE)
+    assert trained.model_config.roi.samples_per_image == 16 and trained.num_fg_slots == 4
     assert (out / "checkpoints" / "epoch-001.keras").is_file()
     assert any(name.startswith("events") for name in os.listdir(out / training.LOG_DIR / "train"))
     assert not (out / training.BACKUP_DIR).exists()  # removed once the run has finished
@@ -202,7 +204,7 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                      "--cache", "--eval-every", "2", "--optimizer", "adam", "--warmup-steps", "5",
                      "--lr-schedule", "step", "--lr-steps", "0.5", "0.75", "--weight-decay", "0",
                      "--clip-norm", "1.5", "--init-from", "coco.keras", "--input-size", "256", "320",
-                     "--trainable-stages", "3", "--backbone-weights", "resnet50.h5"])
+                     "--rois-per-image", "128", "--trainable-stages", "3", "--backbone-weights", "resnet50.h5"])
     assert code == 0
     (_, kwargs), = calls
     assert kwargs == {"epochs": None, "steps_per_epoch": None, "batch_size": None,
@@ -211,7 +213,7 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                       "eval_every": 2, "optimizer": "adam", "warmup_steps": 5,
                       "lr_schedule": "step", "lr_steps": [0.5, 0.75], "weight_decay": 0.0,
                       "clip_norm": 1.5, "init_from": "coco.keras", "input_size": [256, 320],
-                      "trainable_stages": 3, "backbone_weights": "resnet50.h5"}
+                      "rois_per_image": 128, "trainable_stages": 3, "backbone_weights": "resnet50.h5"}
 
 
 def test_every_training_preset_has_schedule_defaults():
@@ -233,7 +235,7 @@ def test_cli_train_rejects_inconsistent_options(shapes, tmp_path, argv, problem,
 
 @pytest.mark.parametrize("argv", [["--lr-steps", "1.5"], ["--optimizer", "rmsprop"],
                                   ["--weight-decay", "-1"], ["--on-bad-data", "ignore"],
-                                  ["--trainable-stages", "6"],
+                                  ["--trainable-stages", "6"], ["--rois-per-image", "3"],
                                   ["--freeze-backbone", "--trainable-stages", "2"]])
 def test_cli_train_rejects_bad_values(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
