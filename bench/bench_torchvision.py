@@ -86,6 +86,7 @@ def main():
                                             work_dir)
     image = bench_image(args.seed)
     image_size = model.model_config.input.image_size
+    size_limits = model.model_config.input.size_limits
     forward = tf.function(lambda inputs: model(inputs, training=False))
 
     def run_torch():
@@ -98,13 +99,13 @@ def main():
         return {name: value.numpy() for name, value in outputs.items()}
 
     def run_keras_end_to_end():
-        canvas, image_info = preprocessing.preprocess_batch([image], image_size)
+        canvas, image_info = preprocessing.preprocess_batch([image], image_size, size_limits)
         detections = postprocess.unpack_detections(run_keras_model(canvas, image_info), 0)
         masks = postprocess.paste_mask_probabilities(detections["masks"], detections["boxes"],
                                                      IMAGE_HW, method="torchvision")
         return detections, masks
 
-    canvas, image_info = preprocessing.preprocess_batch([image], image_size)
+    canvas, image_info = preprocessing.preprocess_batch([image], image_size, size_limits)
     torch_ms = round(1000 * median_seconds(run_torch, args.repeats), 1)
     keras_model_ms = round(1000 * median_seconds(lambda: run_keras_model(canvas, image_info), args.repeats), 1)
     keras_end_to_end_ms = round(1000 * median_seconds(run_keras_end_to_end, args.repeats), 1)

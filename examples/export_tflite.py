@@ -32,12 +32,15 @@ def main(model_path, image_path):
     interpreter = Interpreter(model_path=tflite_path, num_threads=NUM_THREADS)
     interpreter.allocate_tensors()
     inputs = {detail["name"]: detail for detail in interpreter.get_input_details()}
-    canvas_hw = tuple(inputs["images"]["shape"][1:3])
+    # The model's config, with its canvas, class names and dataset category ids, travels
+    # inside the .tflite file.
+    config = read_config(tflite_path)
 
     # What the app does before each call: resize (keeping the aspect ratio) and zero-pad into
     # the fixed canvas, 0..255 floats, and describe the resize in image_info.
     image = read_image(image_path)
-    canvas, image_info = preprocessing.resize_and_pad(image, canvas_hw)
+    canvas, image_info = preprocessing.resize_and_pad(image, config.input.image_size,
+                                                      config.input.size_limits)
     interpreter.set_tensor(inputs["images"]["index"], canvas.numpy()[None])
     interpreter.set_tensor(inputs["image_info"]["index"], image_info.numpy()[None])
     interpreter.invoke()
@@ -46,9 +49,8 @@ def main(model_path, image_path):
                for name, detail in zip(OUTPUT_NAMES, interpreter.get_output_details())}
 
     detections = postprocess.unpack_detections(outputs, 0)
-    masks = postprocess.paste_masks(detections["masks"], detections["boxes"], image.shape[:2])
-    # Class names and dataset category ids travel inside the .tflite file.
-    config = read_config(tflite_path)
+    masks = postprocess.paste_masks(detections["masks"], detections["boxes"], image.shape[:2],
+                                    method=config.detection.paste_method)
     names = dict(zip(config.dataset_category_ids(), config.class_names or ()))
     print(f"{image_path} ({image.shape[0]}×{image.shape[1]}):")
     for box, score, category_id, mask in zip(detections["boxes"], detections["scores"],

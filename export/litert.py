@@ -89,6 +89,7 @@ class TFLitePredictor:
         """images: list of uint8 [h, w, 3] → list of detections dicts, one per image (batch 1 each)."""
         detections = []
         for image in images:
-            canvas, image_info = preprocessing.preprocess_batch([image], self.image_size)
+            canvas, image_info = preprocessing.preprocess_batch([image], self.image_size,
+                                                                 self.config.input.size_limits)
             detections.append(postprocess.unpack_detections(self.run(canvas, image_info), 0))
         return detections

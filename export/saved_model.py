@@ -77,6 +77,7 @@ class _Server(tf.Module):
         self.model_variables = [variable.value for variable in model.variables]
         self.include_full_masks = include_full_masks
         self.image_size = tuple(model.model_config.input.image_size)
+        self.size_limits = model.model_config.input.size_limits
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _hold_untracked(self, model):
@@ -92,7 +93,7 @@ class _Server(tf.Module):
         return outputs
 
     def _preprocess(self, image):
-        return resize_and_pad(image, self.image_size)
+        return resize_and_pad(image, self.image_size, self.size_limits)
 
     def _preprocess_each(self, fn, elements):
         """tf.map_fn of `fn` (element → canvas, image_info) → canvases [B, H, W, 3], image_info [B, 5]."""

@@ -92,11 +92,12 @@ def detection_function(model):
     return detect.get_concrete_function()
 
 
-def _representative_dataset(images, image_size):
+def _representative_dataset(images, input_config):
     """Calibration inputs for int8: each uint8 [h, w, 3] image as a preprocessed batch of 1."""
     def generate():
         for image in images:
-            canvas, image_info = resize_and_pad(image, image_size)
+            canvas, image_info = resize_and_pad(image, input_config.image_size,
+                                                input_config.size_limits)
             yield [canvas[None], image_info[None]]
     return generate
 
@@ -128,7 +129,7 @@ def export_tflite(model, out_path, quantize="none", representative_images=None):
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         converter.representative_dataset = _representative_dataset(
-            representative_images, model.model_config.input.image_size)
+            representative_images, model.model_config.input)
         # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -73,7 +73,8 @@ class CocoEvaluation(keras.callbacks.Callback):
         for index, found in enumerate(detections):
             info = self.dataset.image_info(image_ids[index])
             results.extend(evaluation.detections_to_coco_results(
-                image_ids[index], found, (info["height"], info["width"])))
+                image_ids[index], found, (info["height"], info["width"]),
+                self.model.model_config.detection.paste_method))
         return evaluation.evaluate_coco(self.dataset.coco, results, image_ids=image_ids)
 
 

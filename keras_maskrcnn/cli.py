@@ -134,7 +134,8 @@ def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BAT
                 # load_image has checked that the pixels have the annotated size.
                 info = dataset.image_info(image_id)
                 results.extend(evaluation.detections_to_coco_results(
-                    image_id, found, (info["height"], info["width"])))
+                    image_id, found, (info["height"], info["width"]),
+                    predictor.config.detection.paste_method))
     metrics = evaluation.evaluate_coco(dataset.coco, results, image_ids=dataset.image_ids)
     if out is not None:
         _write_json(metrics, out)
@@ -177,22 +178,26 @@ def predict(model_path, image_paths, out_dir, score_threshold=DEFAULT_SCORE_THRE
                 keep = found["scores"] >= score_threshold
                 found = {name: values[keep] for name, values in found.items()}
                 results.extend(_draw_and_describe(image, found, class_names, png_paths[index],
-                                                  image_paths[index], index + 1))
+                                                  image_paths[index], index + 1,
+                                                  config.detection.paste_method))
             progress.update(len(images))
     _write_json(results, os.path.join(out_dir, "predictions.json"))
     return results
 
 
-def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id):
+def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id,
+                       paste_method):
     """Save one image with its detections drawn; returns its COCO results with `file_name`."""
     from keras_maskrcnn import evaluation, postprocess, visualize
 
-    full_masks = postprocess.paste_masks(detections["masks"], detections["boxes"], image.shape[:2])
+    full_masks = postprocess.paste_masks(detections["masks"], detections["boxes"], image.shape[:2],
+                                         method=paste_method)
     visualize.save_png(visualize.draw_detections(
         image, detections["boxes"], detections["category_ids"], detections["scores"], full_masks,
         class_names), png_path)
     return [dict(result, file_name=file_name) for result in
-            evaluation.detections_to_coco_results(image_id, detections, image.shape[:2])]
+            evaluation.detections_to_coco_results(image_id, detections, image.shape[:2],
+                                                  paste_method)]
 
 
 def export(model_path, out, export_format, quantize="none", calibration_data=None,

@@ -29,9 +29,14 @@ class InputConfig:
     image_size: Tuple[int, int] = (800, 1344)  # canvas (H, W), multiples of BACKBONE_STRIDE
     pixel_mean: Tuple[float, float, float] = IMAGENET_PIXEL_MEAN
     pixel_std: Tuple[float, float, float] = IMAGENET_PIXEL_STD
+    # (short, long): also keep the short side ≤ short and the long side ≤ long, as torchvision's
+    # min_size/max_size do (`preprocessing`); None fits the image into the canvas only.
+    size_limits: Optional[Tuple[int, int]] = None
 
 
 BACKBONE_KINDS = ("resnet", "mobilenet_v3_large")
+# How box-frame masks are resampled into the image (`postprocess`).
+PASTE_METHODS = ("centres", "torchvision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +110,7 @@ class DetectionConfig:
     max_detections: int = 100
     pre_nms_topk: int = 1000  # best (box, class) pairs considered by the class-wise NMS
     min_box_size: float = 1e-2
+    paste_method: str = "centres"  # one of PASTE_METHODS, used by evaluate and predict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +152,9 @@ class MaskRCNNConfig:
         if self.backbone.kind not in BACKBONE_KINDS:
             raise ValueError(f"unknown backbone.kind {self.backbone.kind!r}; choose one of "
                              f"{BACKBONE_KINDS}")
+        if self.detection.paste_method not in PASTE_METHODS:
+            raise ValueError(f"unknown detection.paste_method {self.detection.paste_method!r}; "
+                             f"choose one of {PASTE_METHODS}")
         if len(self.anchors.sizes) != self.fpn.max_level - self.fpn.min_level + 1:
             raise ValueError("anchors.sizes needs one size per FPN level")
         for name in ("category_ids", "class_names"):
@@ -207,6 +216,8 @@ def tiny(num_classes=3, **changes):
     return MaskRCNNConfig(num_classes=num_classes, **sections)
 
 
+# GeneralizedRCNNTransform's min_size and max_size in maskrcnn_resnet50_fpn.
+TORCHVISION_SIZE_LIMITS = (800, 1333)
 # torchvision's COCO labels 1..90 (label l is COCO category id l); "N/A" marks the ids COCO
 # left unused.
 TORCHVISION_COCO_CLASS_NAMES = (
@@ -227,9 +238,14 @@ TORCHVISION_COCO_CLASS_NAMES = (
 def torchvision_r50_fpn(num_classes=len(TORCHVISION_COCO_CLASS_NAMES), **changes):
     """r50_fpn in torchvision's COCO label space, for weights converted from its
     `maskrcnn_resnet50_fpn` (`convert.torchvision`); class names are torchvision's when
-    num_classes is its 90."""
+    num_classes is its 90. Images are resized by torchvision's rule (short side 800, long side
+    ≤ 1333) and masks pasted its way. The 800 × 1344 canvas holds every landscape image so
+    resized; a portrait one is fitted into it, smaller than torchvision would make it, unless
+    the canvas is replaced by a taller one (e.g. 1344 × 1344)."""
     if num_classes == len(TORCHVISION_COCO_CLASS_NAMES):
         changes.setdefault("class_names", TORCHVISION_COCO_CLASS_NAMES)
+    changes.setdefault("input", InputConfig(size_limits=TORCHVISION_SIZE_LIMITS))
+    changes.setdefault("detection", DetectionConfig(paste_method="torchvision"))
     return MaskRCNNConfig(num_classes=num_classes, **changes)
 
 

@@ -22,13 +22,15 @@ IOU_TYPES = ("bbox", "segm")
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def detections_to_coco_results(image_id, detections, image_hw):
+def detections_to_coco_results(image_id, detections, image_hw, paste_method="centres"):
     """Convert one image's detections (from `postprocess.unpack_detections`) to COCO results.
 
     Args:
       image_id: the COCO image id.
       detections: dict with `boxes` [K, 4], `scores` [K], `category_ids` [K], `masks` [K, M, M].
       image_hw: (H, W) of the original image.
+      paste_method: how masks are pasted (`postprocess`); the model's
+        `detection.paste_method`.
     Returns:
       list of K dicts with `image_id`, `category_id`, `bbox` [x, y, w, h], `score` and
       `segmentation` (compressed RLE, `counts` as str).
@@ -36,7 +38,7 @@ def detections_to_coco_results(image_id, detections, image_hw):
     boxes = np.asarray(detections["boxes"], np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return []
-    full_masks = paste_masks(detections["masks"], boxes, image_hw)
+    full_masks = paste_masks(detections["masks"], boxes, image_hw, method=paste_method)
     # pycocotools reads column-major [H, W, K] uint8.
     rles = mask_util.encode(np.asfortranarray(full_masks.transpose(1, 2, 0).astype(np.uint8)))
     results = []

@@ -30,7 +30,8 @@ class KerasPredictor:
 
     def predict(self, images):
         """images: list of uint8 [h, w, 3] → list of detections dicts, one per image."""
-        canvases, image_info = preprocessing.preprocess_batch(images, self.config.input.image_size)
+        canvases, image_info = preprocessing.preprocess_batch(images, self.config.input.image_size,
+                                                                 self.config.input.size_limits)
         outputs = self.model({"images": canvases, "image_info": image_info})
         outputs = {name: np.asarray(value) for name, value in outputs.items()}
         return [postprocess.unpack_detections(outputs, i) for i in range(len(images))]

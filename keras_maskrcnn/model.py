@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_maskrcnn import losses as loss_fns, targets
+from keras_maskrcnn import losses as loss_fns, preprocessing, targets
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.layers.backbones import ResNet
 from keras_maskrcnn.layers.detections import DetectionLayer
@@ -27,7 +27,7 @@ from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
 from keras_maskrcnn.ops.roi_align import multilevel_roi_align, multilevel_roi_align_gather
-from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE
+
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
@@ -94,7 +94,7 @@ class MaskRCNN(keras.Model):
         """Create every weight by tracing `call` once on symbolic inputs of batch 1."""
         height, width = self.model_config.input.image_size
         self({"images": keras.KerasTensor((1, height, width, 3)),
-              "image_info": keras.KerasTensor((1, IMAGE_INFO_SIZE))})
+              "image_info": keras.KerasTensor((1, preprocessing.IMAGE_INFO_SIZE))})
 
     # Stages shared by inference and training.
 
@@ -140,8 +140,7 @@ class MaskRCNN(keras.Model):
 
     def _contract_outputs(self, boxes, scores, labels, valid, masks, image_info):
         """Boxes back to original pixels and labels back to dataset ids (DESIGN.md §5)."""
-        scale = image_info[:, 0, None, None]
-        original_boxes = boxes / scale
+        original_boxes = preprocessing.boxes_to_original(boxes, image_info)
         original_hw = tf.tile(image_info[:, None, 3:5], [1, 1, 2])
         original_boxes = tf.minimum(tf.maximum(original_boxes, 0.0), original_hw)
         category_ids = tf.constant((0,) + self.model_config.dataset_category_ids(), tf.int32)

@@ -12,8 +12,9 @@ converted models with the original.
 
 import numpy as np
 
+from keras_maskrcnn.config import PASTE_METHODS
+
 MASK_THRESHOLD = 0.5
-PASTE_METHODS = ("centres", "torchvision")
 
 
 def _interpolation_weights(start, length, num_cells, first_pixel, num_pixels):

@@ -3,8 +3,14 @@
 Shapes: h, w original image size; H, W the canvas (`InputConfig.image_size`).
 
 `image_info` rows are `(scale, valid_h, valid_w, original_h, original_w)`: the image is
-resized by `scale` keeping its aspect ratio, placed at the top-left of the canvas, and the
-rest is zero. Boxes on the canvas map back to the original image by dividing by `scale`.
+resized by `scale` keeping its aspect ratio to floor(h · scale) × floor(w · scale) = valid_h ×
+valid_w pixels, placed at the top-left of the canvas, and the rest is zero. Canvas pixels map
+back to the original image by `original / valid` along each axis, the inverse of the resize
+(and torchvision's `resize_boxes`).
+
+The scale fits the image into the canvas. With `size_limits` (short, long) it is at most
+torchvision's `min(short / min(h, w), long / max(h, w))` too (`GeneralizedRCNNTransform`'s
+min_size and max_size); an image that would then overflow the canvas is fitted instead.
 """
 
 import numpy as np
@@ -13,24 +19,37 @@ import tensorflow as tf
 IMAGE_INFO_SIZE = 5
 
 
-def compute_scale(h, w, image_size):
-    """Largest scale that fits an h × w image inside the canvas (H, W)."""
-    return min(image_size[0] / h, image_size[1] / w)
+def compute_scale(h, w, image_size, size_limits=None):
+    """Scale of an h × w image in the canvas (H, W) under `size_limits` (see module docstring)."""
+    scale = min(image_size[0] / h, image_size[1] / w)
+    if size_limits is not None:
+        scale = min(scale, size_limits[0] / min(h, w), size_limits[1] / max(h, w))
+    return scale
 
 
-def resize_and_pad(image, image_size):
+def scale_in_graph(shape, image_size, size_limits):
+    """`compute_scale` on float32 tensors: shape [2] (h, w) → scalar."""
+    scale = tf.reduce_min(tf.constant(image_size, tf.float32) / shape)
+    if size_limits is not None:
+        scale = tf.minimum(scale, tf.minimum(size_limits[0] / tf.reduce_min(shape),
+                                             size_limits[1] / tf.reduce_max(shape)))
+    return scale
+
+
+def resize_and_pad(image, image_size, size_limits=None):
     """Resize one image into the canvas.
 
     Args:
       image: uint8 or float [h, w, 3] tensor (pixel values 0..255).
       image_size: (H, W).
+      size_limits: None, or (short, long) side limits (`InputConfig.size_limits`).
     Returns:
       canvas float32 [H, W, 3] (0..255, zero padded), image_info float32 [5].
     """
     image = tf.convert_to_tensor(image)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     canvas_hw = tf.constant(image_size, tf.float32)
-    scale = tf.reduce_min(canvas_hw / shape)
+    scale = scale_in_graph(shape, image_size, size_limits)
     # Floor with a small tolerance so a float error never makes the image one pixel too big.
     valid_hw = tf.minimum(tf.floor(shape * scale + 1e-3), canvas_hw)
     resized = tf.image.resize(tf.cast(image, tf.float32), tf.cast(valid_hw, tf.int32))
@@ -40,7 +59,14 @@ def resize_and_pad(image, image_size):
     return canvas, image_info
 
 
-def preprocess_batch(images, image_size):
+def boxes_to_original(boxes, image_info):
+    """Canvas boxes float32 [B, K, 4] (y1, x1, y2, x2) → original-image pixels [B, K, 4], by
+    original / valid size along each axis."""
+    original_per_canvas_pixel = image_info[:, None, 3:5] / image_info[:, None, 1:3]
+    return boxes * tf.tile(original_per_canvas_pixel, [1, 1, 2])
+
+
+def preprocess_batch(images, image_size, size_limits=None):
     """Resize and pad a list of uint8 [h, w, 3] arrays → (float32 [B, H, W, 3], float32 [B, 5])."""
-    canvases, infos = zip(*(resize_and_pad(image, image_size) for image in images))
+    canvases, infos = zip(*(resize_and_pad(image, image_size, size_limits) for image in images))
     return np.stack([c.numpy() for c in canvases]), np.stack([i.numpy() for i in infos])

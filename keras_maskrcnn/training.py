@@ -271,11 +271,12 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     train_batches = make_dataset(
         train_set, config.input.image_size, settings["batch_size"], settings["max_instances"],
         config.mask_head.gt_mask_size, training=True, seed=seed, scale_jitter=scale_jitter,
-        cache=cache, bad_data=train_policy, repeat=True,
+        cache=cache, bad_data=train_policy, repeat=True, size_limits=config.input.size_limits,
         start_batch=initial_epoch * settings["steps_per_epoch"])
     val_batches = None if val_set is None else make_dataset(
         val_set, config.input.image_size, settings["batch_size"], settings["max_instances"],
-        config.mask_head.gt_mask_size, training=False, bad_data=val_policy)
+        config.mask_head.gt_mask_size, training=False, bad_data=val_policy,
+        size_limits=config.input.size_limits)
 
     history_file = HistoryFile(os.path.join(out_dir, HISTORY_FILE))
     # Callbacks run in this order: AP lands in the logs before the others read them, and the

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_maskrcnn.config import (InputConfig, MaskRCNNConfig, keras_imagenet_r50_fpn,
+from keras_maskrcnn.config import (DetectionConfig, InputConfig, MaskRCNNConfig, keras_imagenet_r50_fpn,
                                    mobilenetv3_fpn, mobilenetv3_fpn_tiny, preset, r50_fpn, tiny,
                                    torchvision_r50_fpn)
 
@@ -40,6 +40,8 @@ def test_invalid_configs_are_rejected_with_a_reason():
         tiny(input=InputConfig(image_size=(100, 128)))
     with pytest.raises(ValueError, match="category_ids has 2 entries for 3 classes"):
         tiny(num_classes=3, category_ids=(1, 2))
+    with pytest.raises(ValueError, match="unknown detection.paste_method 'nearest'"):
+        tiny(detection=DetectionConfig(paste_method="nearest"))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("r18")
 
@@ -47,4 +49,6 @@ def test_invalid_configs_are_rejected_with_a_reason():
 def test_torchvision_r50_fpn_round_trips_with_its_class_names():
     config = torchvision_r50_fpn()
     assert config.num_classes == 90 and len(config.class_names) == 90
+    assert config.input.size_limits == (800, 1333)
+    assert config.detection.paste_method == "torchvision"
     assert MaskRCNNConfig.from_json(config.to_json()) == config

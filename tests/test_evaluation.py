@@ -10,7 +10,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from keras_maskrcnn import evaluation
+from keras_maskrcnn import evaluation, postprocess
+from keras_maskrcnn.config import PASTE_METHODS
 
 IMAGE_HW = (200, 240)
 # Per image: (category id, [y1, x1, y2, x2]); sizes span COCO's small, medium and large ranges.
@@ -84,6 +85,21 @@ def test_results_format():
     assert isinstance(first["segmentation"]["counts"], str)
     expected_rle = mask_util.encode(np.asfortranarray(_rect_mask([10, 10, 30, 30])))
     assert first["segmentation"] == {"size": list(IMAGE_HW), "counts": expected_rle["counts"].decode("ascii")}
+
+
+def test_results_paste_masks_by_the_given_method():
+    masks = np.random.default_rng(0).uniform(size=(2, 28, 28)).astype(np.float32)
+    boxes = np.array([[3.2, 5.7, 30.1, 22.4], [10.5, 20.0, 39.0, 59.5]], np.float32)
+    detections = {"boxes": boxes, "scores": np.array([0.9, 0.8], np.float32),
+                  "category_ids": np.array([1, 2]), "masks": masks}
+    pasted = {}
+    for method in PASTE_METHODS:
+        results = evaluation.detections_to_coco_results(1, detections, IMAGE_HW, paste_method=method)
+        pasted[method] = mask_util.decode([dict(r["segmentation"], counts=r["segmentation"]["counts"].encode())
+                                           for r in results]).transpose(2, 0, 1)
+        np.testing.assert_array_equal(pasted[method],
+                                      postprocess.paste_masks(masks, boxes, IMAGE_HW, method=method))
+    assert not np.array_equal(*pasted.values())  # so the method is not ignored
 
 
 def test_empty_detections_give_no_results():

@@ -99,15 +99,19 @@ def test_batch_shapes_and_dtypes(shapes):
     assert np.concatenate([b["image_id"] for b in evaluation]).tolist() == shapes.image_ids
 
 
-def test_boxes_are_scaled_to_the_canvas(shapes):
+# The 64-px shapes fit a 48 × 40 canvas at 40 px; size limits (short, long) can make them smaller.
+@pytest.mark.parametrize("size_limits, valid_side", [(None, 40), ((30, 100), 30), ((100, 27), 27)])
+def test_boxes_are_scaled_to_the_canvas(shapes, size_limits, valid_side):
     image_size = (48, 40)
-    (batch,) = _as_numpy(make_dataset(shapes, image_size, 6, 5, 14, training=False))
+    (batch,) = _as_numpy(make_dataset(shapes, image_size, 6, 5, 14, training=False,
+                                      size_limits=size_limits))
     for i, image_id in enumerate(batch["image_id"]):
         info = shapes.image_info(image_id)
-        scale = compute_scale(info["height"], info["width"], image_size)
-        np.testing.assert_allclose(batch["image_info"][i], [scale, 40, 40, 64, 64], rtol=1e-6)
+        scale = compute_scale(info["height"], info["width"], image_size, size_limits)
+        np.testing.assert_allclose(batch["image_info"][i], [scale, valid_side, valid_side, 64, 64],
+                                   rtol=1e-6)
         annotations = shapes.coco.loadAnns(shapes.coco.getAnnIds(imgIds=[int(image_id)]))
-        expected = sorted(tuple(np.multiply([y, x, y + h, x + w], scale))
+        expected = sorted(tuple(np.multiply([y, x, y + h, x + w], valid_side / 64))
                           for x, y, w, h in (a["bbox"] for a in annotations))
         count = len(annotations)
         assert (batch["gt_classes"][i, :count] > 0).all() and (batch["gt_classes"][i, count:] == 0).all()

@@ -140,7 +140,8 @@ def parity(state_dict, tmp_path_factory):
     model = rebuild(converted, config.replace(
         detection=dataclasses.replace(config.detection, score_threshold=SCORE_THRESHOLD)))
 
-    canvas, image_info = preprocessing.preprocess_batch([image], config.input.image_size)
+    canvas, image_info = preprocessing.preprocess_batch([image], config.input.image_size,
+                                                        config.input.size_limits)
     features = model.extract_features(tf.constant(canvas), tf.constant(image_info))
     logits, deltas = model.rpn_head(features)
     proposals, valid = model.proposal_layer(logits, deltas, tf.constant(image_info))
@@ -245,21 +246,31 @@ def test_pasted_masks_match(parity):
 
 # The converter's parts.
 
-@pytest.mark.parametrize("image_hw", [(1000, 1650), (480, 640), (333, 500)])
-def test_resize_equals_torchvisions_where_both_pick_the_same_size(image_hw):
-    """Downscaling, and scales that are not binary fractions, as GeneralizedRCNNTransform does them."""
-    torch, _ = _torch()
+def _torchvision_transform(config):
+    """torchvision's GeneralizedRCNNTransform as maskrcnn_resnet50_fpn builds it, in eval mode."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+    return GeneralizedRCNNTransform(*config.size_limits, [m / 255 for m in config.pixel_mean],
+                                    [s / 255 for s in config.pixel_std]).eval()
+
+
+# Downscaling, scales that are not binary fractions, an aspect ratio over 1333 / 800 (where the
+# long side sets the scale: fitting to the canvas alone would make it 1344) and, in a square
+# canvas, portrait images.
+@pytest.mark.parametrize("image_hw, canvas", [
+    ((1000, 1650), (800, 1344)), ((480, 640), (800, 1344)), ((333, 500), (800, 1344)),
+    ((600, 1200), (800, 1344)), ((300, 1000), (800, 1344)), ((1000, 600), (1344, 1344)),
+    ((517, 389), (1344, 1344))])
+def test_resize_equals_torchvisions(image_hw, canvas):
+    torch, _ = _torch()
     from keras_maskrcnn.config import torchvision_r50_fpn
 
-    config = torchvision_r50_fpn().input
-    transform = GeneralizedRCNNTransform(800, 1333, [m / 255 for m in config.pixel_mean],
-                                         [s / 255 for s in config.pixel_std]).eval()
+    config = dataclasses.replace(torchvision_r50_fpn().input, image_size=canvas)
     image = np.random.default_rng(0).integers(0, 256, size=(*image_hw, 3), dtype=np.uint8)
     with torch.no_grad():
-        images, _ = transform([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
-    canvas, image_info = preprocessing.resize_and_pad(image, config.image_size)
+        images, _ = _torchvision_transform(config)(
+            [torch.from_numpy(image).permute(2, 0, 1).float() / 255])
+    canvas, image_info = preprocessing.resize_and_pad(image, config.image_size, config.size_limits)
     valid_h, valid_w = images.image_sizes[0]
     assert (valid_h, valid_w) == tuple(np.asarray(image_info)[1:3].astype(int))
     want = images.tensors[0].permute(1, 2, 0).numpy()[:valid_h, :valid_w]
@@ -267,6 +278,24 @@ def test_resize_equals_torchvisions_where_both_pick_the_same_size(image_hw):
     # Sample positions agree to float32 rounding, which between random neighbours up to 4.4
     # apart (255 grey levels) shows as ~1e-4.
     np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+@pytest.mark.parametrize("image_hw", [(480, 640), (333, 500), (600, 1200)])
+def test_boxes_map_back_as_torchvisions_postprocess(image_hw):
+    torch, _ = _torch()
+    from keras_maskrcnn.config import torchvision_r50_fpn
+
+    config = torchvision_r50_fpn().input
+    _, image_info = preprocessing.resize_and_pad(np.zeros((*image_hw, 3), np.uint8),
+                                                 config.image_size, config.size_limits)
+    valid_hw = tuple(int(side) for side in np.asarray(image_info)[1:3])
+    boxes = np.random.default_rng(0).uniform(0, min(valid_hw), size=(20, 4)).astype(np.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    want = _torchvision_transform(config).postprocess(
+        [{"boxes": torch.from_numpy(boxes[:, [1, 0, 3, 2]])}], [valid_hw], [image_hw])
+    got = preprocessing.boxes_to_original(boxes[None], np.asarray(image_info)[None])[0]
+    np.testing.assert_allclose(np.asarray(got), want[0]["boxes"].numpy()[:, [1, 0, 3, 2]],
+                               rtol=1e-6)
 
 
 def test_anchors_equal_torchvisions_on_the_r50_canvas():

@@ -27,7 +27,7 @@ CACHE_SHUFFLE_BUFFER = 512
 
 def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, training,
                  seed=0, shuffle=True, scale_jitter=None, cache=False, bad_data=None,
-                 repeat=False, start_batch=0):
+                 repeat=False, start_batch=0, size_limits=None):
     """Batched, prefetched `tf.data.Dataset` of the dicts in the module docstring.
 
     Crowd regions and empty boxes are left out of the targets, and only the `max_instances`
@@ -38,8 +38,9 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
     Args:
       dataset: a `CocoDataset`.
       image_size: canvas (H, W).
+      size_limits: None or (short, long), `InputConfig.size_limits`.
       scale_jitter: (min, max) or None. The image is scaled by a factor drawn uniformly from
-        the range on top of the scale that fits it to the canvas; what then overflows the
+        the range on top of the scale `preprocessing` gives it; what then overflows the
         canvas is cropped at a random offset, and boxes are clipped to the crop (their
         mini-masks resampled to match; instances cropped away are dropped).
       cache: False, True (in memory) or a file path: keep decoded images with their
@@ -124,10 +125,11 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
         if training and scale_jitter is not None:
             factor = scale_jitter[0] + draws[1] * (scale_jitter[1] - scale_jitter[0])
             canvas, image_info, boxes, classes, mini_masks = _scale_and_crop(
-                image, boxes, classes, mini_masks, image_size, factor, draws[2:])
+                image, boxes, classes, mini_masks, image_size, size_limits, factor, draws[2:])
         else:
-            canvas, image_info = preprocessing.resize_and_pad(image, image_size)
-            boxes = boxes * image_info[0]
+            canvas, image_info = preprocessing.resize_and_pad(image, image_size, size_limits)
+            # The resize's own ratio along each axis: valid / original size.
+            boxes = boxes * tf.tile(image_info[1:3] / image_info[3:5], [2])
         pad = max_instances - tf.shape(classes)[0]
         return {
             "images": tf.ensure_shape(canvas, [height, width, 3]),
@@ -152,11 +154,12 @@ def _flip_left_right(image, boxes, mini_masks):
             tf.reverse(mini_masks, axis=[2]))
 
 
-def _scale_and_crop(image, boxes, classes, mini_masks, image_size, factor, offset):
-    """Resize an original-size image by `factor` × its fit-to-canvas scale, crop the overflow.
+def _scale_and_crop(image, boxes, classes, mini_masks, image_size, size_limits, factor, offset):
+    """Resize an original-size image by `factor` × its `preprocessing` scale, crop the overflow.
 
     Args:
       image: [h, w, 3]; boxes: [n, 4] original pixels; classes: [n]; mini_masks: [n, S, S].
+      image_size, size_limits: as `preprocessing.resize_and_pad` takes them.
       factor: scalar scale jitter; offset: [2] (y, x) in [0, 1), where in the overflow the
         crop starts.
     Returns:
@@ -166,7 +169,7 @@ def _scale_and_crop(image, boxes, classes, mini_masks, image_size, factor, offse
     """
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     canvas_hw = tf.constant(image_size, tf.float32)
-    scale = tf.reduce_min(canvas_hw / shape) * factor
+    scale = preprocessing.scale_in_graph(shape, image_size, size_limits) * factor
     resized_hw = tf.maximum(tf.floor(shape * scale + 1e-3), 1.0)
     resized = tf.image.resize(tf.cast(image, tf.float32), tf.cast(resized_hw, tf.int32))
     top_left = tf.floor(tf.maximum(resized_hw - canvas_hw, 0.0) * offset)
@@ -174,7 +177,7 @@ def _scale_and_crop(image, boxes, classes, mini_masks, image_size, factor, offse
     crop = tf.slice(resized, tf.concat([tf.cast(top_left, tf.int32), [0]], 0),
                     tf.concat([tf.cast(valid_hw, tf.int32), [3]], 0))
     canvas = tf.image.pad_to_bounding_box(crop, 0, 0, image_size[0], image_size[1])
-    shifted = boxes * scale - tf.tile(top_left, [2])
+    shifted = boxes * tf.tile(resized_hw / shape, [2]) - tf.tile(top_left, [2])
     clipped = tf.clip_by_value(shifted, 0.0, tf.tile(valid_hw, [2]))
     # Mini-masks follow their box: where clipping cut a box, its mask is resampled to the cut.
     mini_masks = reframe_mini_masks(mini_masks, shifted, clipped)
