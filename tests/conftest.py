@@ -1,8 +1,11 @@
 """Fixtures shared by several test modules."""
 
+import keras
 import pytest
 
 from keras_maskrcnn import cli
+from keras_maskrcnn.config import DetectionConfig, tiny
+from keras_maskrcnn.model import MaskRCNN
 
 SHAPES_IMAGE_SIZE = 64
 
@@ -15,3 +18,23 @@ def shapes(tmp_path_factory):
     assert cli.main(["make-shapes", str(root), "--train", "4", "--val", "2",
                      "--size", str(SHAPES_IMAGE_SIZE)]) == 0
     return root
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """cli.main in this process: run_cli(*argv) → (exit code, stdout, stderr)."""
+    def run(*argv):
+        code = cli.main([str(arg) for arg in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny_model():
+    """A random-init tiny `MaskRCNN` (seed 0, category ids 3 and 7) whose score threshold is low
+    enough for it to detect something, built once; tests must not change it."""
+    keras.utils.set_random_seed(0)
+    config = tiny(num_classes=2, category_ids=(3, 7),
+                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
+    return MaskRCNN(config, seed=0)

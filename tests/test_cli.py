@@ -20,13 +20,6 @@ IMAGE_SIZE = 64  # the size of the `shapes` fixture's images (conftest.py)
 ALWAYS_DEFINED = ("AP", "AP50", "AP75")
 
 
-def _run(capsys, *argv):
-    """cli.main in this process → (exit code, stdout, stderr)."""
-    code = cli.main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def run_dir(shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -76,11 +69,11 @@ def test_train_writes_model_and_history(run_dir):
             assert len(history[key]) == 1 and np.isfinite(history[key][0])
 
 
-def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, capsys):
+def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, run_cli):
     metrics_path = tmp_path / "metrics.json"
-    code, out, _ = _run(capsys, "evaluate", "--model", run_dir / training.MODEL_FILE,
-                        "--data", shapes / "val" / "annotations.json", "--batch-size", "2",
-                        "--out", metrics_path)
+    code, out, _ = run_cli("evaluate", "--model", run_dir / training.MODEL_FILE,
+                           "--data", shapes / "val" / "annotations.json", "--batch-size", "2",
+                           "--out", metrics_path)
     assert code == 0
     assert all(name in out for name in METRIC_NAMES)
     with open(metrics_path) as f:
@@ -91,12 +84,12 @@ def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, capsys):
         assert all(0.0 <= values[name] <= 1.0 for name in ALWAYS_DEFINED)
 
 
-def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, capsys):
+def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, run_cli):
     images = sorted((shapes / "val" / "images").glob("*.png"))
     out_dir = tmp_path / "predictions"
     # Threshold 0 keeps whatever the barely trained model finds.
-    code, _, _ = _run(capsys, "predict", "--model", run_dir / training.MODEL_FILE, *images,
-                      "--out", out_dir, "--score-threshold", "0")
+    code, _, _ = run_cli("predict", "--model", run_dir / training.MODEL_FILE, *images,
+                         "--out", out_dir, "--score-threshold", "0")
     assert code == 0
     for image in images:
         with Image.open(out_dir / image.name) as drawn:
@@ -110,7 +103,7 @@ def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, capsys):
         assert len(result["bbox"]) == 4 and 0.0 <= result["score"] <= 1.0
 
 
-def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, capsys):
+def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
     # Training is covered above; here it is replaced by a copy of that run to keep the test fast.
     calls = []
 
@@ -120,9 +113,9 @@ def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(training, "train", fake_train)
     out = tmp_path / "demo"
-    code, stdout, _ = _run(capsys, "demo", "--out", out, "--train-images-count", "2",
-                           "--val-images-count", "2", "--epochs", "1", "--steps-per-epoch", "1",
-                           "--batch-size", "2")
+    code, stdout, _ = run_cli("demo", "--out", out, "--train-images-count", "2",
+                              "--val-images-count", "2", "--epochs", "1", "--steps-per-epoch", "1",
+                              "--batch-size", "2")
     assert code == 0
     assert calls == [("tiny", {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2,
                                "out_dir": os.path.join(str(out), "run"), "seed": 0})]
@@ -141,7 +134,7 @@ def _write(path, text):
 
 @pytest.mark.parametrize("problem", ["missing annotations", "bad json", "missing model",
                                      "missing image"])
-def test_user_errors_exit_2_naming_the_file(problem, shapes, run_dir, tmp_path, capsys):
+def test_user_errors_exit_2_naming_the_file(problem, shapes, run_dir, tmp_path, run_cli):
     val = shapes / "val" / "annotations.json"
     model = run_dir / training.MODEL_FILE
     bad_file, argv = {
@@ -153,7 +146,7 @@ def test_user_errors_exit_2_naming_the_file(problem, shapes, run_dir, tmp_path, 
         "missing image": (tmp_path / "absent.png",
                           ["predict", "--model", model, "--out", tmp_path / "p"]),
     }[problem]
-    code, _, err = _run(capsys, *argv, bad_file)
+    code, _, err = run_cli(*argv, bad_file)
     assert code == 2
     assert str(bad_file) in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -30,13 +30,6 @@ TFLITE_CANVAS = (96, 96)  # exported with --input-size, unlike the model's own 1
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
 
-def _run(capsys, *argv):
-    """cli.main in this process → (exit code, stdout, stderr)."""
-    code = cli.main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
@@ -120,11 +113,11 @@ def test_load_predictor_dispatches_on_the_kind(keras_predictor, exported):
 
 
 @pytest.mark.parametrize("kind", ["saved_model", "tflite"])
-def test_evaluate_an_export(kind, exported, shapes, tmp_path, capsys):
+def test_evaluate_an_export(kind, exported, shapes, tmp_path, run_cli):
     metrics_path = tmp_path / "metrics.json"
     threads = ["--threads", "2"] if kind == "tflite" else []
-    code, out, err = _run(capsys, "evaluate", "--model", exported[kind], "--data", shapes,
-                          "--out", metrics_path, *threads)
+    code, out, err = run_cli("evaluate", "--model", exported[kind], "--data", shapes,
+                             "--out", metrics_path, *threads)
     assert code == 0, err
     assert "AP50" in out
     with open(metrics_path) as f:
@@ -132,11 +125,11 @@ def test_evaluate_an_export(kind, exported, shapes, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", ["saved_model", "tflite"])
-def test_predict_with_an_export(kind, exported, shapes, tmp_path, capsys):
+def test_predict_with_an_export(kind, exported, shapes, tmp_path, run_cli):
     images = _val_images(shapes)
     out_dir = tmp_path / "predictions"
-    code, _, err = _run(capsys, "predict", "--model", exported[kind], *images, "--out", out_dir,
-                        "--score-threshold", "0")
+    code, _, err = run_cli("predict", "--model", exported[kind], *images, "--out", out_dir,
+                           "--score-threshold", "0")
     assert code == 0, err
     for image in images:
         with Image.open(out_dir / image.name) as drawn:
@@ -169,7 +162,7 @@ def _write(path, text):
 @pytest.mark.parametrize("problem", [
     "int8 without calibration", "input size", "tflite suffix", "quantized saved model",
     "unknown kind", "folder", "threads for keras", "not tflite"])
-def test_user_errors_exit_2_with_one_line(problem, keras_path, shapes, tmp_path, capsys):
+def test_user_errors_exit_2_with_one_line(problem, keras_path, shapes, tmp_path, run_cli):
     export = ["export", "--model", keras_path]
     evaluate = ["evaluate", "--data", shapes, "--model"]
     (tmp_path / "empty").mkdir()
@@ -188,7 +181,7 @@ def test_user_errors_exit_2_with_one_line(problem, keras_path, shapes, tmp_path,
         "not tflite": (evaluate + [_write(tmp_path / "fake.tflite", "not a model")],
                        str(tmp_path / "fake.tflite")),
     }[problem]
-    code, _, err = _run(capsys, *argv)
+    code, _, err = run_cli(*argv)
     assert code == 2
     assert must_name in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

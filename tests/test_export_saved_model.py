@@ -4,15 +4,12 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_maskrcnn import postprocess, preprocessing
-from keras_maskrcnn.config import DetectionConfig, tiny
 from keras_maskrcnn.export.saved_model import export_saved_model
-from keras_maskrcnn.model import MaskRCNN
 
 # Runs in a fresh process so that nothing of the exporting process (Python classes, traced
 # functions) can stand in for what the SavedModel itself holds.
@@ -44,13 +41,9 @@ def _image(height, width, background, colour, top, left, seed):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, untrained_tiny_model):
     """A random-init tiny model, exported once, and its signatures' outputs from a fresh process."""
-    keras.utils.set_random_seed(0)
-    # A low score threshold so that the untrained model still detects something.
-    config = tiny(num_classes=2, category_ids=(3, 7),
-                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
-    model = MaskRCNN(config, seed=0)
+    model = untrained_tiny_model
     root = tmp_path_factory.mktemp("saved_model")
     export_saved_model(model, root / "model", include_full_masks=True)
     same_size = [_image(96, 160, 60, (200, 40, 40), 10, 20, 1), _image(96, 160, 150, (30, 30, 220), 40, 90, 2)]

@@ -1,6 +1,5 @@
 """TFLite export: builtin ops only in every variant, and float32 LiteRT agrees with Keras."""
 
-import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
@@ -26,13 +25,9 @@ def _images():
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
+def converted(tmp_path_factory, untrained_tiny_model):
     """A random-init tiny model and its four conversions (one conversion per variant per module)."""
-    keras.utils.set_random_seed(0)
-    # A low score threshold so that the untrained model still detects something.
-    config = tiny(num_classes=2, category_ids=(3, 7),
-                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
-    model = MaskRCNN(config, seed=0)
+    model = untrained_tiny_model
     root = tmp_path_factory.mktemp("tflite")
     paths = {quantize: export_tflite(model, root / f"model_{quantize}.tflite", quantize,
                                      representative_images=_images())
