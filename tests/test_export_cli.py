@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_maskrcnn import cli
+from keras_maskrcnn import cli, commands
 from keras_maskrcnn.config import DetectionConfig, tiny
 from keras_maskrcnn.data.shapes import CATEGORIES
 from keras_maskrcnn.evaluation import IOU_TYPES
@@ -33,7 +33,7 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
-    _, val_ann = cli.make_shapes(root, 1, 2, IMAGE_SIZE, seed=0)
+    _, val_ann = commands.make_shapes(root, 1, 2, IMAGE_SIZE, seed=0)
     return Path(val_ann)
 
 
@@ -76,7 +76,7 @@ def test_export_help_and_quantizations_match_the_converter(capsys):
         cli.main(["export", "--help"])
     assert exit_info.value.code == 0
     assert "usage: keras-maskrcnn export" in capsys.readouterr().out
-    assert cli.QUANTIZATIONS == tflite.QUANTIZATIONS
+    assert commands.QUANTIZATIONS == tflite.QUANTIZATIONS
 
 
 def test_exports_keep_the_config(keras_predictor, exported):

@@ -1,0 +1,302 @@
+"""The commands of the `keras-maskrcnn` command line as Python functions with plain arguments:
+make_shapes, show_data, evaluate, predict, export, convert_torchvision and demo (`cli` parses
+the arguments and calls them).
+
+TensorFlow is imported inside the functions, so `--help` answers at once. Mistakes a user can
+fix (a missing or unreadable file, options that do not fit together) raise `UserError` with a
+message naming the file.
+"""
+
+import contextlib
+import json
+import os
+
+DEFAULT_SCORE_THRESHOLD = 0.5
+DEFAULT_BATCH_SIZE = 8
+DEMO_TRAIN_IMAGES = 1000
+DEMO_VAL_IMAGES = 100
+DEMO_IMAGE_SIZE = 128  # the tiny preset's canvas
+DEMO_PREDICTED_IMAGES = 4
+DEFAULT_SHOW_COUNT = 16
+EXPORT_FORMATS = ("saved_model", "tflite")
+# export.tflite.QUANTIZATIONS, repeated so that --help need not import TensorFlow.
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+DEFAULT_CALIBRATION_IMAGES = 100
+# convert.torchvision.PUBLISHED_BATCH_NORM_EPSILON, repeated so that --help need not import TensorFlow.
+TORCHVISION_BATCH_NORM_EPSILON = 0.0
+
+
+class UserError(Exception):
+    """A problem the user can fix; main() prints it without a stack trace."""
+
+
+@contextlib.contextmanager
+def user_errors(*error_types):
+    """Re-raise `error_types` as UserError; their messages already name the file."""
+    try:
+        yield
+    except error_types as error:
+        raise UserError(str(error)) from error
+
+
+def _data_errors():
+    from keras_maskrcnn.data import DataError
+    return user_errors(DataError)
+
+
+def _load_predictor(model_path, num_threads=None):
+    from keras_maskrcnn.inference import load_predictor
+    with user_errors(FileNotFoundError, ValueError):
+        return load_predictor(model_path, num_threads)
+
+
+def _write_json(value, path):
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
+
+
+def make_shapes(out_dir, num_train, num_val, image_size, seed):
+    """Write the synthetic shapes set; returns (train JSON, val JSON) paths."""
+    from keras_maskrcnn.data import make_shapes as write
+    return write(out_dir, num_train, num_val, image_size=image_size, seed=seed)
+
+
+def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT):
+    """Draw the ground truth (masks, boxes, class names) of the first `count` usable images.
+
+    Bad data is skipped as training skips it, and the counts are printed. Writes
+    `out_dir/<image id>_<image stem>.png`; returns the paths written.
+    """
+    from keras_maskrcnn import training, visualize
+    from keras_maskrcnn.data import DataError
+    from keras_maskrcnn.data.validation import BadDataPolicy, report_decode_failure
+
+    policy = BadDataPolicy("skip")
+    with _data_errors():
+        dataset = training.open_dataset(annotation_file, image_dir, policy)
+    print(policy.summary(annotation_file))
+    names = dict(zip(dataset.category_ids, dataset.class_names))
+    written = []
+    for image_id in dataset.image_ids:
+        if len(written) == count:
+            break
+        try:
+            image = dataset.load_image(image_id)
+        except DataError as error:
+            report_decode_failure(policy, error)
+            continue
+        annotations = dataset.load_annotations(image_id)
+        category_ids = dataset.label_to_category_id(annotations["labels"])
+        labels = [names[int(category_id)] + (" (crowd)" if crowd else "")
+                  for category_id, crowd in zip(category_ids, annotations["is_crowd"])]
+        stem = os.path.splitext(os.path.basename(dataset.image_info(image_id)["file_name"]))[0]
+        path = os.path.join(out_dir, f"{image_id}_{stem}.png")
+        visualize.save_png(visualize.draw_detections(
+            image, annotations["boxes"], labels, full_masks=annotations["masks"]), path)
+        written.append(path)
+    return written
+
+
+def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BATCH_SIZE, out=None,
+             num_threads=None):
+    """COCO bbox and segm AP of a saved model on a COCO-format set; writes `out` if given.
+
+    `model_path` is any kind `load_predictor` opens; `num_threads` is for `.tflite` models.
+    Returns {"bbox": {...}, "segm": {...}} as `evaluation.evaluate_coco` does.
+    """
+    from tqdm import tqdm
+
+    from keras_maskrcnn import evaluation, training
+    from keras_maskrcnn.inference import predict_in_batches
+
+    with _data_errors():
+        dataset = training.open_dataset(annotation_file, image_dir)
+        predictor = _load_predictor(model_path, num_threads)
+        images = (dataset.load_image(image_id) for image_id in dataset.image_ids)
+        results = []
+        with tqdm(total=len(dataset.image_ids), desc="evaluate", unit="image") as progress:
+            detections = predict_in_batches(predictor, images, batch_size, progress.update)
+            for image_id, found in zip(dataset.image_ids, detections):
+                # load_image has checked that the pixels have the annotated size.
+                info = dataset.image_info(image_id)
+                results.extend(evaluation.detections_to_coco_results(
+                    image_id, found, (info["height"], info["width"]),
+                    predictor.config.detection.paste_method))
+    metrics = evaluation.evaluate_coco(dataset.coco, results, image_ids=dataset.image_ids)
+    if out is not None:
+        _write_json(metrics, out)
+    return metrics
+
+
+def predict(model_path, image_paths, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD,
+            batch_size=DEFAULT_BATCH_SIZE, num_threads=None):
+    """Draw detections scoring at least `score_threshold` on each image and save them as results.
+
+    `model_path` is any kind `load_predictor` opens; `num_threads` is for `.tflite` models.
+
+    Writes `out_dir/<image stem>.png` per image and `out_dir/predictions.json`: COCO results
+    (`image_id` is the image's 1-based position in `image_paths`) plus each image's `file_name`.
+    Returns the results list.
+    """
+    from tqdm import tqdm
+
+    from keras_maskrcnn.data.coco import read_image
+
+    png_paths = [os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+                 for path in image_paths]
+    drawn_from = {}
+    for path, png_path in zip(image_paths, png_paths):
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: image file not found")
+        if png_path in drawn_from:
+            raise UserError(f"{drawn_from[png_path]} and {path} would both be drawn to {png_path}")
+        drawn_from[png_path] = path
+    predictor = _load_predictor(model_path, num_threads)
+    config = predictor.config
+    class_names = (None if config.class_names is None
+                   else dict(zip(config.dataset_category_ids(), config.class_names)))
+    results = []
+    with tqdm(total=len(image_paths), desc="predict", unit="image") as progress:
+        for start in range(0, len(image_paths), batch_size):
+            with _data_errors():
+                images = [read_image(path) for path in image_paths[start:start + batch_size]]
+            for index, (image, found) in enumerate(zip(images, predictor.predict(images)), start):
+                keep = found["scores"] >= score_threshold
+                found = {name: values[keep] for name, values in found.items()}
+                results.extend(_draw_and_describe(image, found, class_names, png_paths[index],
+                                                  image_paths[index], index + 1,
+                                                  config.detection.paste_method))
+            progress.update(len(images))
+    _write_json(results, os.path.join(out_dir, "predictions.json"))
+    return results
+
+
+def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id,
+                       paste_method):
+    """Save one image with its detections drawn; returns its COCO results with `file_name`."""
+    from keras_maskrcnn import evaluation, postprocess, visualize
+
+    full_masks = postprocess.paste_masks(detections["masks"], detections["boxes"], image.shape[:2],
+                                         method=paste_method)
+    visualize.save_png(visualize.draw_detections(
+        image, detections["boxes"], detections["category_ids"], detections["scores"], full_masks,
+        class_names), png_path)
+    return [dict(result, file_name=file_name) for result in
+            evaluation.detections_to_coco_results(image_id, detections, image.shape[:2],
+                                                  paste_method)]
+
+
+def export(model_path, out, export_format, quantize="none", calibration_data=None,
+           calibration_images=DEFAULT_CALIBRATION_IMAGES, input_size=None, include_full_masks=False):
+    """Write the `.keras` model at `model_path` as a SavedModel folder or a `.tflite` file; returns `out`.
+
+    `export_format` is one of EXPORT_FORMATS. `quantize` (TFLite only) is one of QUANTIZATIONS;
+    int8 calibrates on the first `calibration_images` images of `calibration_data` (COCO JSON).
+    `input_size` (H, W), multiples of 32, sets another canvas: the weights do not depend on it.
+    `include_full_masks` adds in-graph pasted masks to the SavedModel's outputs.
+    """
+    from keras_maskrcnn import training
+
+    if export_format not in EXPORT_FORMATS:
+        raise UserError(f"unknown format {export_format!r}; choose one of {EXPORT_FORMATS}")
+    if quantize not in QUANTIZATIONS:
+        raise UserError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
+    if export_format == "saved_model" and quantize != "none":
+        raise UserError("--quantize applies to --format tflite only")
+    if export_format == "tflite" and include_full_masks:
+        raise UserError("--include-full-masks applies to --format saved_model only; TFLite "
+                        "returns box-frame masks, pasted on the host")
+    if export_format == "tflite" and not str(out).endswith(".tflite"):
+        raise UserError(f"{out}: a TFLite export's file name must end in .tflite")
+    if quantize == "int8" and calibration_data is None:
+        raise UserError("--quantize int8 needs --calibration-data ANN.json: images on which to "
+                        "calibrate the int8 activations")
+    if calibration_data is not None and quantize != "int8":
+        raise UserError("--calibration-data is used by --quantize int8 only")
+    check_input_size(input_size)
+    if not str(model_path).endswith(".keras"):
+        raise UserError(f"{model_path}: export reads a .keras model file")
+    calibration = None
+    if calibration_data is not None:
+        with _data_errors():
+            dataset = training.open_dataset(calibration_data)
+            calibration = [dataset.load_image(image_id)
+                           for image_id in dataset.image_ids[:calibration_images]]
+    model = _load_keras_model(model_path, input_size)
+    directory = os.path.dirname(os.fspath(out))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    if export_format == "saved_model":
+        from keras_maskrcnn.export.saved_model import export_saved_model
+        return export_saved_model(model, out, include_full_masks)
+    from keras_maskrcnn.export.tflite import export_tflite
+    return export_tflite(model, out, quantize, calibration)
+
+
+def check_input_size(input_size):
+    """Raise UserError unless `input_size` (H, W) is None or a canvas the model can take."""
+    from keras_maskrcnn.config import BACKBONE_STRIDE
+
+    if input_size is not None and any(side % BACKBONE_STRIDE for side in input_size):
+        raise UserError(f"--input-size {input_size[0]} {input_size[1]}: both sides must be "
+                        f"multiples of {BACKBONE_STRIDE}")
+
+
+def _load_keras_model(model_path, input_size=None):
+    """The `MaskRCNN` of a `.keras` file, rebuilt for canvas `input_size` (H, W) if given."""
+    import dataclasses
+
+    from keras_maskrcnn.inference import load_model
+    from keras_maskrcnn.model import rebuild
+
+    with user_errors(FileNotFoundError, ValueError):
+        model = load_model(model_path)
+    if input_size is None:
+        return model
+    config = model.model_config
+    return rebuild(model, config.replace(
+        input=dataclasses.replace(config.input, image_size=tuple(input_size))))
+
+
+def convert_torchvision(checkpoint, out, batch_norm_epsilon=TORCHVISION_BATCH_NORM_EPSILON):
+    """Write torchvision's `maskrcnn_resnet50_fpn` weights in `checkpoint` (a .pth state dict)
+    as a `.keras` model of the `torchvision_r50_fpn` config; returns `out`.
+
+    `batch_norm_epsilon` is the ε torchvision ran the checkpoint's batch norms with: 0 for its
+    published COCO weights, 1e-5 for a model it built without them.
+    """
+    if not str(out).endswith(".keras"):
+        raise UserError(f"{out}: the converted model's file name must end in .keras")
+    from keras_maskrcnn.convert.torchvision import convert_checkpoint
+
+    directory = os.path.dirname(os.fspath(out))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with user_errors(FileNotFoundError, ImportError, ValueError):
+        return convert_checkpoint(checkpoint, out, batch_norm_epsilon)
+
+
+def demo(out_dir, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, epochs=None,
+         steps_per_epoch=None, batch_size=None, seed=0):
+    """Shapes data → tiny model → AP on val → drawn predictions, all under `out_dir`.
+
+    Returns the metrics dict.
+    """
+    from keras_maskrcnn import training
+
+    data_dir = os.path.join(out_dir, "data")
+    run_dir = os.path.join(out_dir, "run")
+    train_ann, val_ann = make_shapes(data_dir, num_train, num_val, DEMO_IMAGE_SIZE, seed)
+    with _data_errors():
+        training.train(train_ann, None, val_ann, None, "tiny", epochs=epochs,
+                       steps_per_epoch=steps_per_epoch, batch_size=batch_size, out_dir=run_dir,
+                       seed=seed)
+    model_path = os.path.join(run_dir, training.MODEL_FILE)
+    metrics = evaluate(model_path, val_ann, out=os.path.join(out_dir, "metrics.json"))
+    val_set = training.open_dataset(val_ann)
+    image_paths = [val_set.image_info(i)["path"] for i in val_set.image_ids[:DEMO_PREDICTED_IMAGES]]
+    predict(model_path, image_paths, os.path.join(out_dir, "predictions"))
+    return metrics
