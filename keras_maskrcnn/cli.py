@@ -209,9 +209,11 @@ def build_parser():
                        "--init-from model's: 512 for r50_fpn, 64 for tiny); fewer train faster, "
                        "the heads' cost grows with N")
     train.add_argument("--backbone-weights", metavar="imagenet|FILE",
-                       help="start the backbone from keras.applications' ImageNet weights "
-                       "(ResNet50 for keras_imagenet_r50_fpn, MobileNetV3Large for "
-                       "mobilenetv3_fpn): 'imagenet' downloads them, or give a weights file")
+                       help="start the backbone from ImageNet weights: keras.applications' "
+                       "(ResNet50 for keras_imagenet_r50_fpn, ResNet101 for "
+                       "keras_imagenet_r101_fpn, MobileNetV3Large for mobilenetv3_fpn), which "
+                       "'imagenet' downloads, or their weights file; or a torchvision "
+                       "resnet50/resnet101 checkpoint (.pth) for r50_fpn/r101_fpn")
     freezing = train.add_mutually_exclusive_group()
     freezing.add_argument("--freeze-backbone", action="store_true",
                           help="keep the backbone's weights fixed (--trainable-stages 0)")

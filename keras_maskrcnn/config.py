@@ -20,6 +20,7 @@ CAFFE_PIXEL_STD = (1.0, 1.0, 1.0)
 MOBILENET_PIXEL_MEAN = (127.5, 127.5, 127.5)
 MOBILENET_PIXEL_STD = (127.5, 127.5, 127.5)
 
+RESNET101_STAGE_BLOCKS = (3, 4, 23, 3)
 # Stride of the deepest backbone map (C5); P6 below it rounds up, as torchvision's does.
 BACKBONE_STRIDE = 32
 
@@ -249,12 +250,26 @@ def torchvision_r50_fpn(num_classes=len(TORCHVISION_COCO_CLASS_NAMES), **changes
     return MaskRCNNConfig(num_classes=num_classes, **changes)
 
 
+def r101_fpn(num_classes=80, **changes):
+    """r50_fpn with ResNet-101 (23 blocks in the third stage), torchvision's layout: for
+    torchvision's ImageNet resnet101 weights (`convert.torchvision.load_resnet_backbone`)."""
+    changes.setdefault("backbone", BackboneConfig(stage_blocks=RESNET101_STAGE_BLOCKS))
+    return MaskRCNNConfig(num_classes=num_classes, **changes)
+
+
 def keras_imagenet_r50_fpn(num_classes=80, **changes):
     """r50_fpn with keras.applications' ResNet50 as backbone, to start from its ImageNet
     weights (`convert.keras_applications`): ResNet v1 and Caffe's pixel normalisation."""
     changes.setdefault("input", InputConfig(pixel_mean=CAFFE_PIXEL_MEAN, pixel_std=CAFFE_PIXEL_STD))
     changes.setdefault("backbone", BackboneConfig(stride_in_1x1=True))
     return MaskRCNNConfig(num_classes=num_classes, **changes)
+
+
+def keras_imagenet_r101_fpn(num_classes=80, **changes):
+    """keras_imagenet_r50_fpn with keras.applications' ResNet101."""
+    changes.setdefault("backbone", BackboneConfig(stage_blocks=RESNET101_STAGE_BLOCKS,
+                                                  stride_in_1x1=True))
+    return keras_imagenet_r50_fpn(num_classes, **changes)
 
 
 def mobilenetv3_fpn(num_classes=80, **changes):
@@ -304,8 +319,9 @@ def mobilenetv3_fpn_tiny(num_classes=3, **changes):
 
 # Training presets. torchvision_r50_fpn describes weights that `convert-torchvision` writes,
 # and is not among them.
-PRESETS = {"r50_fpn": r50_fpn, "tiny": tiny, "mobilenetv3_fpn": mobilenetv3_fpn,
-           "keras_imagenet_r50_fpn": keras_imagenet_r50_fpn}
+PRESETS = {"r50_fpn": r50_fpn, "r101_fpn": r101_fpn, "tiny": tiny,
+           "mobilenetv3_fpn": mobilenetv3_fpn, "keras_imagenet_r50_fpn": keras_imagenet_r50_fpn,
+           "keras_imagenet_r101_fpn": keras_imagenet_r101_fpn}
 
 
 def preset(name, **changes):

@@ -20,6 +20,7 @@ from keras import ops
 from keras_maskrcnn.callbacks import CocoEvaluation, HistoryFile
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
+from keras_maskrcnn.convert.torchvision import load_resnet_backbone
 from keras_maskrcnn.data import CocoDataset, DataError, make_dataset
 from keras_maskrcnn.data.validation import BadDataPolicy
 from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, describe_copy,
@@ -31,28 +32,23 @@ LR_SCHEDULES = ("cosine", "step")
 # Schedule and data defaults per preset; any of them can be overridden per run.
 # `max_instances` pads the ground truth to a fixed count (the largest instances are kept).
 # `lr_steps` are fractions of the run after which the step schedule multiplies by STEP_DECAY.
+# COCO's "1x" schedule (Detectron2): 90k steps at batch 16, about 12 epochs of train2017,
+# SGD at 0.02 after a 1000-step warmup, ×0.1 after 60k and 80k steps, weight decay 1e-4.
+_COCO_1X = {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 0.02,
+            "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000, "lr_schedule": "step",
+            "lr_steps": (2 / 3, 8 / 9), "weight_decay": 1e-4, "clip_norm": 10.0}
 PRESET_DEFAULTS = {
     "tiny": {"epochs": 10, "steps_per_epoch": 150, "batch_size": 8, "learning_rate": 1e-3,
              "max_instances": 16, "optimizer": "adam", "warmup_steps": 0,
              "lr_schedule": "cosine", "lr_steps": (2 / 3, 8 / 9), "weight_decay": 0.0,
              "clip_norm": 10.0},
-    # COCO's "1x" schedule (Detectron2): 90k steps at batch 16, about 12 epochs of train2017,
-    # SGD at 0.02 after a 1000-step warmup, ×0.1 after 60k and 80k steps, weight decay 1e-4.
-    "r50_fpn": {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 0.02,
-                "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000,
-                "lr_schedule": "step", "lr_steps": (2 / 3, 8 / 9), "weight_decay": 1e-4,
-                "clip_norm": 10.0},
-    # ResNet-50 in keras.applications' layout, for --backbone-weights imagenet: r50_fpn's schedule.
-    "keras_imagenet_r50_fpn": {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16,
-                               "learning_rate": 0.02, "max_instances": 100, "optimizer": "sgd",
-                               "warmup_steps": 1000, "lr_schedule": "step", "lr_steps": (2 / 3, 8 / 9),
-                               "weight_decay": 1e-4, "clip_norm": 10.0},
+    "r50_fpn": _COCO_1X,
+    "r101_fpn": _COCO_1X,
+    "keras_imagenet_r50_fpn": _COCO_1X,
+    "keras_imagenet_r101_fpn": _COCO_1X,
     # torchvision's recipe for its MobileNetV3-Large-320-FPN detector: 26 COCO epochs at batch 16,
     # SGD 0.02 after a 1000-step warmup, ×0.1 after epochs 16 and 22, weight decay 1e-4.
-    "mobilenetv3_fpn": {"epochs": 26, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 0.02,
-                        "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000,
-                        "lr_schedule": "step", "lr_steps": (16 / 26, 22 / 26), "weight_decay": 1e-4,
-                        "clip_norm": 10.0},
+    "mobilenetv3_fpn": dict(_COCO_1X, epochs=26, lr_steps=(16 / 26, 22 / 26)),
 }
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
@@ -60,6 +56,8 @@ WARMUP_FACTOR = 1e-3  # warmup starts at this fraction of the learning rate (Det
 # Normalisation scales and offsets are left out of weight decay: shrinking them changes
 # what the layer computes rather than regularising it.
 NO_WEIGHT_DECAY = ("gamma", "beta")
+# --backbone-weights files read as torchvision checkpoints; others are keras.applications'.
+TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt")
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
 BAD_DATA_FILE = "bad_data.json"
@@ -198,10 +196,11 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     of proposals sampled per image for the box head (`RoIConfig.samples_per_image`, a quarter of
     them at most foreground for the mask head): fewer train faster. `trainable_stages` N lets only
     the last N backbone parts train (`MaskRCNN.freeze_backbone_stages`; None: all of them).
-    `backbone_weights` ("imagenet" or a keras.applications weights file) loads the backbone
-    from ImageNet training (`convert.keras_applications`). What was copied and what trains is
-    printed. Raises FinetuneError for an `init_from` that
-    cannot be used and a `trainable_stages` the backbone lacks.
+    `backbone_weights` loads the backbone from ImageNet training: "imagenet" or a
+    keras.applications weights file (`convert.keras_applications`), or a torchvision ResNet
+    checkpoint ending in .pth or .pt (`convert.torchvision.load_resnet_backbone`). What was
+    copied and what trains is printed. Raises FinetuneError for an `init_from` or backbone
+    weights that cannot be used and a `trainable_stages` the backbone lacks.
     Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats, and a
     run killed after an epoch resumes from `out_dir/backup` when restarted the same way.
     Writes the run directory described in the module docstring; returns the history dict
@@ -247,9 +246,10 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
                             config.num_classes), flush=True)
         del source  # a ResNet-50 model's weights take 180 MB
     if backbone_weights is not None:
+        is_torch_file = str(backbone_weights).endswith(TORCH_CHECKPOINT_SUFFIXES)
         try:
-            load_imagenet_backbone(model, backbone_weights)
-        except (ValueError, OSError) as error:
+            (load_resnet_backbone if is_torch_file else load_imagenet_backbone)(model, backbone_weights)
+        except (ValueError, OSError, ImportError) as error:
             raise FinetuneError(f"{backbone_weights}: cannot load backbone weights ({error})") from error
         print(f"backbone initialised from {backbone_weights}", flush=True)
     if trainable_stages is not None:

@@ -2,13 +2,12 @@
 
 import pytest
 
-from keras_maskrcnn.config import (DetectionConfig, InputConfig, MaskRCNNConfig, keras_imagenet_r50_fpn,
-                                   mobilenetv3_fpn, mobilenetv3_fpn_tiny, preset, r50_fpn, tiny,
+from keras_maskrcnn.config import (DetectionConfig, InputConfig, MaskRCNNConfig, PRESETS,
+                                   mobilenetv3_fpn_tiny, preset, r50_fpn, r101_fpn, tiny,
                                    torchvision_r50_fpn)
 
 
-@pytest.mark.parametrize("make", [r50_fpn, tiny, torchvision_r50_fpn, keras_imagenet_r50_fpn,
-                                  mobilenetv3_fpn, mobilenetv3_fpn_tiny])
+@pytest.mark.parametrize("make", [*PRESETS.values(), torchvision_r50_fpn, mobilenetv3_fpn_tiny])
 def test_presets_round_trip_through_json(make):
     config = make(num_classes=4, category_ids=(3, 7, 9, 42), class_names=("a", "b", "c", "d"))
     assert MaskRCNNConfig.from_json(config.to_json()) == config
@@ -21,6 +20,7 @@ def test_r50_fpn_has_the_seed_sizes():
     assert config.roi.fc_dim == 1024
     assert (config.mask_head.num_convs, config.mask_head.conv_dim, config.mask_head.mask_size) == (4, 256, 28)
     assert config.backbone.stage_blocks == (3, 4, 6, 3)
+    assert r101_fpn().backbone.stage_blocks == (3, 4, 23, 3)
 
 
 def test_tiny_keeps_the_structure_but_is_narrow():

@@ -1,6 +1,7 @@
-"""ImageNet backbone weights from keras.applications' ResNet50, checked offline on a random one.
+"""ImageNet backbone weights from keras.applications' ResNet50 and ResNet101, checked offline on
+random ones.
 
-The ResNet50 gets random batch-norm statistics and convolution biases (so that folding them is
+Each ResNet gets random batch-norm statistics and convolution biases (so that folding them is
 exercised), is saved as a weights file and loaded back through `load_imagenet_backbone`; our
 backbone on the config's normalised image must give its C2..C5 on Caffe-preprocessed pixels.
 """
@@ -11,19 +12,19 @@ import keras
 import numpy as np
 import pytest
 
-from keras_maskrcnn.config import InputConfig, keras_imagenet_r50_fpn, r50_fpn
+from keras_maskrcnn.config import (InputConfig, keras_imagenet_r50_fpn, keras_imagenet_r101_fpn,
+                                   r50_fpn)
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.model import MaskRCNN
 
 IMAGE_HW = (64, 96)
-STAGE_OUTPUTS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
+RESNETS = {"ResNet50": keras_imagenet_r50_fpn, "ResNet101": keras_imagenet_r101_fpn}
 
 
-@pytest.fixture(scope="module")
-def resnet_weights(tmp_path_factory):
-    """A random keras.applications ResNet50 and the path of its saved weights."""
+def _random_resnet(name, folder):
+    """A random keras.applications ResNet `name` and the path of its saved weights."""
     keras.utils.set_random_seed(0)
-    resnet = keras.applications.ResNet50(weights=None, include_top=False)
+    resnet = getattr(keras.applications, name)(weights=None, include_top=False)
     rng = np.random.default_rng(0)
     for layer in resnet.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -32,20 +33,30 @@ def resnet_weights(tmp_path_factory):
                                rng.normal(0, 0.1, size), rng.uniform(0.5, 2.0, size)])
         elif isinstance(layer, keras.layers.Conv2D):
             layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape))
-    path = tmp_path_factory.mktemp("resnet50") / "resnet50.weights.h5"
+    path = folder / f"{name}.weights.h5"
     resnet.save_weights(path)
     return resnet, path
 
 
-def test_backbone_reproduces_keras_applications_resnet50(resnet_weights):
-    resnet, path = resnet_weights
-    config = keras_imagenet_r50_fpn(num_classes=2)
+@pytest.fixture(scope="module")
+def resnet_weights(tmp_path_factory):
+    """A random keras.applications ResNet50 and the path of its saved weights."""
+    return _random_resnet("ResNet50", tmp_path_factory.mktemp("resnet50"))
+
+
+@pytest.mark.parametrize("name", sorted(RESNETS))
+def test_backbone_reproduces_keras_applications_resnets(name, resnet_weights, tmp_path):
+    resnet, path = resnet_weights if name == "ResNet50" else _random_resnet(name, tmp_path)
+    config = RESNETS[name](num_classes=2)
     config = config.replace(input=dataclasses.replace(config.input, image_size=IMAGE_HW))
     model = MaskRCNN(config)
     load_imagenet_backbone(model, str(path))
 
     image = np.random.default_rng(1).uniform(0, 255, size=(1, *IMAGE_HW, 3)).astype(np.float32)
-    stages = keras.Model(resnet.input, [resnet.get_layer(name).output for name in STAGE_OUTPUTS])
+    # Each stage's last block's output: C2..C5.
+    blocks = config.backbone.stage_blocks
+    stages = keras.Model(resnet.input, [resnet.get_layer(f"conv{stage + 2}_block{count}_out").output
+                                        for stage, count in enumerate(blocks)])
     want = stages(keras.applications.resnet.preprocess_input(image.copy()))
     normalised = (image - np.array(config.input.pixel_mean)) / np.array(config.input.pixel_std)
     got = model.backbone(normalised)
@@ -54,7 +65,7 @@ def test_backbone_reproduces_keras_applications_resnet50(resnet_weights):
         assert w.shape == g.shape
         scale = np.abs(w).max()
         diff = np.abs(w - g).max()
-        print(f"\n[keras.applications ResNet50] C{level} {w.shape[1:3]}: max_abs_diff={diff:.3g}, "
+        print(f"\n[keras.applications {name}] C{level} {w.shape[1:3]}: max_abs_diff={diff:.3g}, "
               f"scale={scale:.3g}")
         assert diff <= 1e-4 * scale
 
@@ -63,3 +74,7 @@ def test_other_configs_are_refused(resnet_weights):
     resnet, _ = resnet_weights
     with pytest.raises(ValueError, match="stride_in_1x1=True"):
         load_imagenet_backbone(MaskRCNN(r50_fpn(input=InputConfig(image_size=IMAGE_HW))), resnet)
+    config = keras_imagenet_r50_fpn(input=InputConfig(image_size=IMAGE_HW))
+    config = config.replace(backbone=dataclasses.replace(config.backbone, stage_blocks=(2, 2, 2, 2)))
+    with pytest.raises(ValueError, match=r"ResNets have \[\(3, 4, 6, 3\), \(3, 4, 23, 3\)\] blocks"):
+        load_imagenet_backbone(MaskRCNN(config), resnet)

@@ -224,6 +224,8 @@ def test_every_training_preset_has_schedule_defaults():
     (["--scale-jitter", "2", "1"], "MIN 2.0 exceeds MAX 1.0"),
     (["--batch-size", "2", "--backbone-weights", "missing_resnet50.h5"],
      "missing_resnet50.h5: cannot load backbone weights"),
+    (["--batch-size", "2", "--backbone-weights", "resnet50.pth"],
+     "resnet50.pth: cannot load backbone weights (resnet50.pth: a torchvision ResNet needs"),
     (["--eval-every", "1"], "--eval-every needs --val"),
     (["--input-size", "100", "128"], "multiples of 32"),
 ])

@@ -1,9 +1,10 @@
-"""ImageNet weights for the backbone, from `keras.applications.ResNet50` or `MobileNetV3Large`.
+"""ImageNet weights for the backbone, from `keras.applications.ResNet50`, `ResNet101` or
+`MobileNetV3Large`.
 
-keras.applications' ResNet50 is ResNet v1: each stage's first block strides on its first 1×1
+keras.applications' ResNets are ResNet v1: each stage's first block strides on its first 1×1
 convolution; its convolutions carry biases; its batch norms use ε = 1.001e-5; it expects
 Caffe's preprocessing (BGR channels, mean subtracted, no scaling). `config.keras_imagenet_r50_fpn`
-describes the matching model (`stride_in_1x1`, Caffe's means). The image stays RGB: the stem
+(and `keras_imagenet_r101_fpn`) describes the matching model (`stride_in_1x1`, Caffe's means). The image stays RGB: the stem
 kernel's input channels are reversed here instead. Each bias folds into the batch norm after
 its convolution (`convert.batch_norm`).
 
@@ -16,12 +17,14 @@ import keras
 import numpy as np
 
 from keras_maskrcnn.config import (CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD, MOBILENET_PIXEL_MEAN,
-                                   MOBILENET_PIXEL_STD, BackboneConfig)
+                                   MOBILENET_PIXEL_STD, RESNET101_STAGE_BLOCKS, BackboneConfig)
 from keras_maskrcnn.convert.assign import assign_weights
 from keras_maskrcnn.convert.batch_norm import folded_batch_norm
 
 # keras.applications names stages conv2..conv5, blocks from 1, and the shortcut convolution 0.
 FIRST_STAGE_NAME = 2
+# keras.applications' ResNets by blocks per stage.
+KERAS_RESNETS = {(3, 4, 6, 3): "ResNet50", RESNET101_STAGE_BLOCKS: "ResNet101"}
 
 
 def _check_pixel_normalisation(config, network, mean, std, preset):
@@ -33,17 +36,27 @@ def _check_pixel_normalisation(config, network, mean, std, preset):
 
 
 def _check_resnet_config(config):
-    """Raise ValueError unless `config` describes keras.applications' ResNet50 and its inputs."""
-    expected = BackboneConfig(norm=config.backbone.norm, stride_in_1x1=True)
+    """The name of the keras.applications ResNet that `config` describes, with its inputs;
+    raises ValueError if none does."""
+    stage_blocks = config.backbone.stage_blocks
+    if stage_blocks not in KERAS_RESNETS:
+        raise ValueError(f"keras.applications' ResNets have {sorted(KERAS_RESNETS)} blocks per "
+                         f"stage, the config has {stage_blocks}")
+    name = KERAS_RESNETS[stage_blocks]
+    expected = BackboneConfig(stage_blocks=stage_blocks, norm=config.backbone.norm,
+                              stride_in_1x1=True)
     if config.backbone != expected:
-        raise ValueError(f"keras.applications' ResNet50 needs backbone {expected}, the config has "
-                         f"{config.backbone}; build it with config.keras_imagenet_r50_fpn")
-    _check_pixel_normalisation(config, "ResNet50", CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD,
+        raise ValueError(f"keras.applications' {name} needs backbone {expected}, the config has "
+                         f"{config.backbone}; build it with config.keras_imagenet_r50_fpn or "
+                         f"keras_imagenet_r101_fpn")
+    _check_pixel_normalisation(config, name, CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD,
                                "keras_imagenet_r50_fpn")
+    return name
 
 
 def backbone_weights(resnet, stage_blocks):
-    """A keras.applications ResNet50 → {weight path inside `MaskRCNN`: array} for `backbone/`."""
+    """A keras.applications ResNet50 or ResNet101 → {weight path inside `MaskRCNN`: array} for
+    `backbone/`."""
     weights = {}
 
     def conv_bn(ours, conv_name, bn_name, reverse_input_channels=False):
@@ -78,10 +91,10 @@ def load_imagenet_backbone(model, source="imagenet"):
     """Copy keras.applications' ImageNet weights into `model.backbone`; the rest of the model
     is left as it is.
 
-    `model` is a `MaskRCNN` of `config.keras_imagenet_r50_fpn` (ResNet50) or of
-    `config.mobilenetv3_fpn` (MobileNetV3Large). `source` is "imagenet" (Keras downloads its
-    file), the path of a weights file of that keras.applications network with
-    `include_top=False`, or such a network itself.
+    `model` is a `MaskRCNN` of `config.keras_imagenet_r50_fpn` (ResNet50),
+    `keras_imagenet_r101_fpn` (ResNet101) or `mobilenetv3_fpn` (MobileNetV3Large). `source`
+    is "imagenet" (Keras downloads its file), the path of a weights file of that
+    keras.applications network with `include_top=False`, or such a network itself.
     """
     config = model.model_config
     if config.backbone.kind == "mobilenet_v3_large":
@@ -92,8 +105,8 @@ def load_imagenet_backbone(model, source="imagenet"):
             input_shape=(224, 224, 3), include_top=False, weights=source, include_preprocessing=False)
         weights = mobilenet_weights(network)
     else:
-        _check_resnet_config(config)
-        network = source if isinstance(source, keras.Model) else keras.applications.ResNet50(
+        name = _check_resnet_config(config)
+        network = source if isinstance(source, keras.Model) else getattr(keras.applications, name)(
             include_top=False, weights=source)
         weights = backbone_weights(network, config.backbone.stage_blocks)
     assign_weights(model, weights, scope="backbone/")

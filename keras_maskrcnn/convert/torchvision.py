@@ -1,7 +1,11 @@
-"""Convert torchvision's `maskrcnn_resnet50_fpn` weights into a `MaskRCNN`.
+"""Convert torchvision's `maskrcnn_resnet50_fpn` weights into a `MaskRCNN`, and its ImageNet
+ResNets' weights into a `MaskRCNN`'s backbone.
 
 The checkpoint is torchvision's published COCO file or `torch.save(model.state_dict())` of a
-`maskrcnn_resnet50_fpn`; the key names of releases before 0.13 are accepted too. torch is
+`maskrcnn_resnet50_fpn`; the key names of releases before 0.13 are accepted too. A backbone
+checkpoint is a `torchvision.models.resnet50` or `resnet101` state dict (e.g. the published
+resnet50-0676ba61.pth), which `load_resnet_backbone` copies into an `r50_fpn` or `r101_fpn`
+model. torch is
 only needed to read the file and is imported then (`pip install "keras-maskrcnn[torch]"`).
 
 Layouts, torch → Keras: convolution kernels [out, in, kh, kw] → [kh, kw, in, out];
@@ -21,7 +25,8 @@ import re
 
 import numpy as np
 
-from keras_maskrcnn.config import torchvision_r50_fpn
+from keras_maskrcnn.config import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, BackboneConfig,
+                                   torchvision_r50_fpn)
 from keras_maskrcnn.convert.assign import assign_weights
 from keras_maskrcnn.convert.batch_norm import folded_batch_norm
 from keras_maskrcnn.model import MaskRCNN
@@ -29,6 +34,8 @@ from keras_maskrcnn.model import MaskRCNN
 # torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
 # batch norms divide by √var exactly. A model built with weights=None uses BatchNorm2d's 1e-5.
 PUBLISHED_BATCH_NORM_EPSILON = 0.0
+# torchvision's detection models run an ImageNet backbone with FrozenBatchNorm2d's default ε.
+IMAGENET_BATCH_NORM_EPSILON = 1e-5
 TORCH_MISSING = 'reading torchvision checkpoints needs torch: pip install "keras-maskrcnn[torch]"'
 DELTA_ORDER = [1, 0, 3, 2]  # (dx, dy, dw, dh) → (dy, dx, dh, dw)
 # Names before torchvision 0.13 wrapped these convolutions in Conv2dNormActivation.
@@ -70,7 +77,8 @@ def load_state_dict(path):
 class _Checkpoint:
     """A state dict under current key names that remembers which entries were read."""
 
-    def __init__(self, state_dict):
+    def __init__(self, state_dict, kind="a maskrcnn_resnet50_fpn"):
+        self.kind = kind
         self.values = {}
         for name, value in state_dict.items():
             for pattern, replacement in _LEGACY_KEYS:
@@ -80,9 +88,65 @@ class _Checkpoint:
 
     def __getitem__(self, name):
         if name not in self.values:
-            raise ValueError(f"the checkpoint has no {name}: is it a maskrcnn_resnet50_fpn state dict?")
+            raise ValueError(f"the checkpoint has no {name}: is it {self.kind} state dict?")
         self.unread.discard(name)
         return np.asarray(self.values[name], np.float64)
+
+    def check_all_read(self, ignored=()):
+        """Raise ValueError if entries other than `ignored` were never read."""
+        unread = sorted(self.unread - set(ignored))
+        if unread:
+            raise ValueError(f"the checkpoint has entries this model has no place for: {unread}")
+
+
+class _KerasWeights:
+    """Reads a `_Checkpoint`'s entries and collects them in our layouts in `weights`
+    ({weight path inside `MaskRCNN`: float64 array})."""
+
+    def __init__(self, checkpoint, batch_norm_epsilon):
+        self.checkpoint, self.batch_norm_epsilon, self.weights = checkpoint, batch_norm_epsilon, {}
+
+    def conv(self, keras_name, torch_name, bias=True):
+        self.weights[f"{keras_name}/kernel"] = self.checkpoint[f"{torch_name}.weight"].transpose(2, 3, 1, 0)
+        if bias:
+            self.weights[f"{keras_name}/bias"] = self.checkpoint[f"{torch_name}.bias"]
+
+    def frozen_bn(self, keras_name, torch_name):
+        folded = folded_batch_norm(
+            self.checkpoint[f"{torch_name}.weight"], self.checkpoint[f"{torch_name}.bias"],
+            self.checkpoint[f"{torch_name}.running_mean"], self.checkpoint[f"{torch_name}.running_var"],
+            self.batch_norm_epsilon)
+        self.weights.update({f"{keras_name}/{name}": value for name, value in folded.items()})
+
+    def linear(self, keras_name, torch_name):
+        self.weights[f"{keras_name}/kernel"] = self.checkpoint[f"{torch_name}.weight"].T
+        self.weights[f"{keras_name}/bias"] = self.checkpoint[f"{torch_name}.bias"]
+
+    def reorder_deltas(self, keras_name):
+        """Outputs (the last axis) in groups of 4: (dx, dy, dw, dh) → (dy, dx, dh, dw)."""
+        for part in ("kernel", "bias"):
+            values = self.weights[f"{keras_name}/{part}"]
+            order = np.arange(values.shape[-1]).reshape(-1, 4)[:, DELTA_ORDER].reshape(-1)
+            self.weights[f"{keras_name}/{part}"] = values[..., order]
+
+    def resnet(self, stage_blocks, prefix):
+        """torchvision's ResNet (keys `prefix` + conv1, bn1, layer1..4) → `backbone/`."""
+        self.conv("backbone/stem_conv", f"{prefix}conv1", bias=False)
+        self.frozen_bn("backbone/stem_bn", f"{prefix}bn1")
+        for stage, blocks in enumerate(stage_blocks):
+            for block in range(blocks):
+                keras_block = f"backbone/layer{stage + 1}_block{block}"
+                torch_block = f"{prefix}layer{stage + 1}.{block}"
+                for index in (1, 2, 3):
+                    self.conv(f"{keras_block}/conv{index}", f"{torch_block}.conv{index}", bias=False)
+                    self.frozen_bn(f"{keras_block}/bn{index}", f"{torch_block}.bn{index}")
+                if block == 0:
+                    self.conv(f"{keras_block}/downsample_conv", f"{torch_block}.downsample.0",
+                              bias=False)
+                    self.frozen_bn(f"{keras_block}/downsample_bn", f"{torch_block}.downsample.1")
+
+    def float32(self):
+        return {name: value.astype(np.float32) for name, value in self.weights.items()}
 
 
 def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON):
@@ -92,77 +156,73 @@ def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EP
     PUBLISHED_BATCH_NORM_EPSILON). Raises ValueError on missing or unexpected entries.
     """
     checkpoint = _Checkpoint(state_dict)
-    weights = {}
-
-    def conv(keras_name, torch_name, bias=True):
-        weights[f"{keras_name}/kernel"] = checkpoint[f"{torch_name}.weight"].transpose(2, 3, 1, 0)
-        if bias:
-            weights[f"{keras_name}/bias"] = checkpoint[f"{torch_name}.bias"]
-
-    def frozen_bn(keras_name, torch_name):
-        folded = folded_batch_norm(
-            checkpoint[f"{torch_name}.weight"], checkpoint[f"{torch_name}.bias"],
-            checkpoint[f"{torch_name}.running_mean"], checkpoint[f"{torch_name}.running_var"],
-            batch_norm_epsilon)
-        weights.update({f"{keras_name}/{name}": value for name, value in folded.items()})
-
-    def linear(keras_name, torch_name):
-        weights[f"{keras_name}/kernel"] = checkpoint[f"{torch_name}.weight"].T
-        weights[f"{keras_name}/bias"] = checkpoint[f"{torch_name}.bias"]
-
-    def reorder_deltas(keras_name):
-        """Outputs (the last axis) in groups of 4: (dx, dy, dw, dh) → (dy, dx, dh, dw)."""
-        for part in ("kernel", "bias"):
-            values = weights[f"{keras_name}/{part}"]
-            order = np.arange(values.shape[-1]).reshape(-1, 4)[:, DELTA_ORDER].reshape(-1)
-            weights[f"{keras_name}/{part}"] = values[..., order]
-
-    body = "backbone.body"
-    conv("backbone/stem_conv", f"{body}.conv1", bias=False)
-    frozen_bn("backbone/stem_bn", f"{body}.bn1")
-    for stage, blocks in enumerate(config.backbone.stage_blocks):
-        for block in range(blocks):
-            keras_block = f"backbone/layer{stage + 1}_block{block}"
-            torch_block = f"{body}.layer{stage + 1}.{block}"
-            for index in (1, 2, 3):
-                conv(f"{keras_block}/conv{index}", f"{torch_block}.conv{index}", bias=False)
-                frozen_bn(f"{keras_block}/bn{index}", f"{torch_block}.bn{index}")
-            if block == 0:
-                conv(f"{keras_block}/downsample_conv", f"{torch_block}.downsample.0", bias=False)
-                frozen_bn(f"{keras_block}/downsample_bn", f"{torch_block}.downsample.1")
+    out = _KerasWeights(checkpoint, batch_norm_epsilon)
+    out.resnet(config.backbone.stage_blocks, "backbone.body.")
 
     for level in range(len(config.backbone.stage_blocks)):
-        conv(f"fpn/lateral{level}", f"backbone.fpn.inner_blocks.{level}.0")
-        conv(f"fpn/output{level}", f"backbone.fpn.layer_blocks.{level}.0")
+        out.conv(f"fpn/lateral{level}", f"backbone.fpn.inner_blocks.{level}.0")
+        out.conv(f"fpn/output{level}", f"backbone.fpn.layer_blocks.{level}.0")
 
-    conv("rpn_head/conv", "rpn.head.conv.0.0")
-    conv("rpn_head/objectness", "rpn.head.cls_logits")
-    conv("rpn_head/deltas", "rpn.head.bbox_pred")
-    reorder_deltas("rpn_head/deltas")
+    out.conv("rpn_head/conv", "rpn.head.conv.0.0")
+    out.conv("rpn_head/objectness", "rpn.head.cls_logits")
+    out.conv("rpn_head/deltas", "rpn.head.bbox_pred")
+    out.reorder_deltas("rpn_head/deltas")
 
     # fc6 reads torch's (F, P, P) flattening; permute its input rows to our (P, P, F).
     pool, channels = config.roi.box_pool_size, config.fpn.channels
     fc6 = checkpoint["roi_heads.box_head.fc6.weight"].T
-    weights["box_head/fc1/kernel"] = (fc6.reshape(channels, pool, pool, -1)
-                                      .transpose(1, 2, 0, 3).reshape(pool * pool * channels, -1))
-    weights["box_head/fc1/bias"] = checkpoint["roi_heads.box_head.fc6.bias"]
-    linear("box_head/fc2", "roi_heads.box_head.fc7")
-    linear("box_head/class_logits", "roi_heads.box_predictor.cls_score")
-    linear("box_head/deltas", "roi_heads.box_predictor.bbox_pred")
-    reorder_deltas("box_head/deltas")
+    out.weights["box_head/fc1/kernel"] = (fc6.reshape(channels, pool, pool, -1)
+                                          .transpose(1, 2, 0, 3).reshape(pool * pool * channels, -1))
+    out.weights["box_head/fc1/bias"] = checkpoint["roi_heads.box_head.fc6.bias"]
+    out.linear("box_head/fc2", "roi_heads.box_head.fc7")
+    out.linear("box_head/class_logits", "roi_heads.box_predictor.cls_score")
+    out.linear("box_head/deltas", "roi_heads.box_predictor.bbox_pred")
+    out.reorder_deltas("box_head/deltas")
 
     for index in range(config.mask_head.num_convs):
-        conv(f"mask_head/conv{index + 1}", f"roi_heads.mask_head.{index}.0")
+        out.conv(f"mask_head/conv{index + 1}", f"roi_heads.mask_head.{index}.0")
     # The convolution's transpose also takes ConvTranspose2d's [in, out, kh, kw] to [kh, kw, out, in].
-    conv("mask_head/deconv", "roi_heads.mask_predictor.conv5_mask")
-    conv("mask_head/predictor", "roi_heads.mask_predictor.mask_fcn_logits")
-    weights["mask_head/predictor/kernel"] = weights["mask_head/predictor/kernel"][..., 1:]
-    weights["mask_head/predictor/bias"] = weights["mask_head/predictor/bias"][1:]
+    out.conv("mask_head/deconv", "roi_heads.mask_predictor.conv5_mask")
+    out.conv("mask_head/predictor", "roi_heads.mask_predictor.mask_fcn_logits")
+    out.weights["mask_head/predictor/kernel"] = out.weights["mask_head/predictor/kernel"][..., 1:]
+    out.weights["mask_head/predictor/bias"] = out.weights["mask_head/predictor/bias"][1:]
 
-    if checkpoint.unread:
-        raise ValueError(f"the checkpoint has entries this model has no place for: "
-                         f"{sorted(checkpoint.unread)}")
-    return {name: value.astype(np.float32) for name, value in weights.items()}
+    checkpoint.check_all_read()
+    return out.float32()
+
+
+def resnet_backbone_weights(state_dict, config, batch_norm_epsilon=IMAGENET_BATCH_NORM_EPSILON):
+    """A torchvision ImageNet ResNet's state dict (`torchvision.models.resnet50` or `resnet101`:
+    conv1, bn1, layer1..4 and the classifier fc, which is left out) → {weight path: float32
+    array} for `backbone/` of a `MaskRCNN` of `config`. Raises ValueError on missing or
+    unexpected entries (e.g. a ResNet-101 file for a ResNet-50 config)."""
+    checkpoint = _Checkpoint(state_dict, kind=f"a torchvision ResNet with {config.backbone.stage_blocks} blocks")
+    out = _KerasWeights(checkpoint, batch_norm_epsilon)
+    out.resnet(config.backbone.stage_blocks, "")
+    checkpoint.check_all_read(ignored=("fc.weight", "fc.bias"))
+    return out.float32()
+
+
+def load_resnet_backbone(model, checkpoint_path, batch_norm_epsilon=IMAGENET_BATCH_NORM_EPSILON):
+    """Copy a torchvision ImageNet ResNet checkpoint (a .pth state dict) into `model.backbone`;
+    the rest of the model is left as it is. `model` is a `MaskRCNN` whose backbone is
+    torchvision's ResNet (`config.r50_fpn`, `config.r101_fpn`): stride on the 3×3 convolution
+    and torchvision's pixel normalisation. Raises ValueError naming the file otherwise."""
+    config = model.model_config
+    if config.backbone != BackboneConfig(stage_blocks=config.backbone.stage_blocks,
+                                         norm=config.backbone.norm):
+        raise ValueError(f"{checkpoint_path}: a torchvision ResNet needs torchvision's backbone "
+                         f"layout (config.r50_fpn or r101_fpn), the config has {config.backbone}")
+    if ((tuple(config.input.pixel_mean), tuple(config.input.pixel_std))
+            != (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD)):
+        raise ValueError(f"{checkpoint_path}: a torchvision ResNet expects torchvision's pixel "
+                         f"normalisation, the config has mean {config.input.pixel_mean} and std "
+                         f"{config.input.pixel_std}")
+    try:
+        weights = resnet_backbone_weights(load_state_dict(checkpoint_path), config, batch_norm_epsilon)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint_path}: {error}") from error
+    assign_weights(model, weights, scope="backbone/")
 
 
 def checkpoint_num_classes(state_dict):
