@@ -30,16 +30,20 @@ def main(out_dir):
     val = CocoDataset(val_ann)
     images = [val.load_image(image_id) for image_id in val.image_ids]
     detections = list(predict_in_batches(predictor, images, batch_size=BATCH_SIZE))
+    # How masks are pasted back is part of the model (torchvision's way for converted models).
+    paste_method = predictor.config.detection.paste_method
     results = []
     for image_id, image, found in zip(val.image_ids, images, detections):
-        results += evaluation.detections_to_coco_results(image_id, found, image.shape[:2])
+        results += evaluation.detections_to_coco_results(image_id, found, image.shape[:2],
+                                                         paste_method)
     print(evaluation.format_metrics_table(evaluation.evaluate_coco(val.coco, results)))
 
     # Draw the confident detections of the first validation image.
     image, found = images[0], detections[0]
     keep = found["scores"] >= SCORE_THRESHOLD
     boxes = found["boxes"][keep]
-    masks = postprocess.paste_masks(found["masks"][keep], boxes, image.shape[:2])
+    masks = postprocess.paste_masks(found["masks"][keep], boxes, image.shape[:2],
+                                    method=paste_method)
     drawn = visualize.draw_detections(image, boxes, found["category_ids"][keep],
                                       found["scores"][keep], masks,
                                       dict(zip(val.category_ids, val.class_names)))
