@@ -27,7 +27,7 @@ TORCHVISION_BATCH_NORM_EPSILON = 0.0
 
 
 class UserError(Exception):
-    """A problem the user can fix; main() prints it without a stack trace."""
+    """A problem the user can fix; `cli.main` prints it without a stack trace."""
 
 
 @contextlib.contextmanager
