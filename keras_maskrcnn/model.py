@@ -30,6 +30,8 @@ from keras_maskrcnn.ops.roi_align import multilevel_roi_align, multilevel_roi_al
 
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
+# Validation's sampling seed step: training steps count up from 0, so they never meet it.
+VALIDATION_SAMPLING_STEP = -1
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # The two agree (DESIGN.md §3.10). "gather" is made of TFLite builtin ops, which the TFLite export
 # needs, and is the default: its gradient is deterministic on CPU, so a seeded run that resumes
@@ -154,18 +156,27 @@ class MaskRCNN(keras.Model):
 
     # Training.
 
-    def compute_losses(self, inputs):
-        """The five weighted losses and their sum, as a dict of scalars."""
+    def compute_losses(self, inputs, training=True):
+        """The five weighted losses and their sum, as a dict of scalars.
+
+        With `training`, batch norms that train normalise with the batch's statistics and
+        update theirs, and anchors and RoIs are sampled with the next training seed. Without
+        (validation), batch norms use their statistics and the sampling seed is the same every
+        time: validating changes nothing a training run depends on.
+        """
         c = self.model_config
         images, image_info = inputs["images"], inputs["image_info"]
         gt_boxes = tf.cast(inputs["gt_boxes"], tf.float32)
         gt_classes = tf.cast(inputs["gt_classes"], tf.int32)
         gt_masks = tf.cast(inputs["gt_masks"], tf.float32)
-        step_seed = tf.stack([tf.constant(self.seed, tf.int64), self.sampling_step.value])
-        self.sampling_step.assign_add(1)
+        if training:
+            step_seed = tf.stack([tf.constant(self.seed, tf.int64), self.sampling_step.value])
+            self.sampling_step.assign_add(1)
+        else:
+            step_seed = tf.constant([self.seed, VALIDATION_SAMPLING_STEP], tf.int64)
         seeds = tf.random.stateless_uniform((2, 2), step_seed, 0, 2 ** 31 - 1, dtype=tf.int32)
 
-        features = self.extract_features(images, image_info, training=True)
+        features = self.extract_features(images, image_info, training=training)
         rpn_logits, rpn_deltas = self.rpn_head(features)
         rpn = targets.rpn_targets(
             tf.constant(self.anchors), gt_boxes, gt_classes > 0, c.rpn.fg_iou_threshold,
@@ -206,7 +217,7 @@ class MaskRCNN(keras.Model):
 
     def test_step(self, data):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self._track(self.compute_losses(inputs))
+        return self._track(self.compute_losses(inputs, training=False))
 
     def _track(self, losses):
         for tracker in self.loss_trackers:

@@ -41,6 +41,19 @@ def _two_images():
     return images, masks, boxes, classes
 
 
+def _training_batch(config):
+    """The two images as a training batch dict (model inputs and targets)."""
+    images, masks, boxes, classes = _two_images()
+    mini_masks = crop_and_resize_masks(masks.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), boxes.reshape(-1, 4),
+                                       config.mask_head.gt_mask_size)
+    return {
+        "images": images.astype(np.float32),
+        "image_info": np.array([[1, IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE]] * 2, np.float32),
+        "gt_boxes": boxes, "gt_classes": classes,
+        "gt_masks": tf.reshape(mini_masks, (2, 2) + mini_masks.shape[1:]),
+    }
+
+
 @pytest.fixture(scope="module")
 def overfit_run(tmp_path_factory):
     """A tiny model trained for 200 steps on the two images; runs once per module."""
@@ -50,14 +63,7 @@ def overfit_run(tmp_path_factory):
     images, masks, boxes, classes = _two_images()
     config = tiny(num_classes=2, category_ids=(3, 7), class_names=("rectangle", "disc"))
     model = MaskRCNN(config, seed=0)
-    mini_masks = crop_and_resize_masks(masks.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), boxes.reshape(-1, 4),
-                                       config.mask_head.gt_mask_size)
-    batch = {
-        "images": images.astype(np.float32),
-        "image_info": np.array([[1, IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE]] * 2, np.float32),
-        "gt_boxes": boxes, "gt_classes": classes,
-        "gt_masks": tf.reshape(mini_masks, (2, 2) + mini_masks.shape[1:]),
-    }
+    batch = _training_batch(config)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=4, steps_per_epoch=50,
                         verbose=0)
@@ -108,6 +114,24 @@ def test_saved_model_file_predicts_the_same_in_another_process(overfit_run, tmp_
         np.testing.assert_allclose(want["boxes"], got["boxes"], atol=1e-4)
         np.testing.assert_allclose(want["scores"], got["scores"], atol=1e-5)
         np.testing.assert_allclose(want["masks"], got["masks"], atol=1e-5)
+
+
+def test_validation_leaves_the_training_state_alone():
+    """test_step neither updates batch-norm statistics nor draws from the training run's
+    sampling seeds, and samples the same RoIs each time."""
+    config = tiny(num_classes=2)
+    model = MaskRCNN(config, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    batch = _training_batch(config)
+    before = [np.array(variable) for variable in model.non_trainable_variables]
+    first, second = model.test_on_batch(batch, return_dict=True), model.test_on_batch(batch, return_dict=True)
+    assert first == second
+    for old, variable in zip(before, model.non_trainable_variables):
+        np.testing.assert_array_equal(old, np.array(variable), err_msg=variable.path)
+    model.train_on_batch(batch)
+    assert int(model.sampling_step.value) == 1
+    assert any(not np.array_equal(old, np.array(variable))  # training does update them
+               for old, variable in zip(before, model.non_trainable_variables))
 
 
 def test_r50_fpn_heads_have_the_seed_sizes():
