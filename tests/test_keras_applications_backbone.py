@@ -16,6 +16,7 @@ from keras_maskrcnn.config import (InputConfig, keras_imagenet_r50_fpn, keras_im
                                    r50_fpn)
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.model import MaskRCNN
+from random_statistics import randomise_batch_norms
 
 IMAGE_HW = (64, 96)
 RESNETS = {"ResNet50": keras_imagenet_r50_fpn, "ResNet101": keras_imagenet_r101_fpn}
@@ -26,12 +27,9 @@ def _random_resnet(name, folder):
     keras.utils.set_random_seed(0)
     resnet = getattr(keras.applications, name)(weights=None, include_top=False)
     rng = np.random.default_rng(0)
+    randomise_batch_norms(resnet, rng)
     for layer in resnet.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            size = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, size), rng.normal(0, 0.1, size),
-                               rng.normal(0, 0.1, size), rng.uniform(0.5, 2.0, size)])
-        elif isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.layers.Conv2D):
             layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape))
     path = folder / f"{name}.weights.h5"
     resnet.save_weights(path)

@@ -19,6 +19,7 @@ from keras_maskrcnn.export.tflite import export_tflite
 from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.layers.mobilenet import MobileNetV3Backbone, feature_layers
 from keras_maskrcnn.model import MaskRCNN, rebuild
+from random_statistics import randomise_batch_norms
 
 IMAGE_SIZE = 128
 FEATURE_SHAPES = [(32, 32, 72), (16, 16, 240), (8, 8, 672), (4, 4, 960)]  # C2..C5
@@ -158,13 +159,7 @@ def imagenet_file(tmp_path_factory):
     keras.utils.set_random_seed(1)
     network = keras.applications.MobileNetV3Large(
         input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), include_top=False, weights=None)
-    rng = np.random.default_rng(1)
-    for layer in network.layers:
-        # Random statistics, so that a normalisation copied to the wrong layer shows.
-        if isinstance(layer, keras.layers.BatchNormalization):
-            size = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, size), rng.normal(0, 0.1, size),
-                               rng.normal(0, 0.1, size), rng.uniform(0.5, 2.0, size)])
+    randomise_batch_norms(network, np.random.default_rng(1))
     path = tmp_path_factory.mktemp("mobilenet") / "mobilenet_v3_large.weights.h5"
     network.save_weights(path)
     return network, path
