@@ -15,7 +15,6 @@ import os
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from keras_maskrcnn.callbacks import CocoEvaluation, HistoryFile
 from keras_maskrcnn.config import preset
@@ -26,9 +25,8 @@ from keras_maskrcnn.data.validation import BadDataPolicy
 from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, describe_copy,
                                      describe_trainable, finetune_config, load_source_model)
 from keras_maskrcnn.model import MaskRCNN
+from keras_maskrcnn.optimization import WarmupSchedule, make_optimizer
 
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("cosine", "step")
 # Schedule and data defaults per preset; any of them can be overridden per run.
 # `max_instances` pads the ground truth to a fixed count (the largest instances are kept).
 # `lr_steps` are fractions of the run after which the step schedule multiplies by STEP_DECAY.
@@ -50,12 +48,6 @@ PRESET_DEFAULTS = {
     # SGD 0.02 after a 1000-step warmup, ×0.1 after epochs 16 and 22, weight decay 1e-4.
     "mobilenetv3_fpn": dict(_COCO_1X, epochs=26, lr_steps=(16 / 26, 22 / 26)),
 }
-SGD_MOMENTUM = 0.9
-STEP_DECAY = 0.1
-WARMUP_FACTOR = 1e-3  # warmup starts at this fraction of the learning rate (Detectron2's)
-# Normalisation scales and offsets are left out of weight decay: shrinking them changes
-# what the layer computes rather than regularising it.
-NO_WEIGHT_DECAY = ("gamma", "beta")
 # --backbone-weights files read as torchvision checkpoints; others are keras.applications'.
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt")
 MODEL_FILE = "model.keras"
@@ -111,59 +103,6 @@ def resolve_defaults(preset_name, **overrides):
     values = dict(PRESET_DEFAULTS[preset_name])
     values.update({name: value for name, value in overrides.items() if value is not None})
     return values
-
-
-@keras.saving.register_keras_serializable("keras_maskrcnn")
-class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Cosine decay to 0 over `total_steps`, or ×STEP_DECAY at each of `step_fractions` of it,
-    multiplied during the first `warmup_steps` by a factor rising linearly from WARMUP_FACTOR
-    to 1 (Goyal et al. 2017), so large early gradients of a fresh head meet a small rate.
-    """
-
-    def __init__(self, learning_rate, total_steps, warmup_steps=0, kind="cosine",
-                 step_fractions=()):
-        if kind not in LR_SCHEDULES:
-            raise ValueError(f"unknown schedule {kind!r}; choose one of {LR_SCHEDULES}")
-        self.learning_rate = learning_rate
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.kind = kind
-        self.step_fractions = tuple(step_fractions)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        if self.kind == "cosine":
-            progress = ops.minimum(step / max(self.total_steps, 1), 1.0)
-            rate = self.learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
-        else:
-            passed = sum(ops.cast(step >= fraction * self.total_steps, "float32")
-                         for fraction in self.step_fractions)
-            rate = self.learning_rate * ops.power(STEP_DECAY, passed)
-        if self.warmup_steps > 0:
-            ramp = ops.minimum(step / self.warmup_steps, 1.0)
-            rate = rate * (WARMUP_FACTOR + (1.0 - WARMUP_FACTOR) * ramp)
-        return rate
-
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "kind": self.kind,
-                "step_fractions": self.step_fractions}
-
-
-def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None):
-    """SGD (momentum SGD_MOMENTUM) or Adam with decoupled weight decay and global-norm clipping.
-
-    `weight_decay` 0 and `clip_norm` None or 0 turn those off.
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-    common = {"learning_rate": schedule, "weight_decay": weight_decay or None,
-              "global_clipnorm": clip_norm or None}
-    optimizer = (keras.optimizers.SGD(momentum=SGD_MOMENTUM, **common) if name == "sgd"
-                 else keras.optimizers.Adam(**common))
-    if weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
-    return optimizer
 
 
 def resumed_epoch(out_dir):

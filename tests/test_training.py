@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_maskrcnn import cli, training
+from keras_maskrcnn import cli, optimization, training
 from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile
 from keras_maskrcnn.config import PRESETS, tiny
 from keras_maskrcnn.data import CocoDataset
@@ -26,31 +26,31 @@ BACKUP_WAIT_SECONDS = 300
 # Schedules and optimisers.
 
 def test_cosine_schedule_with_warmup():
-    schedule = training.WarmupSchedule(0.1, total_steps=100, warmup_steps=10, kind="cosine")
+    schedule = optimization.WarmupSchedule(0.1, total_steps=100, warmup_steps=10, kind="cosine")
     rate = lambda step: float(schedule(step))  # noqa: E731
-    np.testing.assert_allclose(rate(0), 0.1 * training.WARMUP_FACTOR, rtol=1e-5)
+    np.testing.assert_allclose(rate(0), 0.1 * optimization.WARMUP_FACTOR, rtol=1e-5)
     # Halfway through warmup the factor is halfway from WARMUP_FACTOR to 1.
     cosine_5 = 0.05 * (1 + np.cos(np.pi * 0.05))
-    np.testing.assert_allclose(rate(5), cosine_5 * (training.WARMUP_FACTOR + 1) / 2, rtol=1e-5)
+    np.testing.assert_allclose(rate(5), cosine_5 * (optimization.WARMUP_FACTOR + 1) / 2, rtol=1e-5)
     np.testing.assert_allclose(rate(50), 0.05, rtol=1e-5)
     np.testing.assert_allclose(rate(100), 0.0, atol=1e-9)
     np.testing.assert_allclose(rate(200), 0.0, atol=1e-9)
 
 
 def test_step_schedule_multiplies_by_a_tenth_at_each_fraction():
-    schedule = training.WarmupSchedule(0.02, total_steps=90, kind="step", step_fractions=(2 / 3, 8 / 9))
+    schedule = optimization.WarmupSchedule(0.02, total_steps=90, kind="step", step_fractions=(2 / 3, 8 / 9))
     rates = [float(schedule(step)) for step in (0, 59, 60, 79, 80, 89)]
     np.testing.assert_allclose(rates, [0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002], rtol=1e-5)
-    restored = training.WarmupSchedule.from_config(schedule.get_config())
+    restored = optimization.WarmupSchedule.from_config(schedule.get_config())
     assert float(restored(80)) == float(schedule(80))
 
 
 def test_optimizers_decay_weights_but_not_normalisation():
-    schedule = training.WarmupSchedule(0.1, total_steps=10)
-    sgd = training.make_optimizer("sgd", schedule, weight_decay=0.5, clip_norm=10.0)
-    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == training.SGD_MOMENTUM
+    schedule = optimization.WarmupSchedule(0.1, total_steps=10)
+    sgd = optimization.make_optimizer("sgd", schedule, weight_decay=0.5, clip_norm=10.0)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == optimization.SGD_MOMENTUM
     assert sgd.global_clipnorm == 10.0
-    adam = training.make_optimizer("adam", schedule, weight_decay=0.0, clip_norm=0.0)
+    adam = optimization.make_optimizer("adam", schedule, weight_decay=0.0, clip_norm=0.0)
     assert isinstance(adam, keras.optimizers.Adam)
     assert adam.weight_decay is None and adam.global_clipnorm is None
 
