@@ -13,6 +13,7 @@ import sys
 from keras_maskrcnn import evaluation, postprocess, training, visualize
 from keras_maskrcnn.data import CocoDataset, make_shapes
 from keras_maskrcnn.inference import load_predictor, predict_in_batches
+from keras_maskrcnn.train_config import TrainConfig
 
 NUM_TRAIN, NUM_VAL = 200, 20
 EPOCHS, STEPS_PER_EPOCH, BATCH_SIZE = 2, 25, 4
@@ -22,8 +23,9 @@ SCORE_THRESHOLD = 0.5
 def main(out_dir):
     train_ann, val_ann = make_shapes(os.path.join(out_dir, "data"), NUM_TRAIN, NUM_VAL)
     run_dir = os.path.join(out_dir, "run")
-    training.train(train_ann, None, val_ann, None, "tiny", epochs=EPOCHS,
-                   steps_per_epoch=STEPS_PER_EPOCH, batch_size=BATCH_SIZE, out_dir=run_dir)
+    training.train(TrainConfig(train=train_ann, val=val_ann, preset="tiny", epochs=EPOCHS,
+                               steps_per_epoch=STEPS_PER_EPOCH, batch_size=BATCH_SIZE,
+                               out=run_dir))
 
     # Evaluate the saved model, as another process would.
     predictor = load_predictor(os.path.join(run_dir, training.MODEL_FILE))

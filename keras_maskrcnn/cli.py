@@ -15,17 +15,17 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
                                      DEFAULT_SCORE_THRESHOLD, DEFAULT_SHOW_COUNT,
                                      DEMO_IMAGE_SIZE, DEMO_PREDICTED_IMAGES, DEMO_TRAIN_IMAGES,
                                      DEMO_VAL_IMAGES, EXPORT_FORMATS, QUANTIZATIONS,
-                                     TORCHVISION_BATCH_NORM_EPSILON, UserError, check_input_size,
+                                     TORCHVISION_BATCH_NORM_EPSILON, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
-from keras_maskrcnn.config import PRESETS
+from keras_maskrcnn.config import BACKBONE_PARTS, PRESETS
+from keras_maskrcnn.tf_logging import import_tensorflow_quietly
+from keras_maskrcnn.train_config import BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS
 
 PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
 MODEL_HELP = "a .keras file, a SavedModel folder or a .tflite file"
 THREADS_HELP = "LiteRT interpreter threads, for .tflite models (default: 1)"
-# model.BACKBONE_PARTS, repeated so that --help need not import TensorFlow.
-BACKBONE_PARTS = 5
 
 
 def _checked(convert, is_valid, requirement):
@@ -41,14 +41,7 @@ def _checked(convert, is_valid, requirement):
 
 
 _positive_int = _checked(int, lambda value: value >= 1, "must be at least 1")
-_positive_float = _checked(float, lambda value: value > 0, "must be positive")
-_non_negative_int = _checked(int, lambda value: value >= 0, "must not be negative")
 _non_negative_float = _checked(float, lambda value: value >= 0, "must not be negative")
-_stage_count = _checked(int, lambda value: 0 <= value <= BACKBONE_PARTS,
-                        f"must lie in 0..{BACKBONE_PARTS}")
-_fraction = _checked(float, lambda value: 0 < value < 1, "must lie strictly between 0 and 1")
-# Every preset samples at most a quarter of the RoIs as foreground: 4 leaves the mask head one.
-_rois_per_image = _checked(int, lambda value: value >= 4, "must be at least 4")
 _probability = _checked(float, lambda value: 0 <= value <= 1, "must lie in [0, 1]")
 
 
@@ -63,30 +56,18 @@ def _run_make_shapes(args):
 
 
 def _run_train(args):
+    from keras_maskrcnn.train_config import TrainConfig, TrainConfigError
+
+    with user_errors(TrainConfigError):
+        base = None if args.config is None else TrainConfig.load(args.config)
+        config = TrainConfig.from_args(args, base)
     from keras_maskrcnn import training
-    if args.scale_jitter is not None and args.scale_jitter[0] > args.scale_jitter[1]:
-        raise UserError(f"--scale-jitter MIN MAX: MIN {args.scale_jitter[0]} exceeds "
-                        f"MAX {args.scale_jitter[1]}")
-    if args.eval_every is not None and args.val is None:
-        raise UserError("--eval-every needs --val, the set to evaluate on")
-    check_input_size(args.input_size)
     from keras_maskrcnn.data import DataError
     from keras_maskrcnn.finetune import FinetuneError
-    with user_errors(DataError, FinetuneError):
-        training.train(args.train, args.train_images, args.val, args.val_images, args.preset,
-                       epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                       batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       out_dir=args.out, seed=args.seed, on_bad_data=args.on_bad_data,
-                       check_pixels=args.check_images, scale_jitter=args.scale_jitter,
-                       cache=args.cache, eval_every=args.eval_every, optimizer=args.optimizer,
-                       warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
-                       lr_steps=args.lr_steps, weight_decay=args.weight_decay,
-                       clip_norm=args.clip_norm, init_from=args.init_from,
-                       input_size=args.input_size, rois_per_image=args.rois_per_image,
-                       trainable_stages=0 if args.freeze_backbone else args.trainable_stages,
-                       backbone_weights=args.backbone_weights)
-    print(f"wrote {os.path.join(args.out, training.MODEL_FILE)} and "
-          f"{os.path.join(args.out, training.HISTORY_FILE)}")
+    with user_errors(DataError, FinetuneError, TrainConfigError):
+        training.train(config)
+    print(f"wrote {os.path.join(config.out, training.MODEL_FILE)} and "
+          f"{os.path.join(config.out, training.HISTORY_FILE)}")
 
 
 def _run_show_data(args):
@@ -130,9 +111,14 @@ def build_parser():
                                      "on TensorFlow 2 / Keras 3.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    schedule_help = "default: the preset's, see training.PRESET_DEFAULTS"
+    # Every command takes --verbose, placed after its name.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("--verbose", action="store_true", default=False,
+                           help="also show TensorFlow's own log lines (as does setting "
+                           "TF_CPP_MIN_LOG_LEVEL)")
+    schedule_help = "default: the preset's, see train_config.PRESET_SCHEDULES"
 
-    shapes = commands.add_parser("make-shapes", help="write the synthetic shapes set",
+    shapes = commands.add_parser("make-shapes", parents=[verbosity], help="write the synthetic shapes set",
                                  description="Write OUT/train and OUT/val, each with "
                                  "annotations.json and images/.")
     shapes.add_argument("out", metavar="OUT", help="output folder")
@@ -146,64 +132,76 @@ def build_parser():
     shapes.set_defaults(run=_run_make_shapes)
 
     train = commands.add_parser(
-        "train", help="train a model on a COCO-format set",
+        "train", parents=[verbosity], help="train a model on a COCO-format set",
+        # Options not given stay out of the namespace, so --config's values stand.
+        argument_default=argparse.SUPPRESS,
         description="Train a model and write RUN_DIR/model.keras and RUN_DIR/history.json, "
-        "with RUN_DIR/checkpoints/ (a model per epoch), RUN_DIR/logs/ (TensorBoard) and "
-        "RUN_DIR/bad_data.json. Image paths in an annotation file resolve against its own "
-        "folder unless an image folder is given. A run that is stopped (even killed) resumes "
-        "from RUN_DIR/backup/ after its last finished epoch when the same command is run again.")
-    train.add_argument("--train", required=True, metavar="ANN.json", help="training annotations")
+        "with RUN_DIR/train_config.json (every setting the run used), RUN_DIR/checkpoints/ (a "
+        "model per epoch), RUN_DIR/logs/ (TensorBoard) and RUN_DIR/bad_data.json. Image paths "
+        "in an annotation file resolve against its own folder unless an image folder is given. "
+        "A run that is stopped (even killed) resumes from RUN_DIR/backup/ after its last "
+        "finished epoch when the same command is run again; other settings are refused. "
+        "Options are checked by keras_maskrcnn.train_config.TrainConfig, which Python code "
+        "passes to keras_maskrcnn.training.train.")
+    train.add_argument("--config", default=None, metavar="train_config.json",
+                       help="start from the settings of this file (a run's own "
+                       "RUN_DIR/train_config.json repeats that run); options given beside it "
+                       "replace its values")
+    train.add_argument("--train", metavar="ANN.json",
+                       help="training annotations (required unless in --config)")
     train.add_argument("--train-images", metavar="DIR", help="training image folder")
     train.add_argument("--val", metavar="ANN.json",
                        help="validation annotations; their losses are reported after each epoch")
     train.add_argument("--val-images", metavar="DIR", help="validation image folder")
-    train.add_argument("--preset", required=True, choices=sorted(PRESETS),
+    train.add_argument("--preset", metavar="|".join(sorted(PRESETS)),
                        help="model configuration and schedule defaults (with --init-from, the "
-                       "schedule defaults only)")
-    train.add_argument("--epochs", type=_positive_int, metavar="E", help=schedule_help)
-    train.add_argument("--steps-per-epoch", type=_positive_int, metavar="N", help=schedule_help)
-    train.add_argument("--batch-size", type=_positive_int, metavar="B", help=schedule_help)
-    train.add_argument("--learning-rate", type=_positive_float, metavar="LR", help=schedule_help)
-    train.add_argument("--seed", type=int, default=0, metavar="S", help="default: %(default)s")
-    train.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
-    train.add_argument("--on-bad-data", choices=("skip", "error"), default="skip",
+                       "schedule defaults only; required unless in --config)")
+    train.add_argument("--epochs", type=int, metavar="E", help=schedule_help)
+    train.add_argument("--steps-per-epoch", type=int, metavar="N", help=schedule_help)
+    train.add_argument("--batch-size", type=int, metavar="B", help=schedule_help)
+    train.add_argument("--learning-rate", type=float, metavar="LR", help=schedule_help)
+    train.add_argument("--max-instances", type=int, metavar="N",
+                       help="ground-truth instances kept per image, the largest; " + schedule_help)
+    train.add_argument("--seed", type=int, metavar="S", help="default: 0")
+    train.add_argument("--out", metavar="RUN_DIR", help="output folder (default: outputs/run)")
+    train.add_argument("--on-bad-data", metavar="|".join(BAD_DATA_MODES),
                        help="missing, unreadable or truncated images and invalid annotations: "
-                       "leave them out and count them, or stop at the first (default: "
-                       "%(default)s; boxes past the image edge are clipped and counted either way)")
+                       "leave them out and count them, or stop at the first (default: skip; "
+                       "boxes past the image edge are clipped and counted either way)")
     train.add_argument("--check-images", action="store_true",
                        help="decode every image before training, so truncated files are found "
                        "up front (slow on large sets; otherwise they are skipped when met)")
-    train.add_argument("--scale-jitter", type=_positive_float, nargs=2, metavar=("MIN", "MAX"),
+    train.add_argument("--scale-jitter", type=float, nargs=2, metavar=("MIN", "MAX"),
                        help="scale each training image by a random factor in [MIN, MAX] on top "
                        "of fitting it to the canvas, cropping what overflows (e.g. 0.8 1.25)")
-    train.add_argument("--cache", nargs="?", const=True, default=False, metavar="FILE",
+    train.add_argument("--cache", nargs="?", const=True, metavar="FILE",
                        help="keep decoded training images in memory, or in FILE, after the "
                        "first pass")
-    train.add_argument("--eval-every", type=_positive_int, metavar="N",
+    train.add_argument("--eval-every", type=int, metavar="N",
                        help="COCO AP on --val every N epochs and after the last (history keys "
                        "val_bbox_AP, val_segm_AP, val_bbox_AP50, val_segm_AP50)")
-    train.add_argument("--optimizer", choices=("sgd", "adam"),
+    train.add_argument("--optimizer", metavar="|".join(OPTIMIZERS),
                        help="SGD with momentum 0.9, or Adam; " + schedule_help)
-    train.add_argument("--warmup-steps", type=_non_negative_int, metavar="N",
+    train.add_argument("--warmup-steps", type=int, metavar="N",
                        help="steps of linear learning-rate warmup; " + schedule_help)
-    train.add_argument("--lr-schedule", choices=("cosine", "step"),
+    train.add_argument("--lr-schedule", metavar="|".join(LR_SCHEDULES),
                        help="cosine decay to 0, or ×0.1 at each --lr-steps; " + schedule_help)
-    train.add_argument("--lr-steps", type=_fraction, nargs="+", metavar="F",
+    train.add_argument("--lr-steps", type=float, nargs="+", metavar="F",
                        help="fractions of the run after which the step schedule multiplies the "
                        "rate by 0.1; " + schedule_help)
-    train.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
-                       help="decoupled weight decay, 0 for none; " + schedule_help)
-    train.add_argument("--clip-norm", type=_non_negative_float, metavar="NORM",
+    train.add_argument("--weight-decay", type=float, metavar="WD",
+                       help="weight decay, 0 for none; " + schedule_help)
+    train.add_argument("--clip-norm", type=float, metavar="NORM",
                        help="global gradient-norm clip, 0 for none; " + schedule_help)
     train.add_argument("--init-from", metavar="MODEL.keras",
                        help="fine-tune: build the model this trained model's way, with the "
                        "training set's classes, and start from its weights; the class-specific "
                        "predictors (box classes and deltas, mask predictor) start afresh when "
                        "the number of classes differs. What was copied is printed")
-    train.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+    train.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                        help="canvas, multiples of 32 (default: the preset's, or the "
                        "--init-from model's)")
-    train.add_argument("--rois-per-image", type=_rois_per_image, metavar="N",
+    train.add_argument("--rois-per-image", type=int, metavar="N",
                        help="proposals sampled per image to train the box head on, a quarter of "
                        "them at most foreground for the mask head (default: the preset's, or the "
                        "--init-from model's: 512 for r50_fpn, 64 for tiny); fewer train faster, "
@@ -215,16 +213,17 @@ def build_parser():
                        "'imagenet' downloads, or their weights file; or a torchvision "
                        "resnet50/resnet101 checkpoint (.pth) for r50_fpn/r101_fpn")
     freezing = train.add_mutually_exclusive_group()
-    freezing.add_argument("--freeze-backbone", action="store_true",
-                          help="keep the backbone's weights fixed (--trainable-stages 0)")
-    freezing.add_argument("--trainable-stages", type=_stage_count, metavar="N",
-                          help="train only the last N of the ResNet's 4 stages, 0 to 5: the stem "
-                          "trains only at 5, as with torchvision's trainable_layers (a "
-                          "MobileNetV3 backbone takes 0 or 5; default: the whole backbone trains)")
+    freezing.add_argument("--freeze-backbone", dest="trainable_stages", action="store_const",
+                          const=0, help="keep the backbone's weights fixed (--trainable-stages 0)")
+    freezing.add_argument("--trainable-stages", type=int, metavar="N",
+                          help=f"train only the last N of the ResNet's 4 stages, 0 to "
+                          f"{BACKBONE_PARTS}: the stem trains only at {BACKBONE_PARTS}, as with "
+                          f"torchvision's trainable_layers (a MobileNetV3 backbone takes 0 or "
+                          f"{BACKBONE_PARTS}; default: the whole backbone trains)")
     train.set_defaults(run=_run_train)
 
     show = commands.add_parser(
-        "show-data", help="draw a COCO-format set's ground truth on its images",
+        "show-data", parents=[verbosity], help="draw a COCO-format set's ground truth on its images",
         description="Draw masks, boxes and class names of the first N usable images to "
         "OUT/<image id>_<image stem>.png, after the bad-data scan training does (its counts are "
         "printed). Check a converted data set with it before training.")
@@ -237,7 +236,7 @@ def build_parser():
     show.set_defaults(run=_run_show_data)
 
     evaluate_parser = commands.add_parser(
-        "evaluate", help="COCO bbox and segm AP of a model",
+        "evaluate", parents=[verbosity], help="COCO bbox and segm AP of a model",
         description="Print COCO bbox and segm AP of a model on a COCO-format set.")
     evaluate_parser.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
     evaluate_parser.add_argument("--data", required=True, metavar="ANN.json", help="annotations")
@@ -251,7 +250,7 @@ def build_parser():
     evaluate_parser.set_defaults(run=_run_evaluate)
 
     predict_parser = commands.add_parser(
-        "predict", help="draw a model's detections on images",
+        "predict", parents=[verbosity], help="draw a model's detections on images",
         description="Write DIR/<image stem>.png with masks, boxes and labels drawn, and "
         "DIR/predictions.json in COCO results format with each image's file_name (image_id is "
         "the image's position on the command line, from 1).")
@@ -265,7 +264,7 @@ def build_parser():
     predict_parser.set_defaults(run=_run_predict)
 
     export_parser = commands.add_parser(
-        "export", help="write a model as a SavedModel or a .tflite file",
+        "export", parents=[verbosity], help="write a model as a SavedModel or a .tflite file",
         description="Write a .keras model as a SavedModel folder (TF Serving; signatures "
         "serving_default on encoded images and serve_images on uint8 pixels) or as a .tflite "
         "file (LiteRT, builtin ops only, batch 1, fixed canvas). Both keep the model config, "
@@ -293,7 +292,7 @@ def build_parser():
     export_parser.set_defaults(run=_run_export)
 
     demo_parser = commands.add_parser(
-        "demo", help="shapes data, tiny training, evaluation and predictions end to end",
+        "demo", parents=[verbosity], help="shapes data, tiny training, evaluation and predictions end to end",
         description="Write the shapes set to OUT/data, train the tiny preset into OUT/run, "
         "evaluate on the validation images (OUT/metrics.json), draw predictions for "
         f"{DEMO_PREDICTED_IMAGES} of them (OUT/predictions/) and print the AP table.")
@@ -312,7 +311,7 @@ def build_parser():
     demo_parser.set_defaults(run=_run_demo)
 
     convert_parser = commands.add_parser(
-        "convert-torchvision", help="convert torchvision's Mask R-CNN weights to a .keras model",
+        "convert-torchvision", parents=[verbosity], help="convert torchvision's Mask R-CNN weights to a .keras model",
         description="Read a torchvision maskrcnn_resnet50_fpn checkpoint (its published COCO "
         "file, or torch.save(model.state_dict())) and write a .keras model that reproduces its "
         "inference, with torchvision's COCO labels (category ids 1..90) and class names. "
@@ -333,9 +332,9 @@ def main(argv=None):
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    # TensorFlow's C++ info and warning lines (CPU features, grappler cost notes) drown the
-    # progress output; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.verbose:
+        # TensorFlow's C++ start-up lines and CUDA probes drown our progress output.
+        import_tensorflow_quietly()
     try:
         args.run(args)
     # OSErrors (a folder that cannot be created, a full disk) name their file too.

@@ -286,14 +286,15 @@ def demo(out_dir, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, epochs=N
     Returns the metrics dict.
     """
     from keras_maskrcnn import training
+    from keras_maskrcnn.train_config import TrainConfig
 
     data_dir = os.path.join(out_dir, "data")
     run_dir = os.path.join(out_dir, "run")
     train_ann, val_ann = make_shapes(data_dir, num_train, num_val, DEMO_IMAGE_SIZE, seed)
     with _data_errors():
-        training.train(train_ann, None, val_ann, None, "tiny", epochs=epochs,
-                       steps_per_epoch=steps_per_epoch, batch_size=batch_size, out_dir=run_dir,
-                       seed=seed)
+        training.train(TrainConfig(train=train_ann, val=val_ann, preset="tiny", epochs=epochs,
+                                   steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                                   out=run_dir, seed=seed))
     model_path = os.path.join(run_dir, training.MODEL_FILE)
     metrics = evaluate(model_path, val_ann, out=os.path.join(out_dir, "metrics.json"))
     val_set = training.open_dataset(val_ann)

@@ -23,6 +23,8 @@ MOBILENET_PIXEL_STD = (127.5, 127.5, 127.5)
 RESNET101_STAGE_BLOCKS = (3, 4, 23, 3)
 # Stride of the deepest backbone map (C5); P6 below it rounds up, as torchvision's does.
 BACKBONE_STRIDE = 32
+# A ResNet's stem and its 4 stages: the parts torchvision's `trainable_layers` (0..5) counts.
+BACKBONE_PARTS = 5
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,8 @@ import math
 import keras
 from keras import ops
 
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("cosine", "step")
+from keras_maskrcnn.train_config import LR_SCHEDULES, OPTIMIZERS
+
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 WARMUP_FACTOR = 1e-3  # warmup starts at this fraction of the learning rate (Detectron2's)

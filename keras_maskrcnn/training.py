@@ -2,16 +2,19 @@
 
 Shapes: none at this level; see `data.pipeline` for the batches and `model` for the losses.
 
-A run directory holds `model.keras` and `history.json` (at the end), `checkpoints/` (one
-`.keras` per epoch), `logs/` (TensorBoard), `bad_data.json` (what `--on-bad-data` found)
-and, while training, `backup/`: rerunning the same command after a crash or a kill resumes
-from the last finished epoch, with the batches the interrupted run would have drawn.
+A run directory holds `train_config.json` (the `TrainConfig` it ran with, resolved),
+`model.keras` and `history.json` (at the end), `checkpoints/` (one `.keras` per epoch),
+`logs/` (TensorBoard), `bad_data.json` (what `--on-bad-data` found) and, while training,
+`backup/`: rerunning the same command (or `train --config RUN_DIR/train_config.json`) after a
+crash or a kill resumes from the last finished epoch, with the batches the interrupted run
+would have drawn.
 """
 
 import dataclasses
 import json
 import math
 import os
+import sys
 
 import keras
 import tensorflow as tf
@@ -26,28 +29,9 @@ from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, descr
                                      describe_trainable, finetune_config, load_source_model)
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.optimization import WarmupSchedule, make_optimizer
+from keras_maskrcnn.train_config import (CONFIG_FILE, RESUMABLE_CHANGES, TrainConfig,
+                                         TrainConfigError)
 
-# Schedule and data defaults per preset; any of them can be overridden per run.
-# `max_instances` pads the ground truth to a fixed count (the largest instances are kept).
-# `lr_steps` are fractions of the run after which the step schedule multiplies by STEP_DECAY.
-# COCO's "1x" schedule (Detectron2): 90k steps at batch 16, about 12 epochs of train2017,
-# SGD at 0.02 after a 1000-step warmup, ×0.1 after 60k and 80k steps, weight decay 1e-4.
-_COCO_1X = {"epochs": 12, "steps_per_epoch": 7500, "batch_size": 16, "learning_rate": 0.02,
-            "max_instances": 100, "optimizer": "sgd", "warmup_steps": 1000, "lr_schedule": "step",
-            "lr_steps": (2 / 3, 8 / 9), "weight_decay": 1e-4, "clip_norm": 10.0}
-PRESET_DEFAULTS = {
-    "tiny": {"epochs": 10, "steps_per_epoch": 150, "batch_size": 8, "learning_rate": 1e-3,
-             "max_instances": 16, "optimizer": "adam", "warmup_steps": 0,
-             "lr_schedule": "cosine", "lr_steps": (2 / 3, 8 / 9), "weight_decay": 0.0,
-             "clip_norm": 10.0},
-    "r50_fpn": _COCO_1X,
-    "r101_fpn": _COCO_1X,
-    "keras_imagenet_r50_fpn": _COCO_1X,
-    "keras_imagenet_r101_fpn": _COCO_1X,
-    # torchvision's recipe for its MobileNetV3-Large-320-FPN detector: 26 COCO epochs at batch 16,
-    # SGD 0.02 after a 1000-step warmup, ×0.1 after epochs 16 and 22, weight decay 1e-4.
-    "mobilenetv3_fpn": dict(_COCO_1X, epochs=26, lr_steps=(16 / 26, 22 / 26)),
-}
 # --backbone-weights files read as torchvision checkpoints; others are keras.applications'.
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt")
 MODEL_FILE = "model.keras"
@@ -96,15 +80,6 @@ def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=Fa
     return dataset
 
 
-def resolve_defaults(preset_name, **overrides):
-    """`PRESET_DEFAULTS[preset_name]` with the overrides that are not None → dict."""
-    if preset_name not in PRESET_DEFAULTS:
-        raise ValueError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESET_DEFAULTS)}")
-    values = dict(PRESET_DEFAULTS[preset_name])
-    values.update({name: value for name, value in overrides.items() if value is not None})
-    return values
-
-
 def resumed_epoch(out_dir):
     """Epochs finished by an interrupted run in `out_dir` (0 when there is none to resume)."""
     path = os.path.join(out_dir, BACKUP_DIR, BACKUP_METADATA_FILE)
@@ -114,20 +89,14 @@ def resumed_epoch(out_dir):
         return int(json.load(f)["epoch"])
 
 
-def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None,
-          steps_per_epoch=None, batch_size=None, learning_rate=None, out_dir="outputs/run", seed=0,
-          on_bad_data="skip", check_pixels=False, scale_jitter=None, cache=False, eval_every=None,
-          optimizer=None, warmup_steps=None, lr_schedule=None, lr_steps=None, weight_decay=None,
-          clip_norm=None, init_from=None, input_size=None, rois_per_image=None,
-          trainable_stages=None, backbone_weights=None):
-    """Train a model of preset `preset_name` and save it with its history.
+def train(config):
+    """Train the model a `TrainConfig` describes and save it with its history.
 
-    Schedule arguments left as None take the preset's `PRESET_DEFAULTS`. Image folders left
-    as None resolve against the annotation file's folder. Both sets are scanned for bad data
-    first (`on_bad_data` "skip" or "error", see `data.validation`) and the counts printed.
-    With `val_ann`, the five losses are also computed on the validation set after every
-    epoch (`val_` keys in the history), and with `eval_every` N its COCO AP every N epochs
-    and after the last (`val_bbox_AP`, `val_segm_AP`, `val_bbox_AP50`, `val_segm_AP50`).
+    Image folders left as None resolve against the annotation file's folder. Both sets are
+    scanned for bad data first (`on_bad_data` "skip" or "error", see `data.validation`) and the
+    counts printed. With `val`, the five losses are also computed on the validation set after
+    every epoch (`val_` keys in the history), and with `eval_every` N its COCO AP every N
+    epochs and after the last (`val_bbox_AP`, `val_segm_AP`, `val_bbox_AP50`, `val_segm_AP50`).
     `scale_jitter` (min, max) and `cache` are passed to `data.make_dataset`.
     With `init_from` (a .keras file) the model is that model's configuration with the training
     set's classes, and starts from its weights (see `finetune`); the preset then gives only the
@@ -138,105 +107,86 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
     `backbone_weights` loads the backbone from ImageNet training: "imagenet" or a
     keras.applications weights file (`convert.keras_applications`), or a torchvision ResNet
     checkpoint ending in .pth or .pt (`convert.torchvision.load_resnet_backbone`). What was
-    copied and what trains is printed. Raises FinetuneError for an `init_from` or backbone
-    weights that cannot be used and a `trainable_stages` the backbone lacks.
+    copied and what trains is printed.
     Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats, and a
-    run killed after an epoch resumes from `out_dir/backup` when restarted the same way.
+    run killed after an epoch resumes from `out/backup` when restarted with the same config
+    (a different one is refused, naming what changed).
     Writes the run directory described in the module docstring; returns the history dict
     (metric name → list of per-epoch values, None where an epoch has none).
+
+    Raises:
+      TrainConfigError: `config` is not a TrainConfig, or differs from the interrupted run's.
+      DataError: a data file cannot be used.
+      FinetuneError: an `init_from` or backbone weights that cannot be used, or a
+        `trainable_stages` the backbone lacks.
     """
-    settings = resolve_defaults(preset_name, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                batch_size=batch_size, learning_rate=learning_rate,
-                                optimizer=optimizer, warmup_steps=warmup_steps,
-                                lr_schedule=lr_schedule, lr_steps=lr_steps,
-                                weight_decay=weight_decay, clip_norm=clip_norm)
-    train_policy = BadDataPolicy(on_bad_data)
-    train_set = open_dataset(train_ann, train_images, train_policy, check_pixels)
-    print(train_policy.summary(train_ann), flush=True)
-    if len(train_set.image_ids) < settings["batch_size"]:
+    if not isinstance(config, TrainConfig):
+        raise TrainConfigError(f"train() takes a TrainConfig, got {type(config).__name__}")
+    config = config.resolved()
+    initial_epoch = resumed_epoch(config.out)
+    check_resumable(config, initial_epoch)
+    config.save(os.path.join(config.out, CONFIG_FILE))
+
+    train_policy = BadDataPolicy(config.on_bad_data)
+    train_set = open_dataset(config.train, config.train_images, train_policy,
+                             config.check_images)
+    print(train_policy.summary(config.train), flush=True)
+    if len(train_set.image_ids) < config.batch_size:
         # Training drops partial batches, so a smaller set would yield no batch at all.
-        raise DataError(f"{train_ann}: {len(train_set.image_ids)} usable images, fewer than the "
-                        f"batch size {settings['batch_size']}")
-    val_set, val_policy = None, BadDataPolicy(on_bad_data)
-    if val_ann is not None:
-        val_set = open_dataset(val_ann, val_images, val_policy, check_pixels)
-        print(val_policy.summary(val_ann), flush=True)
+        raise DataError(f"{config.train}: {len(train_set.image_ids)} usable images, fewer than "
+                        f"the batch size {config.batch_size}")
+    val_set, val_policy = None, BadDataPolicy(config.on_bad_data)
+    if config.val is not None:
+        val_set = open_dataset(config.val, config.val_images, val_policy, config.check_images)
+        print(val_policy.summary(config.val), flush=True)
         # Labels 1..C come from the sorted category ids, so both sets must share them.
         if val_set.category_ids != train_set.category_ids:
-            raise DataError(f"{val_ann}: category ids {val_set.category_ids} differ from the "
+            raise DataError(f"{config.val}: category ids {val_set.category_ids} differ from the "
                             f"training set's {train_set.category_ids}")
-    classes = {"num_classes": train_set.num_classes, "category_ids": tuple(train_set.category_ids),
-               "class_names": tuple(train_set.class_names)}
-    source = None if init_from is None else load_source_model(init_from)
-    config = (preset(preset_name, **classes) if source is None
-              else finetune_config(source.model_config, **classes))
-    if input_size is not None:
-        config = config.replace(input=dataclasses.replace(config.input,
-                                                          image_size=tuple(input_size)))
-    if rois_per_image is not None:
-        config = config.replace(roi=dataclasses.replace(config.roi,
-                                                        samples_per_image=rois_per_image))
 
-    keras.utils.set_random_seed(seed)
-    model = MaskRCNN(config, seed=seed)
-    if source is not None:
-        copied, reinitialised = copy_matching_weights(model, source, init_from)
-        print(describe_copy(copied, reinitialised, init_from, source.model_config.num_classes,
-                            config.num_classes), flush=True)
-        del source  # a ResNet-50 model's weights take 180 MB
-    if backbone_weights is not None:
-        is_torch_file = str(backbone_weights).endswith(TORCH_CHECKPOINT_SUFFIXES)
-        try:
-            (load_resnet_backbone if is_torch_file else load_imagenet_backbone)(model, backbone_weights)
-        except (ValueError, OSError, ImportError) as error:
-            raise FinetuneError(f"{backbone_weights}: cannot load backbone weights ({error})") from error
-        print(f"backbone initialised from {backbone_weights}", flush=True)
-    if trainable_stages is not None:
-        try:
-            model.freeze_backbone_stages(trainable_stages)
-        except ValueError as error:
-            raise FinetuneError(str(error)) from error
-    print(describe_trainable(model), flush=True)
-    total_steps = settings["epochs"] * settings["steps_per_epoch"]
-    schedule = WarmupSchedule(settings["learning_rate"], total_steps, settings["warmup_steps"],
-                              settings["lr_schedule"], settings["lr_steps"])
-    model.compile(optimizer=make_optimizer(settings["optimizer"], schedule,
-                                           settings["weight_decay"], settings["clip_norm"]))
+    model = build_model(config, train_set)
+    schedule = WarmupSchedule(config.learning_rate, config.total_steps, config.warmup_steps,
+                              config.lr_schedule, config.lr_steps)
+    model.compile(optimizer=make_optimizer(config.optimizer, schedule, config.weight_decay,
+                                           config.clip_norm))
 
-    initial_epoch = resumed_epoch(out_dir)
     if initial_epoch:
-        print(f"resuming from {os.path.join(out_dir, BACKUP_DIR)} after epoch {initial_epoch}",
-              flush=True)
+        print(f"resuming from {os.path.join(config.out, BACKUP_DIR)} after epoch "
+              f"{initial_epoch}", flush=True)
+    model_config = model.model_config
     train_batches = make_dataset(
-        train_set, config.input.image_size, settings["batch_size"], settings["max_instances"],
-        config.mask_head.gt_mask_size, training=True, seed=seed, scale_jitter=scale_jitter,
-        cache=cache, bad_data=train_policy, repeat=True, size_limits=config.input.size_limits,
-        start_batch=initial_epoch * settings["steps_per_epoch"])
+        train_set, model_config.input.image_size, config.batch_size, config.max_instances,
+        model_config.mask_head.gt_mask_size, training=True, seed=config.seed,
+        scale_jitter=config.scale_jitter, cache=config.cache, bad_data=train_policy,
+        repeat=True, size_limits=model_config.input.size_limits,
+        start_batch=initial_epoch * config.steps_per_epoch)
     val_batches = None if val_set is None else make_dataset(
-        val_set, config.input.image_size, settings["batch_size"], settings["max_instances"],
-        config.mask_head.gt_mask_size, training=False, bad_data=val_policy,
-        size_limits=config.input.size_limits)
+        val_set, model_config.input.image_size, config.batch_size, config.max_instances,
+        model_config.mask_head.gt_mask_size, training=False, bad_data=val_policy,
+        size_limits=model_config.input.size_limits)
 
-    history_file = HistoryFile(os.path.join(out_dir, HISTORY_FILE))
+    history_file = HistoryFile(os.path.join(config.out, HISTORY_FILE))
     # Callbacks run in this order: AP lands in the logs before the others read them, and the
     # history is written before the backup that marks the epoch as done.
     callbacks = [history_file,
-                 keras.callbacks.ModelCheckpoint(os.path.join(out_dir, CHECKPOINT_PATTERN)),
-                 keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
+                 keras.callbacks.ModelCheckpoint(os.path.join(config.out, CHECKPOINT_PATTERN)),
+                 keras.callbacks.TensorBoard(os.path.join(config.out, LOG_DIR),
+                                             write_graph=False),
                  # Two copies, so a kill while one is written leaves the other readable.
-                 keras.callbacks.BackupAndRestore(os.path.join(out_dir, BACKUP_DIR),
+                 keras.callbacks.BackupAndRestore(os.path.join(config.out, BACKUP_DIR),
                                                   double_checkpoint=True)]
-    if val_set is not None and eval_every:
-        callbacks.insert(0, CocoEvaluation(val_set, eval_every, settings["batch_size"], val_policy))
+    if val_set is not None and config.eval_every:
+        callbacks.insert(0, CocoEvaluation(val_set, config.eval_every, config.batch_size,
+                                           val_policy))
     try:
-        model.fit(train_batches, epochs=settings["epochs"], initial_epoch=initial_epoch,
-                  steps_per_epoch=settings["steps_per_epoch"], validation_data=val_batches,
+        model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=config.steps_per_epoch, validation_data=val_batches,
                   # Given, as skipping bad images leaves the set's length unknown to Keras.
                   validation_steps=None if val_set is None else math.ceil(
-                      len(val_set.image_ids) / settings["batch_size"]),
+                      len(val_set.image_ids) / config.batch_size),
                   callbacks=callbacks,
                   # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset, warns if asked.
-                  shuffle=False, verbose=1)
+                  shuffle=False, verbose=progress_verbosity())
     except tf.errors.OpError as error:
         # In mode "error" a bad image met inside tf.data surfaces as an OpError; say which.
         for policy in (train_policy, val_policy):
@@ -245,10 +195,74 @@ def train(train_ann, train_images, val_ann, val_images, preset_name, epochs=None
         raise
     finally:
         _write_json({"train": train_policy.to_dict(), "val": val_policy.to_dict()},
-                    os.path.join(out_dir, BAD_DATA_FILE))
+                    os.path.join(config.out, BAD_DATA_FILE))
 
-    model.save(os.path.join(out_dir, MODEL_FILE))
+    model.save(os.path.join(config.out, MODEL_FILE))
     return history_file.read()
+
+
+def check_resumable(config, initial_epoch):
+    """Refuse to resume an interrupted run in `config.out` with other settings.
+
+    `config` is resolved; `initial_epoch` the epochs the run in `config.out` finished. Only
+    RESUMABLE_CHANGES may differ from the `CONFIG_FILE` that run wrote.
+    """
+    path = os.path.join(config.out, CONFIG_FILE)
+    if not initial_epoch or not os.path.isfile(path):
+        return
+    previous = TrainConfig.load(path)
+    changes = [f"{name}: {getattr(previous, name)!r} → {getattr(config, name)!r}"
+               for name in config.changed_fields(previous) if name not in RESUMABLE_CHANGES]
+    if changes:
+        raise TrainConfigError(
+            f"{config.out} holds a run stopped after epoch {initial_epoch} with other settings "
+            f"({path} → this run):\n  " + "\n  ".join(changes) + "\nRun with the same settings "
+            f"(train --config {path}) to resume it, or give another --out to start afresh.")
+
+
+def build_model(config, train_set):
+    """The `MaskRCNN` a resolved config describes, for `train_set`'s classes, with its
+    starting weights loaded and its frozen parts set. Prints what was copied and what trains."""
+    classes = {"num_classes": train_set.num_classes, "category_ids": tuple(train_set.category_ids),
+               "class_names": tuple(train_set.class_names)}
+    source = None if config.init_from is None else load_source_model(config.init_from)
+    model_config = (preset(config.preset, **classes) if source is None
+                    else finetune_config(source.model_config, **classes))
+    if config.input_size is not None:
+        model_config = model_config.replace(input=dataclasses.replace(
+            model_config.input, image_size=tuple(config.input_size)))
+    if config.rois_per_image is not None:
+        model_config = model_config.replace(roi=dataclasses.replace(
+            model_config.roi, samples_per_image=config.rois_per_image))
+
+    keras.utils.set_random_seed(config.seed)
+    model = MaskRCNN(model_config, seed=config.seed)
+    if source is not None:
+        copied, reinitialised = copy_matching_weights(model, source, config.init_from)
+        print(describe_copy(copied, reinitialised, config.init_from,
+                            source.model_config.num_classes, model_config.num_classes), flush=True)
+        del source  # a ResNet-50 model's weights take 180 MB
+    if config.backbone_weights is not None:
+        weights = config.backbone_weights
+        is_torch_file = str(weights).endswith(TORCH_CHECKPOINT_SUFFIXES)
+        try:
+            (load_resnet_backbone if is_torch_file else load_imagenet_backbone)(model, weights)
+        except (ValueError, OSError, ImportError) as error:
+            raise FinetuneError(f"{weights}: cannot load backbone weights ({error})") from error
+        print(f"backbone initialised from {weights}", flush=True)
+    if config.trainable_stages is not None:
+        try:
+            model.freeze_backbone_stages(config.trainable_stages)
+        except ValueError as error:
+            raise FinetuneError(str(error)) from error
+    print(describe_trainable(model), flush=True)
+    return model
+
+
+def progress_verbosity():
+    """Keras' `verbose` for fit: a progress bar on a terminal, one line per epoch in a file or
+    a CI log (where a bar would print a line per step)."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _write_json(value, path):

@@ -13,6 +13,7 @@ from PIL import Image
 from keras_maskrcnn import cli, training
 from keras_maskrcnn.evaluation import IOU_TYPES, METRIC_NAMES
 from keras_maskrcnn.model import LOSS_NAMES
+from keras_maskrcnn.train_config import TrainConfig
 
 COMMANDS = ("make-shapes", "train", "evaluate", "predict", "demo", "export", "show-data", "convert-torchvision")
 IMAGE_SIZE = 64  # the size of the `shapes` fixture's images (conftest.py)
@@ -48,6 +49,21 @@ def test_python_m_help_lists_commands_without_importing_tensorflow():
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                               check=True)
     assert imported.stdout.strip() == "False"
+
+
+def test_commands_keep_tensorflows_log_lines_off_unless_verbose(tmp_path):
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    # show-data imports TensorFlow and runs ops (a GPU probe prints "failed call to cuInit").
+    def show_data(*extra):
+        return subprocess.run([sys.executable, "-m", "keras_maskrcnn", "show-data",
+                               str(tmp_path / "missing.json"), "--out", str(tmp_path), *extra],
+                              capture_output=True, text=True, env=env)
+    quiet = show_data()
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == [
+        f"keras-maskrcnn show-data: error: {tmp_path / 'missing.json'}: annotation file not found"]
+    verbose = show_data("--verbose")
+    assert verbose.returncode == 2 and len(verbose.stderr.strip().splitlines()) > 1
 
 
 def test_make_shapes_writes_both_splits(shapes):
@@ -107,9 +123,9 @@ def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
     # Training is covered above; here it is replaced by a copy of that run to keep the test fast.
     calls = []
 
-    def fake_train(train_ann, train_images, val_ann, val_images, preset_name, **kwargs):
-        calls.append((preset_name, kwargs))
-        shutil.copytree(run_dir, kwargs["out_dir"])
+    def fake_train(config):
+        calls.append(config)
+        shutil.copytree(run_dir, config.out)
 
     monkeypatch.setattr(training, "train", fake_train)
     out = tmp_path / "demo"
@@ -117,8 +133,11 @@ def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
                               "--val-images-count", "2", "--epochs", "1", "--steps-per-epoch", "1",
                               "--batch-size", "2")
     assert code == 0
-    assert calls == [("tiny", {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2,
-                               "out_dir": os.path.join(str(out), "run"), "seed": 0})]
+    data = os.path.join(str(out), "data")
+    assert calls == [TrainConfig(train=os.path.join(data, "train", "annotations.json"),
+                                 val=os.path.join(data, "val", "annotations.json"),
+                                 preset="tiny", epochs=1, steps_per_epoch=1, batch_size=2,
+                                 out=os.path.join(str(out), "run"), seed=0)]
     assert (out / "data" / "val" / "annotations.json").is_file()
     with open(out / "metrics.json") as f:
         assert sorted(json.load(f)) == sorted(IOU_TYPES)

@@ -110,10 +110,10 @@ def test_cli_refuses_unusable_init_models_naming_the_file(problem, shapes, tmp_p
 
 def test_cli_freeze_backbone_means_no_trainable_stage(monkeypatch):
     calls = []
-    monkeypatch.setattr(training, "train", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(training, "train", calls.append)
     assert cli.main(["train", "--train", "a.json", "--preset", "tiny", "--out", "r",
                      "--freeze-backbone"]) == 0
-    assert calls[0]["trainable_stages"] == 0
+    assert calls[0].trainable_stages == 0
 
 
 def test_freezing_counts_resnet_stages_from_the_deepest():

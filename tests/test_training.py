@@ -1,6 +1,7 @@
 """The training job: schedules, optimisers, callbacks, the bad-data report and resuming after
 a SIGKILL."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,9 +16,10 @@ import pytest
 
 from keras_maskrcnn import cli, optimization, training
 from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile
-from keras_maskrcnn.config import PRESETS, tiny
+from keras_maskrcnn.config import tiny
 from keras_maskrcnn.data import CocoDataset
 from keras_maskrcnn.model import MaskRCNN
+from keras_maskrcnn.train_config import CONFIG_FILE, TrainConfig
 
 # A backed-up epoch shows up well within this on the CI machine (about 20 s).
 BACKUP_WAIT_SECONDS = 300
@@ -65,12 +67,6 @@ def test_optimizers_decay_weights_but_not_normalisation():
     assert float(layer.gamma[0]) == 1.0
 
 
-def test_presets_default_to_adam_for_tiny_and_sgd_for_r50():
-    assert training.resolve_defaults("tiny")["optimizer"] == "adam"
-    r50 = training.resolve_defaults("r50_fpn", weight_decay=0.0)
-    assert r50["optimizer"] == "sgd" and r50["lr_schedule"] == "step" and r50["weight_decay"] == 0.0
-
-
 # Callbacks.
 
 def test_history_file_keeps_earlier_epochs_on_resume(tmp_path):
@@ -115,10 +111,11 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(annotations))
     out = tmp_path / "run"
-    history = training.train(str(bad), str(shapes / "train"), str(shapes / "val" / "annotations.json"),
-                             None, "tiny", epochs=1, steps_per_epoch=1, batch_size=2,
-                             out_dir=str(out), eval_every=1, scale_jitter=(0.8, 1.2),
-                             rois_per_image=16)
+    config = TrainConfig(train=str(bad), train_images=str(shapes / "train"),
+                         val=str(shapes / "val" / "annotations.json"), preset="tiny", epochs=1,
+                         steps_per_epoch=1, batch_size=2, out=str(out), eval_every=1,
+                         scale_jitter=(0.8, 1.2), rois_per_image=16)
+    history = training.train(config)
     stdout = capsys.readouterr().out
     assert "missing_image" in stdout and "unknown_category" in stdout and "absent.png" in stdout
     with open(out / training.BAD_DATA_FILE) as f:
@@ -131,6 +128,10 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     assert (out / "checkpoints" / "epoch-001.keras").is_file()
     assert any(name.startswith("events") for name in os.listdir(out / training.LOG_DIR / "train"))
     assert not (out / training.BACKUP_DIR).exists()  # removed once the run has finished
+    # The run folder records every setting, resolved: the preset's schedule and absolute paths.
+    written = TrainConfig.load(str(out / CONFIG_FILE))
+    assert written == config.resolved() and written.optimizer == "adam"
+    assert written.train == str(bad) and os.path.isabs(written.out)
 
 
 # Runs the CLI; with PAUSE_AFTER_BACKUP set, stops for good once the first epoch's backup is
@@ -197,27 +198,29 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(shapes, tmp_pat
 
 def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(training, "train", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(training, "train", calls.append)
     ann = str(shapes / "train" / "annotations.json")
     code = cli.main(["train", "--train", ann, "--val", ann, "--preset", "r50_fpn", "--out", "r",
                      "--on-bad-data", "error", "--check-images", "--scale-jitter", "0.5", "2",
                      "--cache", "--eval-every", "2", "--optimizer", "adam", "--warmup-steps", "5",
                      "--lr-schedule", "step", "--lr-steps", "0.5", "0.75", "--weight-decay", "0",
                      "--clip-norm", "1.5", "--init-from", "coco.keras", "--input-size", "256", "320",
-                     "--rois-per-image", "128", "--trainable-stages", "3", "--backbone-weights", "resnet50.h5"])
+                     "--rois-per-image", "128", "--trainable-stages", "3", "--backbone-weights",
+                     "resnet50.h5", "--max-instances", "7", "--seed", "4", "--epochs", "2",
+                     "--steps-per-epoch", "3", "--batch-size", "4", "--learning-rate", "0.5",
+                     "--train-images", "i", "--val-images", "v"])
     assert code == 0
-    (_, kwargs), = calls
-    assert kwargs == {"epochs": None, "steps_per_epoch": None, "batch_size": None,
-                      "learning_rate": None, "out_dir": "r", "seed": 0, "on_bad_data": "error",
-                      "check_pixels": True, "scale_jitter": [0.5, 2.0], "cache": True,
-                      "eval_every": 2, "optimizer": "adam", "warmup_steps": 5,
-                      "lr_schedule": "step", "lr_steps": [0.5, 0.75], "weight_decay": 0.0,
-                      "clip_norm": 1.5, "init_from": "coco.keras", "input_size": [256, 320],
-                      "rois_per_image": 128, "trainable_stages": 3, "backbone_weights": "resnet50.h5"}
-
-
-def test_every_training_preset_has_schedule_defaults():
-    assert set(training.PRESET_DEFAULTS) == set(PRESETS)
+    assert calls == [TrainConfig(
+        train=ann, val=ann, preset="r50_fpn", out="r", on_bad_data="error", check_images=True,
+        scale_jitter=(0.5, 2.0), cache=True, eval_every=2, optimizer="adam", warmup_steps=5,
+        lr_schedule="step", lr_steps=(0.5, 0.75), weight_decay=0.0, clip_norm=1.5,
+        init_from="coco.keras", input_size=(256, 320), rois_per_image=128, trainable_stages=3,
+        backbone_weights="resnet50.h5", max_instances=7, seed=4, epochs=2, steps_per_epoch=3,
+        batch_size=4, learning_rate=0.5, train_images="i", val_images="v")]
+    # Every field of the config is an option of the command.
+    options = {action.dest for action in cli.build_parser()._subparsers._group_actions[0]
+               .choices["train"]._actions}
+    assert {field.name for field in dataclasses.fields(TrainConfig)} <= options
 
 
 @pytest.mark.parametrize("argv, problem", [
@@ -225,9 +228,16 @@ def test_every_training_preset_has_schedule_defaults():
     (["--batch-size", "2", "--backbone-weights", "missing_resnet50.h5"],
      "missing_resnet50.h5: cannot load backbone weights"),
     (["--batch-size", "2", "--backbone-weights", "resnet50.pth"],
-     "resnet50.pth: cannot load backbone weights (resnet50.pth: a torchvision ResNet needs"),
-    (["--eval-every", "1"], "--eval-every needs --val"),
+     "resnet50.pth: a torchvision ResNet needs"),
+    (["--eval-every", "1"], "eval_every (--eval-every) needs val (--val)"),
     (["--input-size", "100", "128"], "multiples of 32"),
+    (["--lr-steps", "1.5"], "lr_steps (--lr-steps) must be increasing fractions"),
+    (["--weight-decay", "-1"], "weight_decay (--weight-decay) must not be negative"),
+    (["--trainable-stages", "6"], "trainable_stages (--trainable-stages) must lie in 0..5"),
+    (["--rois-per-image", "3"], "rois_per_image (--rois-per-image) must be at least 4"),
+    (["--epochs", "0"], "epochs (--epochs) must be a whole number of at least 1"),
+    (["--optimizer", "rmsprop"], "optimizer (--optimizer): unknown value 'rmsprop'"),
+    (["--on-bad-data", "ignore"], "on_bad_data (--on-bad-data): unknown value 'ignore'"),
 ])
 def test_cli_train_rejects_inconsistent_options(shapes, tmp_path, argv, problem, capsys):
     code = cli.main(["train", "--train", str(shapes / "train" / "annotations.json"), "--preset",
@@ -235,10 +245,7 @@ def test_cli_train_rejects_inconsistent_options(shapes, tmp_path, argv, problem,
     assert code == 2 and problem in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--lr-steps", "1.5"], ["--optimizer", "rmsprop"],
-                                  ["--weight-decay", "-1"], ["--on-bad-data", "ignore"],
-                                  ["--trainable-stages", "6"], ["--rois-per-image", "3"],
-                                  ["--freeze-backbone", "--trainable-stages", "2"]])
+@pytest.mark.parametrize("argv", [["--epochs", "two"], ["--freeze-backbone", "--trainable-stages", "2"]])
 def test_cli_train_rejects_bad_values(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--train", "a.json", "--preset", "tiny", "--out", "r"] + argv)
