@@ -9,7 +9,9 @@ packages = find_packages(include=["keras_maskrcnn", "keras_maskrcnn.*"])
 packages.append("keras_maskrcnn.export")
 
 setup(
-    name="keras-maskrcnn",
+    # The import name is keras_maskrcnn, but on PyPI "keras-maskrcnn" is an unrelated 2019
+    # project that installs the same import name: this distribution is keras3-maskrcnn.
+    name="keras3-maskrcnn",
     version="0.1.0",
     description="Mask R-CNN instance segmentation on TensorFlow 2 / Keras 3",
     long_description=open("README.md", encoding="utf-8").read(),

@@ -315,7 +315,8 @@ def build_parser():
         description="Read a torchvision maskrcnn_resnet50_fpn checkpoint (its published COCO "
         "file, or torch.save(model.state_dict())) and write a .keras model that reproduces its "
         "inference, with torchvision's COCO labels (category ids 1..90) and class names. "
-        "Needs torch: pip install \"keras-maskrcnn[torch]\".")
+        "Needs torch and torchvision: the project's [torch] extra, pip install -e \".[torch]\" "
+        "in its checkout.")
     convert_parser.add_argument("checkpoint", metavar="CHECKPOINT.pth", help="the state dict")
     convert_parser.add_argument("--out", required=True, metavar="MODEL.keras",
                                 help="the converted model")

@@ -6,7 +6,7 @@ The checkpoint is torchvision's published COCO file or `torch.save(model.state_d
 checkpoint is a `torchvision.models.resnet50` or `resnet101` state dict (e.g. the published
 resnet50-0676ba61.pth), which `load_resnet_backbone` copies into an `r50_fpn` or `r101_fpn`
 model. torch is
-only needed to read the file and is imported then (`pip install "keras-maskrcnn[torch]"`).
+only needed to read the file and is imported then (the [torch] extra: `pip install -e ".[torch]"`).
 
 Layouts, torch → Keras: convolution kernels [out, in, kh, kw] → [kh, kw, in, out];
 transposed convolution kernels [in, out, kh, kw] → [kh, kw, out, in] (neither framework
@@ -36,7 +36,8 @@ from keras_maskrcnn.model import MaskRCNN
 PUBLISHED_BATCH_NORM_EPSILON = 0.0
 # torchvision's detection models run an ImageNet backbone with FrozenBatchNorm2d's default ε.
 IMAGENET_BATCH_NORM_EPSILON = 1e-5
-TORCH_MISSING = 'reading torchvision checkpoints needs torch: pip install "keras-maskrcnn[torch]"'
+TORCH_MISSING = ('reading torchvision checkpoints needs torch and torchvision: the [torch] '
+                 'extra, pip install -e ".[torch]" in the keras-maskrcnn checkout')
 DELTA_ORDER = [1, 0, 3, 2]  # (dx, dy, dw, dh) → (dy, dx, dh, dw)
 # Names before torchvision 0.13 wrapped these convolutions in Conv2dNormActivation.
 _LEGACY_KEYS = (
