@@ -18,9 +18,10 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
                                      TORCHVISION_BATCH_NORM_EPSILON, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
-from keras_maskrcnn.config import BACKBONE_PARTS, PRESETS
+from keras_maskrcnn.config import BACKBONE_NORMS, BACKBONE_PARTS, PRESETS
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
-from keras_maskrcnn.train_config import BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS
+from keras_maskrcnn.train_config import (BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS,
+                                         PRETRAINED_TRAINABLE_STAGES)
 
 PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
@@ -212,6 +213,11 @@ def build_parser():
                        "keras_imagenet_r101_fpn, MobileNetV3Large for mobilenetv3_fpn), which "
                        "'imagenet' downloads, or their weights file; or a torchvision "
                        "resnet50/resnet101 checkpoint (.pth) for r50_fpn/r101_fpn")
+    train.add_argument("--backbone-norm", metavar="|".join(BACKBONE_NORMS),
+                       help="the backbone's batch norm: frozen_bn (fixed; pretrained backbones) "
+                       "or bn (trains; from scratch). Default: the preset's (frozen_bn for the "
+                       "ResNet-50/101 and MobileNetV3 presets, which then need "
+                       "--backbone-weights or --init-from)")
     freezing = train.add_mutually_exclusive_group()
     freezing.add_argument("--freeze-backbone", dest="trainable_stages", action="store_const",
                           const=0, help="keep the backbone's weights fixed (--trainable-stages 0)")
@@ -219,7 +225,9 @@ def build_parser():
                           help=f"train only the last N of the ResNet's 4 stages, 0 to "
                           f"{BACKBONE_PARTS}: the stem trains only at {BACKBONE_PARTS}, as with "
                           f"torchvision's trainable_layers (a MobileNetV3 backbone takes 0 or "
-                          f"{BACKBONE_PARTS}; default: the whole backbone trains)")
+                          f"{BACKBONE_PARTS}; default: {PRETRAINED_TRAINABLE_STAGES} for a ResNet "
+                          f"with frozen batch norm started from pretrained weights, as "
+                          f"torchvision, else the whole backbone)")
     train.set_defaults(run=_run_train)
 
     show = commands.add_parser(

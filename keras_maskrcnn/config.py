@@ -38,6 +38,9 @@ class InputConfig:
 
 
 BACKBONE_KINDS = ("resnet", "mobilenet_v3_large")
+# "frozen_bn": fixed statistics and affine parameters (pretrained backbones); "bn": batch norm
+# that trains (from scratch).
+BACKBONE_NORMS = ("frozen_bn", "bn")
 # How box-frame masks are resampled into the image (`postprocess`).
 PASTE_METHODS = ("centres", "torchvision")
 
@@ -50,7 +53,7 @@ class BackboneConfig:
     stage_blocks: Tuple[int, ...] = (3, 4, 6, 3)  # ResNet-50; (3, 4, 23, 3) is ResNet-101
     stem_filters: int = 64
     bottleneck_widths: Tuple[int, ...] = (64, 128, 256, 512)  # output = 4 × width
-    norm: str = "frozen_bn"  # "frozen_bn" (pretrained backbones) or "bn" (from scratch)
+    norm: str = "frozen_bn"  # one of BACKBONE_NORMS
     # ResNet v1 puts a block's stride on its first 1×1 conv (keras.applications' ResNet50);
     # v1.5, the default, on the 3×3 (torchvision's, and most detection checkpoints').
     stride_in_1x1: bool = False
@@ -155,6 +158,9 @@ class MaskRCNNConfig:
         if self.backbone.kind not in BACKBONE_KINDS:
             raise ValueError(f"unknown backbone.kind {self.backbone.kind!r}; choose one of "
                              f"{BACKBONE_KINDS}")
+        if self.backbone.norm not in BACKBONE_NORMS:
+            raise ValueError(f"unknown backbone.norm {self.backbone.norm!r}; choose one of "
+                             f"{BACKBONE_NORMS}")
         if self.detection.paste_method not in PASTE_METHODS:
             raise ValueError(f"unknown detection.paste_method {self.detection.paste_method!r}; "
                              f"choose one of {PASTE_METHODS}")

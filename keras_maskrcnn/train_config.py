@@ -15,13 +15,16 @@ import json
 import os
 from typing import Optional, Tuple, Union
 
-from keras_maskrcnn.config import BACKBONE_PARTS, BACKBONE_STRIDE, PRESETS
+from keras_maskrcnn.config import BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRIDE, PRESETS
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step")
 BAD_DATA_MODES = ("skip", "error")
 # Every preset samples at most a quarter of the RoIs as foreground: 4 leaves the mask head one.
 MIN_ROIS_PER_IMAGE = 4
+# A pretrained ResNet with frozen batch norm trains only its last 3 stages unless told otherwise:
+# torchvision's trainable_backbone_layers default (detectron2's FREEZE_AT=2 is the same).
+PRETRAINED_TRAINABLE_STAGES = 3
 CONFIG_FILE = "train_config.json"
 # Fields that name files: made absolute by `resolved()`, so a written config works from any
 # folder. "imagenet" in backbone_weights is a name, not a file.
@@ -91,8 +94,12 @@ class TrainConfig:
     resolve against their annotation file's folder. `on_bad_data` is one of BAD_DATA_MODES.
     Model: `preset` (required, one of `config.PRESETS`), or with `init_from` a `.keras` model
     to fine-tune (the preset then gives only the schedule); `input_size` (H, W) replaces the
-    canvas, `rois_per_image` the RoIs sampled per image, `trainable_stages` 0..BACKBONE_PARTS
-    the backbone parts that train, `backbone_weights` "imagenet" or a weights file.
+    canvas, `rois_per_image` the RoIs sampled per image, `backbone_weights` "imagenet" or a
+    weights file, `backbone_norm` one of `config.BACKBONE_NORMS` the preset's batch norm
+    ("bn" trains a ResNet preset from scratch). `trainable_stages` 0..BACKBONE_PARTS are the
+    backbone parts that train; None trains the last PRETRAINED_TRAINABLE_STAGES of a ResNet
+    with frozen batch norm that starts from pretrained weights (as torchvision), and the whole
+    backbone otherwise.
     Schedule: the fields of `Schedule`, None taking the preset's.
     """
     train: Optional[str] = None
@@ -112,6 +119,7 @@ class TrainConfig:
     rois_per_image: Optional[int] = None
     trainable_stages: Optional[int] = None
     backbone_weights: Optional[str] = None
+    backbone_norm: Optional[str] = None
     epochs: Optional[int] = None
     steps_per_epoch: Optional[int] = None
     batch_size: Optional[int] = None
@@ -216,7 +224,7 @@ def _problems(config):
     elif c.preset not in PRESETS:
         yield f"{option('preset')}: unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}"
     for name, choices in (("on_bad_data", BAD_DATA_MODES), ("optimizer", OPTIMIZERS),
-                          ("lr_schedule", LR_SCHEDULES)):
+                          ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS)):
         value = getattr(c, name)
         if value is not None and value not in choices:
             yield f"{option(name)}: unknown value {value!r}; choose one of {choices}"
@@ -258,6 +266,14 @@ def _problems(config):
     if c.trainable_stages is not None and not (_is_int(c.trainable_stages)
                                                and 0 <= c.trainable_stages <= BACKBONE_PARTS):
         yield f"{option('trainable_stages')} must lie in 0..{BACKBONE_PARTS}, got {c.trainable_stages!r}"
+    if c.preset in PRESETS and c.init_from is None and c.backbone_weights is None and (
+            c.backbone_norm or PRESETS[c.preset]().backbone.norm) == "frozen_bn":
+        yield (f"{option('preset')} {c.preset} keeps its backbone's batch norms frozen, which "
+               f"suits pretrained weights only, and none are given: a frozen batch norm of an "
+               f"untrained network is the identity and training goes badly. Pass "
+               f"{option('backbone_weights')} (imagenet or a weights file) or "
+               f"{option('init_from')} (a trained model), or {option('backbone_norm')} bn to "
+               f"train the backbone from scratch with batch norms that learn")
     if c.eval_every is not None and c.val is None:
         yield f"{option('eval_every')} needs {option('val')}, the set to evaluate on"
     if c.val_images is not None and c.val is None:

@@ -29,8 +29,8 @@ from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, descr
                                      describe_trainable, finetune_config, load_source_model)
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.optimization import WarmupSchedule, make_optimizer
-from keras_maskrcnn.train_config import (CONFIG_FILE, RESUMABLE_CHANGES, TrainConfig,
-                                         TrainConfigError)
+from keras_maskrcnn.train_config import (CONFIG_FILE, PRETRAINED_TRAINABLE_STAGES,
+                                         RESUMABLE_CHANGES, TrainConfig, TrainConfigError)
 
 # --backbone-weights files read as torchvision checkpoints; others are keras.applications'.
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt")
@@ -234,6 +234,9 @@ def build_model(config, train_set):
     if config.rois_per_image is not None:
         model_config = model_config.replace(roi=dataclasses.replace(
             model_config.roi, samples_per_image=config.rois_per_image))
+    if config.backbone_norm is not None:
+        model_config = model_config.replace(backbone=dataclasses.replace(
+            model_config.backbone, norm=config.backbone_norm))
 
     keras.utils.set_random_seed(config.seed)
     model = MaskRCNN(model_config, seed=config.seed)
@@ -250,9 +253,16 @@ def build_model(config, train_set):
         except (ValueError, OSError, ImportError) as error:
             raise FinetuneError(f"{weights}: cannot load backbone weights ({error})") from error
         print(f"backbone initialised from {weights}", flush=True)
-    if config.trainable_stages is not None:
+    trainable_stages = config.trainable_stages
+    backbone = model_config.backbone
+    if trainable_stages is None and backbone.kind == "resnet" and backbone.norm == "frozen_bn" and (
+            config.init_from or config.backbone_weights):
+        trainable_stages = PRETRAINED_TRAINABLE_STAGES
+        print(f"training the backbone's last {trainable_stages} stages, as torchvision does from "
+              f"pretrained weights (--trainable-stages to change)", flush=True)
+    if trainable_stages is not None:
         try:
-            model.freeze_backbone_stages(config.trainable_stages)
+            model.freeze_backbone_stages(trainable_stages)
         except ValueError as error:
             raise FinetuneError(str(error)) from error
     print(describe_trainable(model), flush=True)

@@ -12,6 +12,7 @@ from keras_maskrcnn.finetune import (CLASS_SPECIFIC_LAYERS, FinetuneError, copy_
 from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.layers.roi_heads import CLASS_INIT_STDDEV
 from keras_maskrcnn.model import MaskRCNN
+from keras_maskrcnn.train_config import TrainConfig, TrainConfigError
 
 SHAPES_CLASSES = 3
 SOURCE_CLASSES = 5
@@ -172,3 +173,27 @@ def test_finetuning_run_copies_then_trains_only_the_unfrozen_stages(shapes, sour
     for path in trained:
         assert not np.array_equal(ours[path], theirs[path]), path
     assert not np.array_equal(ours["box_head/fc1/kernel"], theirs["box_head/fc1/kernel"])
+
+
+@pytest.mark.parametrize("trainable_stages, expected", [
+    (None, RESNET_PARTS[-3:]),  # torchvision's default from pretrained weights
+    (5, RESNET_PARTS),
+])
+def test_a_pretrained_frozen_batch_norm_resnet_trains_its_last_three_stages(
+        source_path, shapes, trainable_stages, expected):
+    config = TrainConfig(train=str(shapes / "train" / "annotations.json"), preset="tiny",
+                         init_from=str(source_path), backbone_norm="frozen_bn",
+                         trainable_stages=trainable_stages).resolved()
+    model = training.build_model(config, training.open_dataset(config.train))
+    trainable = {_backbone_part(v.path.split("/", 1)[1]) for v in model.backbone.trainable_weights}
+    assert trainable == set(expected)
+
+
+def test_a_frozen_batch_norm_preset_without_weights_is_refused_saying_what_to_pass():
+    with pytest.raises(TrainConfigError) as error:
+        TrainConfig(train="a.json", preset="r50_fpn")
+    assert all(option in str(error.value) for option in
+               ("--backbone-weights", "--init-from", "--backbone-norm) bn"))
+    for accepted in ({"backbone_weights": "imagenet"}, {"init_from": "coco.keras"},
+                     {"backbone_norm": "bn"}):
+        TrainConfig(train="a.json", preset="r50_fpn", **accepted)

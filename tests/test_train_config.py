@@ -20,7 +20,8 @@ def test_every_training_preset_has_a_schedule():
 def test_resolved_fills_the_presets_schedule_and_keeps_overrides(tmp_path):
     tiny = TrainConfig(train="a.json", preset="tiny").resolved()
     assert tiny.optimizer == "adam" and tiny.batch_size == 8
-    r50 = TrainConfig(train="a.json", preset="r50_fpn", weight_decay=0.0).resolved()
+    r50 = TrainConfig(train="a.json", preset="r50_fpn", weight_decay=0.0,
+                      backbone_weights="imagenet").resolved()
     assert r50.optimizer == "sgd" and r50.lr_schedule == "step" and r50.weight_decay == 0.0
     assert all(getattr(r50, name) is not None for name in SCHEDULE_FIELDS)
     assert r50.train == os.path.abspath("a.json") and r50.resolved() == r50
