@@ -71,16 +71,19 @@ class MaskRCNN(keras.Model):
         self.fpn = FPN(c.fpn.channels, name="fpn")
         self.rpn_head = RPNHead(c.fpn.channels, len(c.anchors.aspect_ratios), name="rpn_head")
         self.proposal_layer = ProposalLayer(
-            c.input.image_size, c.fpn.min_level, c.anchors.sizes, c.anchors.aspect_ratios,
-            c.rpn.pre_nms_topk_train, c.rpn.pre_nms_topk_test, c.rpn.post_nms_topk_train,
-            c.rpn.post_nms_topk_test, c.rpn.nms_threshold, c.rpn.min_box_size,
-            c.rpn.box_coder_weights, name="proposals")
+            image_size=c.input.image_size, min_level=c.fpn.min_level, anchor_sizes=c.anchors.sizes,
+            aspect_ratios=c.anchors.aspect_ratios, pre_nms_topk_train=c.rpn.pre_nms_topk_train,
+            pre_nms_topk_test=c.rpn.pre_nms_topk_test, post_nms_topk_train=c.rpn.post_nms_topk_train,
+            post_nms_topk_test=c.rpn.post_nms_topk_test, nms_threshold=c.rpn.nms_threshold,
+            min_box_size=c.rpn.min_box_size, box_coder_weights=c.rpn.box_coder_weights,
+            name="proposals")
         self.box_head = BoxHead(c.num_classes, c.roi.fc_dim, name="box_head")
         self.mask_head = MaskHead(c.num_classes, c.mask_head.num_convs, c.mask_head.conv_dim,
                                   name="mask_head")
         self.detection_layer = DetectionLayer(
-            c.detection.score_threshold, c.detection.nms_threshold, c.detection.max_detections,
-            c.detection.pre_nms_topk, c.detection.min_box_size, c.roi.box_coder_weights,
+            score_threshold=c.detection.score_threshold, nms_threshold=c.detection.nms_threshold,
+            max_detections=c.detection.max_detections, pre_nms_topk=c.detection.pre_nms_topk,
+            min_box_size=c.detection.min_box_size, box_coder_weights=c.roi.box_coder_weights,
             name="detections")
         self.anchors = np.concatenate(self.proposal_layer.level_anchors)
         self.num_fg_slots = int(c.roi.samples_per_image * c.roi.positive_fraction)
