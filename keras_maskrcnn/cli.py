@@ -18,14 +18,12 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
                                      TORCHVISION_BATCH_NORM_EPSILON, UserError, check_input_size,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
-from keras_maskrcnn.config import PRESETS
+from keras_maskrcnn.config import BACKBONE_PARTS, PRESETS
 
 PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
 MODEL_HELP = "a .keras file, a SavedModel folder or a .tflite file"
 THREADS_HELP = "LiteRT interpreter threads, for .tflite models (default: 1)"
-# model.BACKBONE_PARTS, repeated so that --help need not import TensorFlow.
-BACKBONE_PARTS = 5
 
 
 def _checked(convert, is_valid, requirement):

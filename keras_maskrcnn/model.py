@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_maskrcnn import losses as loss_fns, preprocessing, targets
-from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.config import BACKBONE_PARTS, MaskRCNNConfig
 from keras_maskrcnn.layers.backbones import ResNet
 from keras_maskrcnn.layers.detections import DetectionLayer
 from keras_maskrcnn.layers.fpn import FPN
@@ -39,8 +39,6 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
 # about the same time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
-# A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts.
-BACKBONE_PARTS = 5
 
 
 def make_backbone(config):
