@@ -1,4 +1,4 @@
-"""TFLite conversion: batch 1, fixed canvas, TFLite builtin ops only (DESIGN.md §4, §5).
+"""TFLite conversion: batch 1, fixed canvas, TFLite builtin ops only (docs/design.md §6.3).
 
 Shapes: H×W the model's canvas (`InputConfig.image_size`), K detections, M mask size.
 
