@@ -35,9 +35,10 @@ import time
 import numpy as np
 from PIL import Image
 
+from keras_maskrcnn.config import TORCHVISION_BATCH_NORM_EPSILON  # TensorFlow-free
+
 MODELS = ("torchvision", "mobilenetv3_fpn", "tiny")
 RANDOM_CHECKPOINT_BATCH_NORM_EPSILON = 1e-5  # BatchNorm2d's, which weights=None builds
-PUBLISHED_BATCH_NORM_EPSILON = 0.0  # see convert.torchvision.PUBLISHED_BATCH_NORM_EPSILON
 MOBILENET_TRAINABLE_STAGES = 0  # the backbone frozen: see the module docstring
 STATISTICS_IMAGES = 64  # training images the stand-ins' batch-norm statistics are measured on
 STATISTICS_BATCH = 8
@@ -124,7 +125,7 @@ def starting_point(model, args, data, work, timings):
         return ["--preset", "tiny"]
     start = time.perf_counter()
     if model == "torchvision":
-        checkpoint, epsilon = args.checkpoint, PUBLISHED_BATCH_NORM_EPSILON
+        checkpoint, epsilon = args.checkpoint, TORCHVISION_BATCH_NORM_EPSILON
         if checkpoint is None:
             checkpoint = os.path.join(work, "stand_in_maskrcnn.pth")
             epsilon = RANDOM_CHECKPOINT_BATCH_NORM_EPSILON

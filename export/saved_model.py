@@ -1,4 +1,4 @@
-"""SavedModel export with two serving signatures (DESIGN.md §5).
+"""SavedModel export with two serving signatures (docs/design.md §6.2).
 
 Shapes: B batch, h×w an input image, H×W the canvas, K detections, M mask size.
 

@@ -1,4 +1,4 @@
-"""TFLite conversion: batch 1, fixed canvas, TFLite builtin ops only (DESIGN.md §4, §5).
+"""TFLite conversion: batch 1, fixed canvas, TFLite builtin ops only (docs/design.md §6.3).
 
 Shapes: H×W the model's canvas (`InputConfig.image_size`), K detections, M mask size.
 
@@ -15,12 +15,12 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from keras_maskrcnn.config import QUANTIZATIONS
 from keras_maskrcnn.model import rebuild
 from keras_maskrcnn.preprocessing import resize_and_pad
 
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
                 "detection_masks")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 CONFIG_METADATA_NAME = "keras_maskrcnn_config"
 # Layers whose ops int8 quantizes: the convolutions and FC layers, where the time goes. The
 # rest (box decoding and clipping, score thresholds, NMS inputs, RoIAlign sampling) stays

@@ -14,11 +14,11 @@ from keras_maskrcnn import __version__
 from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMAGES,
                                      DEFAULT_SCORE_THRESHOLD, DEFAULT_SHOW_COUNT,
                                      DEMO_IMAGE_SIZE, DEMO_PREDICTED_IMAGES, DEMO_TRAIN_IMAGES,
-                                     DEMO_VAL_IMAGES, EXPORT_FORMATS, QUANTIZATIONS,
-                                     TORCHVISION_BATCH_NORM_EPSILON, UserError,
+                                     DEMO_VAL_IMAGES, EXPORT_FORMATS, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
-from keras_maskrcnn.config import BACKBONE_NORMS, BACKBONE_PARTS, PRESETS
+from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, PRESETS, QUANTIZATIONS,
+                                   TORCHVISION_BATCH_NORM_EPSILON)
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
 from keras_maskrcnn.train_config import (BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS,
                                          PRETRAINED_TRAINABLE_STAGES)

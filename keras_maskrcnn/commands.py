@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 
+from keras_maskrcnn.config import QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON
+
 DEFAULT_SCORE_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 8
 DEMO_TRAIN_IMAGES = 1000
@@ -19,11 +21,7 @@ DEMO_IMAGE_SIZE = 128  # the tiny preset's canvas
 DEMO_PREDICTED_IMAGES = 4
 DEFAULT_SHOW_COUNT = 16
 EXPORT_FORMATS = ("saved_model", "tflite")
-# export.tflite.QUANTIZATIONS, repeated so that --help need not import TensorFlow.
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 DEFAULT_CALIBRATION_IMAGES = 100
-# convert.torchvision.PUBLISHED_BATCH_NORM_EPSILON, repeated so that --help need not import TensorFlow.
-TORCHVISION_BATCH_NORM_EPSILON = 0.0
 
 
 class UserError(Exception):

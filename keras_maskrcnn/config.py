@@ -23,8 +23,11 @@ MOBILENET_PIXEL_STD = (127.5, 127.5, 127.5)
 RESNET101_STAGE_BLOCKS = (3, 4, 23, 3)
 # Stride of the deepest backbone map (C5); P6 below it rounds up, as torchvision's does.
 BACKBONE_STRIDE = 32
-# A ResNet's stem and its 4 stages: the parts torchvision's `trainable_layers` (0..5) counts.
+# A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts
+# (`MaskRCNN.freeze_backbone_stages`).
 BACKBONE_PARTS = 5
+# Weight quantizations of the TFLite export (`export.tflite`).
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +230,9 @@ def tiny(num_classes=3, **changes):
 
 # GeneralizedRCNNTransform's min_size and max_size in maskrcnn_resnet50_fpn.
 TORCHVISION_SIZE_LIMITS = (800, 1333)
+# torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
+# batch norms divide by √var exactly. A model built with weights=None uses BatchNorm2d's 1e-5.
+TORCHVISION_BATCH_NORM_EPSILON = 0.0
 # torchvision's COCO labels 1..90 (label l is COCO category id l); "N/A" marks the ids COCO
 # left unused.
 TORCHVISION_COCO_CLASS_NAMES = (

@@ -7,7 +7,7 @@ Inputs are dicts. Inference needs `images` float32 [B, H, W, 3] (0..255, from
 `preprocessing.resize_and_pad`) and `image_info` [B, 5]; training adds `gt_boxes`
 [B, G, 4] (canvas pixels), `gt_classes` int32 [B, G] (labels 1..C, 0 = padding) and
 `gt_masks` [B, G, S, S] (mini-masks, see `ops.masks`). `call()` returns the export
-contract (DESIGN.md §5): `detection_boxes` [B, K, 4] in original-image pixels,
+contract (docs/design.md §6.1): `detection_boxes` [B, K, 4] in original-image pixels,
 `detection_scores` [B, K], `detection_classes` int32 [B, K] (dataset category ids, 0 on
 padding), `num_detections` int32 [B], `detection_masks` [B, K, M, M] probabilities.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_maskrcnn import losses as loss_fns, preprocessing, targets
-from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.config import BACKBONE_PARTS, MaskRCNNConfig
 from keras_maskrcnn.layers.backbones import ResNet
 from keras_maskrcnn.layers.detections import DetectionLayer
 from keras_maskrcnn.layers.fpn import FPN
@@ -33,14 +33,12 @@ LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
 # Validation's sampling seed step: training steps count up from 0, so they never meet it.
 VALIDATION_SAMPLING_STEP = -1
 NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
-# The two agree (DESIGN.md §3.10). "gather" is made of TFLite builtin ops, which the TFLite export
-# needs, and is the default: its gradient is deterministic on CPU, so a seeded run that resumes
-# from a backup ends with the same weights as an uninterrupted one (crop_and_resize's image
-# gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
+# The two agree (docs/design.md §4.4, §7.2). "gather" is made of TFLite builtin ops, which the
+# TFLite export needs, and is the default: its gradient is deterministic on CPU, so a seeded run
+# that resumes from a backup ends with the same weights as an uninterrupted one (crop_and_resize's
+# image gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
 # about the same time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
-# A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts.
-BACKBONE_PARTS = 5
 
 
 def make_backbone(config):
@@ -71,16 +69,19 @@ class MaskRCNN(keras.Model):
         self.fpn = FPN(c.fpn.channels, name="fpn")
         self.rpn_head = RPNHead(c.fpn.channels, len(c.anchors.aspect_ratios), name="rpn_head")
         self.proposal_layer = ProposalLayer(
-            c.input.image_size, c.fpn.min_level, c.anchors.sizes, c.anchors.aspect_ratios,
-            c.rpn.pre_nms_topk_train, c.rpn.pre_nms_topk_test, c.rpn.post_nms_topk_train,
-            c.rpn.post_nms_topk_test, c.rpn.nms_threshold, c.rpn.min_box_size,
-            c.rpn.box_coder_weights, name="proposals")
+            image_size=c.input.image_size, min_level=c.fpn.min_level, anchor_sizes=c.anchors.sizes,
+            aspect_ratios=c.anchors.aspect_ratios, pre_nms_topk_train=c.rpn.pre_nms_topk_train,
+            pre_nms_topk_test=c.rpn.pre_nms_topk_test, post_nms_topk_train=c.rpn.post_nms_topk_train,
+            post_nms_topk_test=c.rpn.post_nms_topk_test, nms_threshold=c.rpn.nms_threshold,
+            min_box_size=c.rpn.min_box_size, box_coder_weights=c.rpn.box_coder_weights,
+            name="proposals")
         self.box_head = BoxHead(c.num_classes, c.roi.fc_dim, name="box_head")
         self.mask_head = MaskHead(c.num_classes, c.mask_head.num_convs, c.mask_head.conv_dim,
                                   name="mask_head")
         self.detection_layer = DetectionLayer(
-            c.detection.score_threshold, c.detection.nms_threshold, c.detection.max_detections,
-            c.detection.pre_nms_topk, c.detection.min_box_size, c.roi.box_coder_weights,
+            score_threshold=c.detection.score_threshold, nms_threshold=c.detection.nms_threshold,
+            max_detections=c.detection.max_detections, pre_nms_topk=c.detection.pre_nms_topk,
+            min_box_size=c.detection.min_box_size, box_coder_weights=c.roi.box_coder_weights,
             name="detections")
         self.anchors = np.concatenate(self.proposal_layer.level_anchors)
         self.num_fg_slots = int(c.roi.samples_per_image * c.roi.positive_fraction)
@@ -141,7 +142,7 @@ class MaskRCNN(keras.Model):
         return self._contract_outputs(boxes, scores, labels, valid, masks, image_info)
 
     def _contract_outputs(self, boxes, scores, labels, valid, masks, image_info):
-        """Boxes back to original pixels and labels back to dataset ids (DESIGN.md §5)."""
+        """Boxes back to original pixels and labels back to dataset ids (docs/design.md §6.1)."""
         original_boxes = preprocessing.boxes_to_original(boxes, image_info)
         original_hw = tf.tile(image_info[:, None, 3:5], [1, 1, 2])
         original_boxes = tf.minimum(tf.maximum(original_boxes, 0.0), original_hw)

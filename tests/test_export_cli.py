@@ -19,7 +19,6 @@ from keras_maskrcnn import cli, commands
 from keras_maskrcnn.config import DetectionConfig, tiny
 from keras_maskrcnn.data.shapes import CATEGORIES
 from keras_maskrcnn.evaluation import IOU_TYPES
-from keras_maskrcnn.export import tflite
 from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config
 from keras_maskrcnn.export.saved_model import CONFIG_FILE, SavedModelPredictor
 from keras_maskrcnn.inference import KerasPredictor, load_predictor
@@ -71,12 +70,11 @@ def _val_images(shapes):
     return sorted((shapes.parent / "images").glob("*.png"))
 
 
-def test_export_help_and_quantizations_match_the_converter(capsys):
+def test_export_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", "--help"])
     assert exit_info.value.code == 0
     assert "usage: keras-maskrcnn export" in capsys.readouterr().out
-    assert commands.QUANTIZATIONS == tflite.QUANTIZATIONS
 
 
 def test_exports_keep_the_config(keras_predictor, exported):

@@ -116,6 +116,14 @@ def test_saved_model_file_predicts_the_same_in_another_process(overfit_run, tmp_
         np.testing.assert_allclose(want["masks"], got["masks"], atol=1e-5)
 
 
+def test_postprocessing_layers_take_keywords_and_round_trip_their_config(untrained_tiny_model):
+    for layer in (untrained_tiny_model.proposal_layer, untrained_tiny_model.detection_layer):
+        config = layer.get_config()
+        assert type(layer).from_config(config).get_config() == config
+        with pytest.raises(TypeError):
+            type(layer)(*config.values())
+
+
 def test_validation_leaves_the_training_state_alone():
     """test_step neither updates batch-norm statistics nor draws from the training run's
     sampling seeds, and samples the same RoIs each time."""

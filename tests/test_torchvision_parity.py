@@ -446,11 +446,11 @@ def test_legacy_key_names_convert_alike(state_dict):
 
 
 def test_batch_norm_statistics_fold_into_scale_and_offset(state_dict):
-    from keras_maskrcnn.config import torchvision_r50_fpn
-    from keras_maskrcnn.convert.torchvision import PUBLISHED_BATCH_NORM_EPSILON, keras_weights
+    from keras_maskrcnn.config import TORCHVISION_BATCH_NORM_EPSILON, torchvision_r50_fpn
+    from keras_maskrcnn.convert.torchvision import keras_weights
 
     _, values = state_dict
-    weights = keras_weights(values, torchvision_r50_fpn(), PUBLISHED_BATCH_NORM_EPSILON)
+    weights = keras_weights(values, torchvision_r50_fpn(), TORCHVISION_BATCH_NORM_EPSILON)
     prefix = "backbone.body.layer2.0.bn2"
     scale = values[f"{prefix}.weight"] / np.sqrt(values[f"{prefix}.running_var"])
     np.testing.assert_allclose(weights["backbone/layer2_block0/bn2/gamma"], scale, rtol=1e-6)

@@ -25,15 +25,13 @@ import re
 
 import numpy as np
 
-from keras_maskrcnn.config import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, BackboneConfig,
+from keras_maskrcnn.config import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD,
+                                   TORCHVISION_BATCH_NORM_EPSILON, BackboneConfig,
                                    torchvision_r50_fpn)
 from keras_maskrcnn.convert.assign import assign_weights
 from keras_maskrcnn.convert.batch_norm import folded_batch_norm
 from keras_maskrcnn.model import MaskRCNN
 
-# torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
-# batch norms divide by √var exactly. A model built with weights=None uses BatchNorm2d's 1e-5.
-PUBLISHED_BATCH_NORM_EPSILON = 0.0
 # torchvision's detection models run an ImageNet backbone with FrozenBatchNorm2d's default ε.
 IMAGENET_BATCH_NORM_EPSILON = 1e-5
 TORCH_MISSING = ('reading torchvision checkpoints needs torch and torchvision: the [torch] '
@@ -150,11 +148,11 @@ class _KerasWeights:
         return {name: value.astype(np.float32) for name, value in self.weights.items()}
 
 
-def keras_weights(state_dict, config, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON):
+def keras_weights(state_dict, config, batch_norm_epsilon=TORCHVISION_BATCH_NORM_EPSILON):
     """torchvision's weights in our layouts → {weight path inside `MaskRCNN`: float32 array}.
 
     `batch_norm_epsilon` is the ε the checkpoint's batch norms were run with (see
-    PUBLISHED_BATCH_NORM_EPSILON). Raises ValueError on missing or unexpected entries.
+    TORCHVISION_BATCH_NORM_EPSILON). Raises ValueError on missing or unexpected entries.
     """
     checkpoint = _Checkpoint(state_dict)
     out = _KerasWeights(checkpoint, batch_norm_epsilon)
@@ -231,7 +229,7 @@ def checkpoint_num_classes(state_dict):
     return _Checkpoint(state_dict)["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
 
 
-def convert_state_dict(state_dict, config=None, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON):
+def convert_state_dict(state_dict, config=None, batch_norm_epsilon=TORCHVISION_BATCH_NORM_EPSILON):
     """A `MaskRCNN` holding torchvision's weights.
 
     `config` defaults to `torchvision_r50_fpn` with the checkpoint's number of classes; a
@@ -247,7 +245,7 @@ def convert_state_dict(state_dict, config=None, batch_norm_epsilon=PUBLISHED_BAT
     return model
 
 
-def convert_checkpoint(checkpoint_path, out_path, batch_norm_epsilon=PUBLISHED_BATCH_NORM_EPSILON,
+def convert_checkpoint(checkpoint_path, out_path, batch_norm_epsilon=TORCHVISION_BATCH_NORM_EPSILON,
                        config=None):
     """Read a torchvision checkpoint file and save it as a `.keras` model; returns `out_path`.
 

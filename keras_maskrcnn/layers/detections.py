@@ -15,7 +15,7 @@ class DetectionLayer(keras.layers.Layer):
     pair is a candidate; low scores and tiny boxes are dropped; the best `pre_nms_topk`
     candidates go through NMS per class; the best K survive."""
 
-    def __init__(self, score_threshold, nms_threshold, max_detections, pre_nms_topk, min_box_size,
+    def __init__(self, *, score_threshold, nms_threshold, max_detections, pre_nms_topk, min_box_size,
                  box_coder_weights, **kwargs):
         super().__init__(**kwargs)
         self.score_threshold = score_threshold

@@ -15,9 +15,9 @@ class ProposalLayer(keras.layers.Layer):
     NMS within each level; keep the best `post_nms_topk` over all levels (torchvision's
     RegionProposalNetwork.filter_proposals)."""
 
-    def __init__(self, image_size, min_level, anchor_sizes, aspect_ratios, pre_nms_topk_train,
-                 pre_nms_topk_test, post_nms_topk_train, post_nms_topk_test, nms_threshold, min_box_size,
-                 box_coder_weights, **kwargs):
+    def __init__(self, *, image_size, min_level, anchor_sizes, aspect_ratios, pre_nms_topk_train,
+                 pre_nms_topk_test, post_nms_topk_train, post_nms_topk_test, nms_threshold,
+                 min_box_size, box_coder_weights, **kwargs):
         super().__init__(**kwargs)
         self.image_size = tuple(image_size)
         self.min_level = min_level
