@@ -1,5 +1,5 @@
 """The optimiser and its learning-rate schedule: SGD with momentum or Adam, warm-up, then
-cosine decay or steps.
+cosine decay or steps, and weight decay coupled to the gradient (torch's SGD) or decoupled.
 
 Shapes: none; the schedule maps the optimiser's step counter to a scalar rate.
 """
@@ -10,12 +10,16 @@ import keras
 from keras import ops
 
 OPTIMIZERS = ("sgd", "adam")
+# "coupled": wd·w joins the gradient before momentum (L2 regularisation, torch.optim.SGD's);
+# "decoupled": w -= lr·wd·w beside the gradient step (Keras' `weight_decay`, AdamW's).
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 LR_SCHEDULES = ("cosine", "step")
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 WARMUP_FACTOR = 1e-3  # warmup starts at this fraction of the learning rate (Detectron2's)
 # Normalisation scales and offsets are left out of weight decay: shrinking them changes
-# what the layer computes rather than regularising it.
+# what the layer computes rather than regularising it. Biases are decayed, as torchvision's and
+# Detectron2's recipes do. Names match as substrings of a variable's name (Keras' rule).
 NO_WEIGHT_DECAY = ("gamma", "beta")
 
 
@@ -56,15 +60,60 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "step_fractions": self.step_fractions}
 
 
-def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None):
-    """SGD (momentum SGD_MOMENTUM) or Adam with decoupled weight decay and global-norm clipping.
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class CoupledDecaySGD(keras.optimizers.SGD):
+    """SGD whose weight decay is torch.optim.SGD's: each step uses g + wd·w as the gradient,
+    before momentum, for every variable whose name holds none of `no_decay_names`.
 
-    `weight_decay` 0 and `clip_norm` None or 0 turn those off.
+    Gradients are clipped (`global_clipnorm`) before the decay term joins them, as in a torch
+    loop that clips and then steps. Keras' own decoupled decay (`weight_decay`) stays off.
+    """
+
+    def __init__(self, coupled_weight_decay=0.0, no_decay_names=NO_WEIGHT_DECAY, **kwargs):
+        if kwargs.get("weight_decay"):
+            raise ValueError("CoupledDecaySGD decays through `coupled_weight_decay`; "
+                             "`weight_decay` (decoupled) must stay None")
+        super().__init__(**kwargs)
+        self.coupled_weight_decay = coupled_weight_decay
+        self.no_decay_names = tuple(no_decay_names)
+
+    def _decays(self, variable):
+        return not any(name in variable.name for name in self.no_decay_names)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.coupled_weight_decay and self._decays(variable):
+            gradient = ops.add(ops.cast(gradient, variable.dtype),
+                               ops.multiply(ops.cast(self.coupled_weight_decay, variable.dtype),
+                                            variable))
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"coupled_weight_decay": self.coupled_weight_decay,
+                       "no_decay_names": list(self.no_decay_names)})
+        return config
+
+
+def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None,
+                   weight_decay_mode="decoupled"):
+    """SGD (momentum SGD_MOMENTUM) or Adam with weight decay and global-norm clipping.
+
+    `weight_decay` 0 and `clip_norm` None or 0 turn those off. `weight_decay_mode` is one of
+    WEIGHT_DECAY_MODES: "coupled" (SGD only: `CoupledDecaySGD`, torchvision's recipe) or
+    "decoupled" (Keras' own). Either leaves NO_WEIGHT_DECAY's variables undecayed.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-    common = {"learning_rate": schedule, "weight_decay": weight_decay or None,
-              "global_clipnorm": clip_norm or None}
+    if weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"unknown weight_decay_mode {weight_decay_mode!r}; choose one of "
+                         f"{WEIGHT_DECAY_MODES}")
+    if weight_decay_mode == "coupled" and name != "sgd":
+        raise ValueError(f"weight_decay_mode 'coupled' is for SGD; {name} decays decoupled")
+    clipping = {"learning_rate": schedule, "global_clipnorm": clip_norm or None}
+    if weight_decay_mode == "coupled":
+        return CoupledDecaySGD(coupled_weight_decay=weight_decay, momentum=SGD_MOMENTUM,
+                               **clipping)
+    common = {**clipping, "weight_decay": weight_decay or None}
     optimizer = (keras.optimizers.SGD(momentum=SGD_MOMENTUM, **common) if name == "sgd"
                  else keras.optimizers.Adam(**common))
     if weight_decay:

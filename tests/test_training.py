@@ -65,6 +65,39 @@ def test_optimizers_decay_weights_but_not_normalisation():
     assert float(layer.gamma[0]) == 1.0
 
 
+def test_coupled_weight_decay_decays_kernels_and_biases_but_not_normalisation():
+    sgd = optimization.make_optimizer("sgd", 0.1, weight_decay=0.5, clip_norm=10.0,
+                                      weight_decay_mode="coupled")
+    assert isinstance(sgd, optimization.CoupledDecaySGD) and sgd.weight_decay is None
+    assert sgd.momentum == optimization.SGD_MOMENTUM and sgd.global_clipnorm == 10.0
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 3))
+    dense = keras.layers.Dense(3, kernel_initializer="ones", bias_initializer="ones")
+    dense.build((None, 3))
+    variables = [dense.kernel, dense.bias, layer.gamma, layer.beta]
+    sgd.apply([keras.ops.zeros_like(v) for v in variables], variables)
+    # Zero gradients: the step is -lr·wd·w on decayed weights only.
+    np.testing.assert_allclose([float(dense.kernel[0, 0]), float(dense.bias[0])], [0.95, 0.95],
+                               rtol=1e-6)
+    assert (float(layer.gamma[0]), float(layer.beta[0])) == (1.0, 0.0)
+
+
+def test_coupled_weight_decay_sgd_round_trips_through_keras_serialisation():
+    schedule = optimization.WarmupSchedule(0.1, total_steps=10, warmup_steps=2)
+    sgd = optimization.make_optimizer("sgd", schedule, weight_decay=1e-4,
+                                      weight_decay_mode="coupled")
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sgd))
+    assert isinstance(restored, optimization.CoupledDecaySGD)
+    assert restored.get_config() == sgd.get_config()
+
+
+def test_weight_decay_modes_are_checked():
+    with pytest.raises(ValueError, match="unknown weight_decay_mode 'l2'"):
+        optimization.make_optimizer("sgd", 0.1, weight_decay=1e-4, weight_decay_mode="l2")
+    with pytest.raises(ValueError, match="'coupled' is for SGD; adam decays decoupled"):
+        optimization.make_optimizer("adam", 0.1, weight_decay=1e-4, weight_decay_mode="coupled")
+
+
 def test_presets_default_to_adam_for_tiny_and_sgd_for_r50():
     assert training.resolve_defaults("tiny")["optimizer"] == "adam"
     r50 = training.resolve_defaults("r50_fpn", weight_decay=0.0)
