@@ -21,7 +21,7 @@ from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, PRESETS, QUAN
                                    TORCHVISION_BATCH_NORM_EPSILON)
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
 from keras_maskrcnn.train_config import (BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS,
-                                         PRETRAINED_TRAINABLE_STAGES)
+                                         PRETRAINED_TRAINABLE_STAGES, WEIGHT_DECAY_MODES)
 
 PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
@@ -192,6 +192,10 @@ def build_parser():
                        "rate by 0.1; " + schedule_help)
     train.add_argument("--weight-decay", type=float, metavar="WD",
                        help="weight decay, 0 for none; " + schedule_help)
+    train.add_argument("--weight-decay-mode", metavar="|".join(WEIGHT_DECAY_MODES),
+                       help="coupled: torch's SGD (wd·w joins the gradient before momentum, "
+                       "torchvision's recipe); decoupled: w -= lr·wd·w beside the step (Keras', "
+                       "AdamW's); " + schedule_help)
     train.add_argument("--clip-norm", type=float, metavar="NORM",
                        help="global gradient-norm clip, 0 for none; " + schedule_help)
     train.add_argument("--init-from", metavar="MODEL.keras",

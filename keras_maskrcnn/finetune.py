@@ -7,12 +7,18 @@ weight has its source's shape except the class-specific predictors: the box head
 C foreground classes). Those start afresh when C changes and are copied when it does not.
 """
 
+import dataclasses
+
 import numpy as np
 
 from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.model import MaskRCNN
 
 CLASS_SPECIFIC_LAYERS = ("box_head/class_logits", "box_head/deltas", "mask_head/predictor")
+# Training cuts mask targets at the centres of a box's M × M cells (`ops.masks`), which the
+# "centres" paste method inverts; a fine-tuned model pastes that way whatever its source did
+# (a converted torchvision model pastes torchvision's way).
+TRAINED_PASTE_METHOD = "centres"
 
 
 class FinetuneError(ValueError):
@@ -34,9 +40,11 @@ def load_source_model(path):
 
 
 def finetune_config(source_config, num_classes, category_ids=None, class_names=None):
-    """`source_config` with the training set's classes."""
+    """`source_config` with the training set's classes, pasting masks the way its training
+    targets are cut (TRAINED_PASTE_METHOD)."""
+    detection = dataclasses.replace(source_config.detection, paste_method=TRAINED_PASTE_METHOD)
     return source_config.replace(num_classes=num_classes, category_ids=category_ids,
-                                 class_names=class_names)
+                                 class_names=class_names, detection=detection)
 
 
 def _weights_by_path(model):

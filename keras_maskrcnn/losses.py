@@ -1,16 +1,30 @@
 """The five Mask R-CNN losses as pure functions.
 
 Shapes: B batch, A anchors, R RoIs, C foreground classes, M mask size.
-Every loss averages over the whole batch (sums divided by batch-wide counts), so images
-with many samples weigh more, as in torchvision and Detectron.
+Every loss sums over the whole batch and divides by a batch-wide count, so images with many
+samples weigh more, as in torchvision and Detectron2. Classification and mask losses are means
+over the sampled anchors, sampled RoIs and foreground RoIs. The two box losses sum over the
+positives only, and `normalizer` says what divides that sum: "sampled", every sampled anchor or
+RoI (torchvision's `RegionProposalNetwork.compute_loss` and `fastrcnn_loss`, Detectron2's), or
+"positives", only the positives (a mean per positive, larger by 1 / positive share).
 """
 
 import tensorflow as tf
+
+from keras_maskrcnn.config import BOX_NORMALIZERS
 
 
 def _safe_count(mask):
     """Number of True entries, at least 1 so an empty set gives a zero loss, not NaN."""
     return tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+
+
+def _box_denominator(positives, sampled, normalizer):
+    """Count of `sampled` or of `positives` (bool [B, N]) as `normalizer` says."""
+    if normalizer not in BOX_NORMALIZERS:
+        raise ValueError(f"unknown box loss normalizer {normalizer!r}; choose one of "
+                         f"{BOX_NORMALIZERS}")
+    return _safe_count(sampled if normalizer == "sampled" else positives)
 
 
 def smooth_l1(diff, beta):
@@ -29,13 +43,15 @@ def rpn_objectness_loss(logits, sampled_fg, sampled_bg):
     return tf.reduce_sum(tf.where(sampled, per_anchor, 0.0)) / _safe_count(sampled)
 
 
-def rpn_box_loss(pred_deltas, target_deltas, sampled_fg, beta):
-    """Smooth-L1 over the 4 deltas of sampled positive anchors, divided by their number.
+def rpn_box_loss(pred_deltas, target_deltas, sampled_fg, sampled_bg, beta, normalizer):
+    """Smooth-L1 over the 4 deltas of sampled positive anchors, divided by the number of
+    sampled anchors ("sampled") or of the positive ones ("positives").
 
-    pred_deltas, target_deltas [B, A, 4]; sampled_fg bool [B, A].
+    pred_deltas, target_deltas [B, A, 4]; sampled_fg, sampled_bg bool [B, A].
     """
     per_anchor = tf.reduce_sum(smooth_l1(pred_deltas - target_deltas, beta), axis=-1)
-    return tf.reduce_sum(tf.where(sampled_fg, per_anchor, 0.0)) / _safe_count(sampled_fg)
+    total = tf.reduce_sum(tf.where(sampled_fg, per_anchor, 0.0))
+    return total / _box_denominator(sampled_fg, sampled_fg | sampled_bg, normalizer)
 
 
 def roi_class_loss(class_logits, class_targets, valid):
@@ -48,15 +64,17 @@ def roi_class_loss(class_logits, class_targets, valid):
     return tf.reduce_sum(tf.where(valid, per_roi, 0.0)) / _safe_count(valid)
 
 
-def roi_box_loss(pred_deltas, class_targets, target_deltas, is_fg, beta):
+def roi_box_loss(pred_deltas, class_targets, target_deltas, is_fg, valid, beta, normalizer):
     """Smooth-L1 on the deltas predicted for the ground-truth class of foreground RoIs,
-    divided by their number.
+    divided by the number of sampled RoIs ("sampled") or of the foreground ones ("positives").
 
-    pred_deltas [B, R, C+1, 4]; class_targets int32 [B, R]; target_deltas [B, R, 4].
+    pred_deltas [B, R, C+1, 4]; class_targets int32 [B, R]; target_deltas [B, R, 4];
+    is_fg, valid bool [B, R] (valid: sampled, False on padding slots).
     """
     class_deltas = tf.gather(pred_deltas, class_targets, batch_dims=2)
     per_roi = tf.reduce_sum(smooth_l1(class_deltas - target_deltas, beta), axis=-1)
-    return tf.reduce_sum(tf.where(is_fg, per_roi, 0.0)) / _safe_count(is_fg)
+    total = tf.reduce_sum(tf.where(is_fg, per_roi, 0.0))
+    return total / _box_denominator(is_fg, valid, normalizer)
 
 
 def mask_loss(mask_logits, class_targets, mask_targets, is_fg):

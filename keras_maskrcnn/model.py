@@ -192,15 +192,17 @@ class MaskRCNN(keras.Model):
         mask_logits = self.mask_branch(features, rois.rois[:, :fg_slots])
         mask_targets = targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots, c.mask_head.mask_size)
 
-        beta = c.loss.smooth_l1_beta
+        beta, normalizer = c.loss.smooth_l1_beta, c.loss.box_normalizer
         values = {
             "rpn_objectness": loss_fns.rpn_objectness_loss(
                 tf.concat(rpn_logits, axis=1), rpn.sampled_fg, rpn.sampled_bg),
             "rpn_box": loss_fns.rpn_box_loss(
-                tf.concat(rpn_deltas, axis=1), rpn.box_targets, rpn.sampled_fg, beta),
+                tf.concat(rpn_deltas, axis=1), rpn.box_targets, rpn.sampled_fg, rpn.sampled_bg,
+                beta, normalizer),
             "roi_class": loss_fns.roi_class_loss(class_logits, rois.class_targets, rois.valid),
             "roi_box": loss_fns.roi_box_loss(
-                box_deltas, rois.class_targets, rois.box_targets, rois.is_fg, beta),
+                box_deltas, rois.class_targets, rois.box_targets, rois.is_fg, rois.valid, beta,
+                normalizer),
             "mask": loss_fns.mask_loss(
                 mask_logits, rois.class_targets[:, :fg_slots], mask_targets, rois.is_fg[:, :fg_slots]),
         }

@@ -1,5 +1,5 @@
 """The optimiser and its learning-rate schedule: SGD with momentum or Adam, warm-up, then
-cosine decay or steps.
+cosine decay or steps, and weight decay coupled to the gradient (torch's SGD) or decoupled.
 
 Shapes: none; the schedule maps the optimiser's step counter to a scalar rate.
 """
@@ -9,13 +9,14 @@ import math
 import keras
 from keras import ops
 
-from keras_maskrcnn.train_config import LR_SCHEDULES, OPTIMIZERS
+from keras_maskrcnn.train_config import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_MODES
 
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 WARMUP_FACTOR = 1e-3  # warmup starts at this fraction of the learning rate (Detectron2's)
 # Normalisation scales and offsets are left out of weight decay: shrinking them changes
-# what the layer computes rather than regularising it.
+# what the layer computes rather than regularising it. Biases are decayed, as torchvision's and
+# Detectron2's recipes do. Names match as substrings of a variable's name (Keras' rule).
 NO_WEIGHT_DECAY = ("gamma", "beta")
 
 
@@ -56,15 +57,69 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "step_fractions": self.step_fractions}
 
 
-def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None):
-    """SGD (momentum SGD_MOMENTUM) or Adam with decoupled weight decay and global-norm clipping.
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class TorchSGD(keras.optimizers.SGD):
+    """SGD as torch.optim.SGD computes it, torchvision's recipe: weight decay coupled to the
+    gradient and momentum applied before the learning rate.
 
-    `weight_decay` 0 and `clip_norm` None or 0 turn those off.
+    Each step, for gradient g of variable w: g' = g + wd·w (for every variable whose name holds
+    none of `no_decay_names`), buf = momentum·buf + g', w -= lr·buf. Keras' SGD keeps lr inside
+    its velocity (v = momentum·v − lr·g), which equals this only while lr is constant, and
+    decays decoupled (w -= lr·wd·w). Gradients are clipped (`global_clipnorm`) before the
+    decay term joins them, as in a torch loop that clips and then steps. Keras' own
+    `weight_decay` and `nesterov` stay off.
+    """
+
+    def __init__(self, coupled_weight_decay=0.0, no_decay_names=NO_WEIGHT_DECAY, **kwargs):
+        if kwargs.get("weight_decay") or kwargs.get("nesterov"):
+            raise ValueError("TorchSGD decays through `coupled_weight_decay`; `weight_decay` "
+                             "(decoupled) and `nesterov` must stay off")
+        super().__init__(**kwargs)
+        self.coupled_weight_decay = coupled_weight_decay
+        self.no_decay_names = tuple(no_decay_names)
+
+    def _decays(self, variable):
+        return not any(name in variable.name for name in self.no_decay_names)
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        if self.coupled_weight_decay and self._decays(variable):
+            gradient = ops.add(gradient, ops.multiply(
+                ops.cast(self.coupled_weight_decay, variable.dtype), variable))
+        if self.momentum != 0:
+            buffer = self.momentums[self._get_variable_index(variable)]
+            self.assign(buffer, ops.add(
+                ops.multiply(buffer, ops.cast(self.momentum, variable.dtype)), gradient))
+            gradient = buffer
+        self.assign_sub(variable, ops.multiply(gradient, learning_rate))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"coupled_weight_decay": self.coupled_weight_decay,
+                       "no_decay_names": list(self.no_decay_names)})
+        return config
+
+
+def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None,
+                   weight_decay_mode="decoupled"):
+    """SGD (momentum SGD_MOMENTUM) or Adam with weight decay and global-norm clipping.
+
+    `weight_decay` 0 and `clip_norm` None or 0 turn those off. `weight_decay_mode` is one of
+    WEIGHT_DECAY_MODES: "coupled" (SGD only: `TorchSGD`, torch's SGD of torchvision's recipe)
+    or "decoupled" (Keras' own). Either leaves NO_WEIGHT_DECAY's variables undecayed.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-    common = {"learning_rate": schedule, "weight_decay": weight_decay or None,
-              "global_clipnorm": clip_norm or None}
+    if weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"unknown weight_decay_mode {weight_decay_mode!r}; choose one of "
+                         f"{WEIGHT_DECAY_MODES}")
+    if weight_decay_mode == "coupled" and name != "sgd":
+        raise ValueError(f"weight_decay_mode 'coupled' is for SGD; {name} decays decoupled")
+    clipping = {"learning_rate": schedule, "global_clipnorm": clip_norm or None}
+    if weight_decay_mode == "coupled":
+        return TorchSGD(coupled_weight_decay=weight_decay, momentum=SGD_MOMENTUM, **clipping)
+    common = {**clipping, "weight_decay": weight_decay or None}
     optimizer = (keras.optimizers.SGD(momentum=SGD_MOMENTUM, **common) if name == "sgd"
                  else keras.optimizers.Adam(**common))
     if weight_decay:

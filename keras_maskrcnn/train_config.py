@@ -19,6 +19,9 @@ from keras_maskrcnn.config import BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRID
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step")
+# "coupled": wd·w joins the gradient before momentum (L2 regularisation, torch.optim.SGD's);
+# "decoupled": w -= lr·wd·w beside the gradient step (Keras' `weight_decay`, AdamW's).
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 BAD_DATA_MODES = ("skip", "error")
 # Every preset samples at most a quarter of the RoIs as foreground: 4 leaves the mask head one.
 MIN_ROIS_PER_IMAGE = 4
@@ -57,20 +60,24 @@ class Schedule:
     lr_schedule: str
     lr_steps: Tuple[float, ...]
     weight_decay: float
+    weight_decay_mode: str
     clip_norm: float
 
 
 SCHEDULE_FIELDS = tuple(field.name for field in dataclasses.fields(Schedule))
 
 # COCO's "1x" schedule (Detectron2): 90k steps at batch 16, about 12 epochs of train2017,
-# SGD at 0.02 after a 1000-step warmup, ×0.1 after 60k and 80k steps, weight decay 1e-4.
+# SGD at 0.02 after a 1000-step warmup, ×0.1 after 60k and 80k steps, weight decay 1e-4
+# coupled to the gradient as torch's SGD does it.
 COCO_1X = Schedule(epochs=12, steps_per_epoch=7500, batch_size=16, learning_rate=0.02,
                    max_instances=100, optimizer="sgd", warmup_steps=1000, lr_schedule="step",
-                   lr_steps=(2 / 3, 8 / 9), weight_decay=1e-4, clip_norm=10.0)
+                   lr_steps=(2 / 3, 8 / 9), weight_decay=1e-4, weight_decay_mode="coupled",
+                   clip_norm=10.0)
 PRESET_SCHEDULES = {
     "tiny": Schedule(epochs=10, steps_per_epoch=150, batch_size=8, learning_rate=1e-3,
                      max_instances=16, optimizer="adam", warmup_steps=0, lr_schedule="cosine",
-                     lr_steps=(2 / 3, 8 / 9), weight_decay=0.0, clip_norm=10.0),
+                     lr_steps=(2 / 3, 8 / 9), weight_decay=0.0, weight_decay_mode="decoupled",
+                     clip_norm=10.0),
     "r50_fpn": COCO_1X,
     "r101_fpn": COCO_1X,
     "keras_imagenet_r50_fpn": COCO_1X,
@@ -130,6 +137,7 @@ class TrainConfig:
     lr_schedule: Optional[str] = None
     lr_steps: Optional[Tuple[float, ...]] = None
     weight_decay: Optional[float] = None
+    weight_decay_mode: Optional[str] = None
     clip_norm: Optional[float] = None
 
     def __post_init__(self):
@@ -145,6 +153,8 @@ class TrainConfig:
         schedule = PRESET_SCHEDULES[self.preset]
         changes = {name: getattr(schedule, name) for name in SCHEDULE_FIELDS
                    if getattr(self, name) is None}
+        if self.weight_decay_mode is None and changes.get("optimizer", self.optimizer) != "sgd":
+            changes["weight_decay_mode"] = "decoupled"  # only SGD has a coupled form
         for name in PATH_FIELDS:
             value = getattr(self, name)
             if value is not None and not (name == "backbone_weights" and value == "imagenet"):
@@ -224,7 +234,8 @@ def _problems(config):
     elif c.preset not in PRESETS:
         yield f"{option('preset')}: unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}"
     for name, choices in (("on_bad_data", BAD_DATA_MODES), ("optimizer", OPTIMIZERS),
-                          ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS)):
+                          ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS),
+                          ("weight_decay_mode", WEIGHT_DECAY_MODES)):
         value = getattr(c, name)
         if value is not None and value not in choices:
             yield f"{option(name)}: unknown value {value!r}; choose one of {choices}"
@@ -274,6 +285,9 @@ def _problems(config):
                f"{option('backbone_weights')} (imagenet or a weights file) or "
                f"{option('init_from')} (a trained model), or {option('backbone_norm')} bn to "
                f"train the backbone from scratch with batch norms that learn")
+    if c.weight_decay_mode == "coupled" and c.optimizer not in (None, "sgd"):
+        yield (f"{option('weight_decay_mode')} coupled is torch's SGD; "
+               f"{option('optimizer')} {c.optimizer} decays decoupled")
     if c.eval_every is not None and c.val is None:
         yield f"{option('eval_every')} needs {option('val')}, the set to evaluate on"
     if c.val_images is not None and c.val is None:

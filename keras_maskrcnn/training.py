@@ -148,7 +148,7 @@ def train(config):
     schedule = WarmupSchedule(config.learning_rate, config.total_steps, config.warmup_steps,
                               config.lr_schedule, config.lr_steps)
     model.compile(optimizer=make_optimizer(config.optimizer, schedule, config.weight_decay,
-                                           config.clip_norm))
+                                           config.clip_norm, config.weight_decay_mode))
 
     if initial_epoch:
         print(f"resuming from {os.path.join(config.out, BACKUP_DIR)} after epoch "

@@ -2,8 +2,8 @@
 
 import pytest
 
-from keras_maskrcnn.config import (DetectionConfig, InputConfig, MaskRCNNConfig, PRESETS,
-                                   mobilenetv3_fpn_tiny, preset, r50_fpn, r101_fpn, tiny,
+from keras_maskrcnn.config import (DetectionConfig, InputConfig, LossConfig, MaskRCNNConfig,
+                                   PRESETS, mobilenetv3_fpn_tiny, preset, r50_fpn, r101_fpn, tiny,
                                    torchvision_r50_fpn)
 
 
@@ -42,6 +42,8 @@ def test_invalid_configs_are_rejected_with_a_reason():
         tiny(num_classes=3, category_ids=(1, 2))
     with pytest.raises(ValueError, match="unknown detection.paste_method 'nearest'"):
         tiny(detection=DetectionConfig(paste_method="nearest"))
+    with pytest.raises(ValueError, match="unknown loss.box_normalizer 'images'"):
+        tiny(loss=LossConfig(box_normalizer="images"))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("r18")
 
@@ -52,3 +54,17 @@ def test_torchvision_r50_fpn_round_trips_with_its_class_names():
     assert config.input.size_limits == (800, 1333)
     assert config.detection.paste_method == "torchvision"
     assert MaskRCNNConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_box_losses_are_normalised_like_torchvision_but_in_tiny(name):
+    expected = "positives" if name == "tiny" else "sampled"
+    assert preset(name).loss.box_normalizer == expected
+    assert torchvision_r50_fpn().loss.box_normalizer == "sampled"
+    assert mobilenetv3_fpn_tiny().loss.box_normalizer == "positives"
+
+
+def test_a_saved_config_without_box_normalizer_loads_with_sampled():
+    values = r50_fpn().to_dict()
+    del values["loss"]["box_normalizer"]
+    assert MaskRCNNConfig.from_dict(values).loss.box_normalizer == "sampled"

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from keras_maskrcnn import cli, training
-from keras_maskrcnn.config import BackboneConfig, RoIConfig, mobilenetv3_fpn_tiny, tiny
-from keras_maskrcnn.finetune import (CLASS_SPECIFIC_LAYERS, FinetuneError, copy_matching_weights,
-                                     describe_copy, finetune_config, load_source_model)
+from keras_maskrcnn.config import (BackboneConfig, RoIConfig, mobilenetv3_fpn_tiny, tiny,
+                                   torchvision_r50_fpn)
+from keras_maskrcnn.finetune import (CLASS_SPECIFIC_LAYERS, TRAINED_PASTE_METHOD, FinetuneError,
+                                     copy_matching_weights, describe_copy, finetune_config,
+                                     load_source_model)
 from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.layers.roi_heads import CLASS_INIT_STDDEV
 from keras_maskrcnn.model import MaskRCNN
@@ -85,6 +87,16 @@ def test_init_from_the_same_number_of_classes_keeps_the_predictors(source_path):
                                   _by_path(source)["mask_head/predictor/kernel"])
     assert "kept source.keras's class-specific predictors" in describe_copy(
         copied, reinitialised, "source.keras", SOURCE_CLASSES, SOURCE_CLASSES)
+
+
+def test_a_finetuned_torchvision_model_pastes_masks_the_way_its_targets_are_cut():
+    source = torchvision_r50_fpn()
+    config = finetune_config(source, SHAPES_CLASSES)
+    assert source.detection.paste_method == "torchvision"
+    assert config.detection.paste_method == TRAINED_PASTE_METHOD == "centres"
+    # Nothing else changes but the classes.
+    assert config.replace(detection=source.detection, num_classes=source.num_classes,
+                          class_names=source.class_names) == source
 
 
 def test_a_model_of_other_sizes_is_refused_naming_the_weight(source_path):

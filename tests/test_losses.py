@@ -29,13 +29,24 @@ def test_rpn_objectness_averages_over_sampled_anchors_only():
     assert value == pytest.approx(expected, rel=1e-5)
 
 
-def test_rpn_box_loss_divides_by_positives():
-    pred = np.zeros((1, 3, 4), np.float32)
-    target = np.array([[[1.0, 0, 0, 0], [0, 0.05, 0, 0], [9, 9, 9, 9]]], np.float32)
-    fg = np.array([[True, True, False]])
+@pytest.mark.parametrize("normalizer, count", [("sampled", 4), ("positives", 2)])
+def test_rpn_box_loss_divides_by_sampled_or_positive_anchors(normalizer, count):
+    pred = np.zeros((1, 5, 4), np.float32)
+    target = np.array([[[1.0, 0, 0, 0], [0, 0.05, 0, 0], [9, 9, 9, 9], [9, 9, 9, 9], [5, 5, 5, 5]]],
+                      np.float32)
+    fg = np.array([[True, True, False, False, False]])
+    bg = np.array([[False, False, True, True, False]])  # the last anchor is not sampled
     beta = 1 / 9
-    expected = ((1.0 - 0.5 * beta) + 0.5 * 0.05 ** 2 / beta) / 2
-    assert losses.rpn_box_loss(pred, target, fg, beta).numpy() == pytest.approx(expected, rel=1e-5)
+    expected = ((1.0 - 0.5 * beta) + 0.5 * 0.05 ** 2 / beta) / count
+    value = losses.rpn_box_loss(pred, target, fg, bg, beta, normalizer).numpy()
+    assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_unknown_box_normalizer_is_refused():
+    none = np.zeros((1, 2), bool)
+    pred = np.zeros((1, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="normalizer 'images'"):
+        losses.rpn_box_loss(pred, pred, none, none, 0.1, "images")
 
 
 def test_roi_class_loss_counts_background_and_skips_padding():
@@ -50,16 +61,18 @@ def test_roi_class_loss_counts_background_and_skips_padding():
     assert losses.roi_class_loss(logits, targets, valid).numpy() == pytest.approx(expected, rel=1e-5)
 
 
-def test_roi_box_loss_uses_ground_truth_class_deltas():
-    pred = np.zeros((1, 2, 3, 4), np.float32)
+@pytest.mark.parametrize("normalizer, count", [("sampled", 2), ("positives", 1)])
+def test_roi_box_loss_uses_ground_truth_class_deltas(normalizer, count):
+    pred = np.zeros((1, 3, 3, 4), np.float32)
     pred[0, 0, 2] = [1.0, 0, 0, 0]  # deltas of class 2 for RoI 0
     pred[0, 0, 1] = [7.0, 7, 7, 7]  # another class: must be ignored
-    targets = np.zeros((1, 2, 4), np.float32)
-    classes = np.array([[2, 0]], np.int32)
-    is_fg = np.array([[True, False]])
+    targets = np.zeros((1, 3, 4), np.float32)
+    classes = np.array([[2, 0, 0]], np.int32)
+    is_fg = np.array([[True, False, False]])
+    valid = np.array([[True, True, False]])  # a background RoI, then a padding slot
     beta = 1.0
-    expected = 1.0 - 0.5 * beta
-    value = losses.roi_box_loss(pred, classes, targets, is_fg, beta).numpy()
+    expected = (1.0 - 0.5 * beta) / count
+    value = losses.roi_box_loss(pred, classes, targets, is_fg, valid, beta, normalizer).numpy()
     assert value == pytest.approx(expected, rel=1e-5)
 
 
@@ -78,5 +91,6 @@ def test_mask_loss_reads_the_ground_truth_class_channel():
 def test_empty_sets_give_zero_not_nan():
     pred = np.zeros((1, 2, 4), np.float32)
     none = np.zeros((1, 2), bool)
-    assert losses.rpn_box_loss(pred, pred, none, 0.1).numpy() == 0.0
+    for normalizer in ("sampled", "positives"):
+        assert losses.rpn_box_loss(pred, pred, none, none, 0.1, normalizer).numpy() == 0.0
     assert losses.rpn_objectness_loss(np.zeros((1, 2), np.float32), none, none).numpy() == 0.0

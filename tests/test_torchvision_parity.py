@@ -18,6 +18,7 @@ import pytest
 from keras_maskrcnn import cli, postprocess, preprocessing
 from keras_maskrcnn.config import TORCHVISION_COCO_CLASS_NAMES
 from keras_maskrcnn.model import rebuild
+from torch_imports import import_torch as _torch
 
 IMAGE_HW = (640, 1056)
 # Random weights score every class about 1/91, below the default threshold of 0.05.
@@ -27,19 +28,6 @@ SCORE_THRESHOLD = 0.005
 FPN_OUTPUT_SCALE = 1e-3
 TORCH_BATCH_NORM_EPSILON = 1e-5  # BatchNorm2d's: weights=None builds the backbone with it
 NUM_COMPARED_PROPOSALS = 100
-
-
-def _torch():
-    """torch and torchvision, which `make test` installs (the `torch` extra)."""
-    # torchvision imports torch._dynamo, which loads Triton's LLVM; with TensorFlow's LLVM already
-    # loaded that crashes the process. Triton only serves torch.compile on GPUs: hide it.
-    sys.modules.setdefault("triton", None)
-    try:
-        import torch
-        import torchvision
-    except ImportError:
-        pytest.fail('the parity tests need torch and torchvision: pip install -e ".[test,torch]"')
-    return torch, torchvision
 
 
 def _report(stage, **values):

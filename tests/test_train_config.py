@@ -25,6 +25,12 @@ def test_resolved_fills_the_presets_schedule_and_keeps_overrides(tmp_path):
     assert r50.optimizer == "sgd" and r50.lr_schedule == "step" and r50.weight_decay == 0.0
     assert all(getattr(r50, name) is not None for name in SCHEDULE_FIELDS)
     assert r50.train == os.path.abspath("a.json") and r50.resolved() == r50
+    assert r50.weight_decay_mode == "coupled"  # torch's SGD, torchvision's recipe
+    adam = TrainConfig(train="a.json", preset="r50_fpn", optimizer="adam",
+                       backbone_weights="imagenet").resolved()
+    assert adam.weight_decay_mode == "decoupled"
+    with pytest.raises(TrainConfigError, match="coupled is torch's SGD"):
+        TrainConfig(train="a.json", preset="tiny", weight_decay_mode="coupled").resolved()
 
 
 def test_round_trip_through_its_file(tmp_path):

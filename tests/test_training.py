@@ -67,6 +67,39 @@ def test_optimizers_decay_weights_but_not_normalisation():
     assert float(layer.gamma[0]) == 1.0
 
 
+def test_coupled_weight_decay_decays_kernels_and_biases_but_not_normalisation():
+    sgd = optimization.make_optimizer("sgd", 0.1, weight_decay=0.5, clip_norm=10.0,
+                                      weight_decay_mode="coupled")
+    assert isinstance(sgd, optimization.TorchSGD) and sgd.weight_decay is None
+    assert sgd.momentum == optimization.SGD_MOMENTUM and sgd.global_clipnorm == 10.0
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 3))
+    dense = keras.layers.Dense(3, kernel_initializer="ones", bias_initializer="ones")
+    dense.build((None, 3))
+    variables = [dense.kernel, dense.bias, layer.gamma, layer.beta]
+    sgd.apply([keras.ops.zeros_like(v) for v in variables], variables)
+    # Zero gradients: the step is -lr·wd·w on decayed weights only.
+    np.testing.assert_allclose([float(dense.kernel[0, 0]), float(dense.bias[0])], [0.95, 0.95],
+                               rtol=1e-6)
+    assert (float(layer.gamma[0]), float(layer.beta[0])) == (1.0, 0.0)
+
+
+def test_coupled_weight_decay_sgd_round_trips_through_keras_serialisation():
+    schedule = optimization.WarmupSchedule(0.1, total_steps=10, warmup_steps=2)
+    sgd = optimization.make_optimizer("sgd", schedule, weight_decay=1e-4,
+                                      weight_decay_mode="coupled")
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sgd))
+    assert isinstance(restored, optimization.TorchSGD)
+    assert restored.get_config() == sgd.get_config()
+
+
+def test_weight_decay_modes_are_checked():
+    with pytest.raises(ValueError, match="unknown weight_decay_mode 'l2'"):
+        optimization.make_optimizer("sgd", 0.1, weight_decay=1e-4, weight_decay_mode="l2")
+    with pytest.raises(ValueError, match="'coupled' is for SGD; adam decays decoupled"):
+        optimization.make_optimizer("adam", 0.1, weight_decay=1e-4, weight_decay_mode="coupled")
+
+
 # Callbacks.
 
 def test_history_file_keeps_earlier_epochs_on_resume(tmp_path):
@@ -208,7 +241,8 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                      "--rois-per-image", "128", "--trainable-stages", "3", "--backbone-weights",
                      "resnet50.h5", "--max-instances", "7", "--seed", "4", "--epochs", "2",
                      "--steps-per-epoch", "3", "--batch-size", "4", "--learning-rate", "0.5",
-                     "--train-images", "i", "--val-images", "v"])
+                     "--train-images", "i", "--val-images", "v", "--weight-decay-mode",
+                     "decoupled"])
     assert code == 0
     assert calls == [TrainConfig(
         train=ann, val=ann, preset="r50_fpn", out="r", on_bad_data="error", check_images=True,
@@ -216,7 +250,8 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
         lr_schedule="step", lr_steps=(0.5, 0.75), weight_decay=0.0, clip_norm=1.5,
         init_from="coco.keras", input_size=(256, 320), rois_per_image=128, trainable_stages=3,
         backbone_weights="resnet50.h5", max_instances=7, seed=4, epochs=2, steps_per_epoch=3,
-        batch_size=4, learning_rate=0.5, train_images="i", val_images="v")]
+        batch_size=4, learning_rate=0.5, train_images="i", val_images="v",
+        weight_decay_mode="decoupled")]
     # Every field of the config is an option of the command.
     options = {action.dest for action in cli.build_parser()._subparsers._group_actions[0]
                .choices["train"]._actions}
