@@ -17,8 +17,8 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
                                      DEMO_VAL_IMAGES, EXPORT_FORMATS, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
-from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, PRESETS, QUANTIZATIONS,
-                                   TORCHVISION_BATCH_NORM_EPSILON)
+from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS, PRESETS,
+                                   QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON)
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
 from keras_maskrcnn.train_config import (BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS,
                                          PRETRAINED_TRAINABLE_STAGES, WEIGHT_DECAY_MODES)
@@ -222,6 +222,11 @@ def build_parser():
                        "or bn (trains; from scratch). Default: the preset's (frozen_bn for the "
                        "ResNet-50/101 and MobileNetV3 presets, which then need "
                        "--backbone-weights or --init-from)")
+    train.add_argument("--box-normalizer", metavar="|".join(BOX_NORMALIZERS),
+                       help="what the RPN and RoI box losses are divided by: all sampled "
+                       "anchors and RoIs (sampled: torchvision's and detectron2's), or the "
+                       "foreground ones (positives). Default: the preset's, or the --init-from "
+                       "model's")
     freezing = train.add_mutually_exclusive_group()
     freezing.add_argument("--freeze-backbone", dest="trainable_stages", action="store_const",
                           const=0, help="keep the backbone's weights fixed (--trainable-stages 0)")

@@ -15,7 +15,8 @@ import json
 import os
 from typing import Optional, Tuple, Union
 
-from keras_maskrcnn.config import BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRIDE, PRESETS
+from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRIDE,
+                                   BOX_NORMALIZERS, PRESETS)
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step")
@@ -103,7 +104,8 @@ class TrainConfig:
     to fine-tune (the preset then gives only the schedule); `input_size` (H, W) replaces the
     canvas, `rois_per_image` the RoIs sampled per image, `backbone_weights` "imagenet" or a
     weights file, `backbone_norm` one of `config.BACKBONE_NORMS` the preset's batch norm
-    ("bn" trains a ResNet preset from scratch). `trainable_stages` 0..BACKBONE_PARTS are the
+    ("bn" trains a ResNet preset from scratch), `box_normalizer` one of
+    `config.BOX_NORMALIZERS` the model's (`LossConfig.box_normalizer`). `trainable_stages` 0..BACKBONE_PARTS are the
     backbone parts that train; None trains the last PRETRAINED_TRAINABLE_STAGES of a ResNet
     with frozen batch norm that starts from pretrained weights (as torchvision), and the whole
     backbone otherwise.
@@ -127,6 +129,7 @@ class TrainConfig:
     trainable_stages: Optional[int] = None
     backbone_weights: Optional[str] = None
     backbone_norm: Optional[str] = None
+    box_normalizer: Optional[str] = None
     epochs: Optional[int] = None
     steps_per_epoch: Optional[int] = None
     batch_size: Optional[int] = None
@@ -235,7 +238,8 @@ def _problems(config):
         yield f"{option('preset')}: unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}"
     for name, choices in (("on_bad_data", BAD_DATA_MODES), ("optimizer", OPTIMIZERS),
                           ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS),
-                          ("weight_decay_mode", WEIGHT_DECAY_MODES)):
+                          ("weight_decay_mode", WEIGHT_DECAY_MODES),
+                          ("box_normalizer", BOX_NORMALIZERS)):
         value = getattr(c, name)
         if value is not None and value not in choices:
             yield f"{option(name)}: unknown value {value!r}; choose one of {choices}"

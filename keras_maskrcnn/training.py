@@ -237,6 +237,9 @@ def build_model(config, train_set):
     if config.backbone_norm is not None:
         model_config = model_config.replace(backbone=dataclasses.replace(
             model_config.backbone, norm=config.backbone_norm))
+    if config.box_normalizer is not None:
+        model_config = model_config.replace(loss=dataclasses.replace(
+            model_config.loss, box_normalizer=config.box_normalizer))
 
     keras.utils.set_random_seed(config.seed)
     model = MaskRCNN(model_config, seed=config.seed)

@@ -147,7 +147,7 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     config = TrainConfig(train=str(bad), train_images=str(shapes / "train"),
                          val=str(shapes / "val" / "annotations.json"), preset="tiny", epochs=1,
                          steps_per_epoch=1, batch_size=2, out=str(out), eval_every=1,
-                         scale_jitter=(0.8, 1.2), rois_per_image=16)
+                         scale_jitter=(0.8, 1.2), rois_per_image=16, box_normalizer="sampled")
     history = training.train(config)
     stdout = capsys.readouterr().out
     assert "missing_image" in stdout and "unknown_category" in stdout and "absent.png" in stdout
@@ -158,6 +158,7 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     assert set(METRIC_KEYS) <= set(history) and len(history["loss"]) == 1
     trained = keras.saving.load_model(out / training.MODEL_FILE)
     assert trained.model_config.roi.samples_per_image == 16 and trained.num_fg_slots == 4
+    assert trained.model_config.loss.box_normalizer == "sampled"  # tiny's preset: "positives"
     assert (out / "checkpoints" / "epoch-001.keras").is_file()
     assert any(name.startswith("events") for name in os.listdir(out / training.LOG_DIR / "train"))
     assert not (out / training.BACKUP_DIR).exists()  # removed once the run has finished
@@ -242,7 +243,7 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
                      "resnet50.h5", "--max-instances", "7", "--seed", "4", "--epochs", "2",
                      "--steps-per-epoch", "3", "--batch-size", "4", "--learning-rate", "0.5",
                      "--train-images", "i", "--val-images", "v", "--weight-decay-mode",
-                     "decoupled"])
+                     "decoupled", "--box-normalizer", "positives", "--backbone-norm", "bn"])
     assert code == 0
     assert calls == [TrainConfig(
         train=ann, val=ann, preset="r50_fpn", out="r", on_bad_data="error", check_images=True,
@@ -251,7 +252,7 @@ def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
         init_from="coco.keras", input_size=(256, 320), rois_per_image=128, trainable_stages=3,
         backbone_weights="resnet50.h5", max_instances=7, seed=4, epochs=2, steps_per_epoch=3,
         batch_size=4, learning_rate=0.5, train_images="i", val_images="v",
-        weight_decay_mode="decoupled")]
+        weight_decay_mode="decoupled", box_normalizer="positives", backbone_norm="bn")]
     # Every field of the config is an option of the command.
     options = {action.dest for action in cli.build_parser()._subparsers._group_actions[0]
                .choices["train"]._actions}
