@@ -23,7 +23,7 @@ from benchutil import machine_info, write_report
 from keras_maskrcnn.config import InputConfig, preset
 from keras_maskrcnn.data import CocoDataset, make_dataset, write_shapes_split
 from keras_maskrcnn.model import MaskRCNN
-from keras_maskrcnn.training import PRESET_DEFAULTS
+from keras_maskrcnn.train_config import PRESET_SCHEDULES
 
 SCALE_JITTER = (0.8, 1.25)
 
@@ -55,7 +55,7 @@ def bench_size(size, preset_name, num_images, batch_size, steps, work_dir):
     dataset = CocoDataset(annotation_file)
     config = preset(preset_name, num_classes=dataset.num_classes).replace(
         input=InputConfig(image_size=(size, size)))
-    max_instances = PRESET_DEFAULTS[preset_name]["max_instances"]
+    max_instances = PRESET_SCHEDULES[preset_name].max_instances
     gt_mask_size = config.mask_head.gt_mask_size
     result = {"image_size": size, "preset": preset_name, "batch_size": batch_size,
               "images_on_disk": num_images, "scale_jitter": list(SCALE_JITTER)}
