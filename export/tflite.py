@@ -10,6 +10,10 @@ config JSON (class names, category ids, canvas) rides in the file's metadata ent
 CONFIG_METADATA_NAME; `litert.read_config` reads it back.
 """
 
+import contextlib
+import logging
+import warnings
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
@@ -18,6 +22,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from keras_maskrcnn.config import QUANTIZATIONS
 from keras_maskrcnn.model import rebuild
 from keras_maskrcnn.preprocessing import resize_and_pad
+from keras_maskrcnn.tf_logging import native_stderr_hidden
 
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
                 "detection_masks")
@@ -26,6 +31,33 @@ CONFIG_METADATA_NAME = "keras_maskrcnn_config"
 # rest (box decoding and clipping, score thresholds, NMS inputs, RoIAlign sampling) stays
 # float: int8 steps of 1/256 of a tensor's range would move boxes by pixels and merge scores.
 INT8_LAYERS = ("backbone", "fpn", "rpn_head", "box_head", "mask_head")
+# What the converter says of choices this module makes on purpose (see export_tflite), and of
+# its own quantization debugger, which still runs tf.lite.Interpreter.
+EXPECTED_CONVERTER_NOTICES = (
+    "Please consider providing the trackable_obj argument",
+    "Statistics for quantized inputs were expected",  # the inputs stay float32
+    "tf.lite.Interpreter is deprecated",
+)
+
+
+class _DropExpectedNotices(logging.Filter):
+    def filter(self, record):
+        return not any(notice in record.getMessage() for notice in EXPECTED_CONVERTER_NOTICES)
+
+
+@contextlib.contextmanager
+def _without_expected_notices():
+    """Keep EXPECTED_CONVERTER_NOTICES (Python warnings and absl log lines) off the output;
+    anything else the converter says still shows."""
+    absl_logger, notice_filter = logging.getLogger("absl"), _DropExpectedNotices()
+    absl_logger.addFilter(notice_filter)
+    try:
+        with warnings.catch_warnings():
+            for notice in EXPECTED_CONVERTER_NOTICES:
+                warnings.filterwarnings("ignore", message=rf"\s*(Warning: )?{notice}")
+            yield
+    finally:
+        absl_logger.removeFilter(notice_filter)
 
 
 def builtin_ops_model(model):
@@ -119,6 +151,17 @@ def export_tflite(model, out_path, quantize="none", representative_images=None):
     if quantize == "int8" and not representative_images:
         raise ValueError("quantize='int8' needs representative_images to calibrate activations")
     export_model = builtin_ops_model(model)
+    with _without_expected_notices(), native_stderr_hidden():
+        tflite_bytes = _convert(export_model, quantize, representative_images)
+    tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
+                                 model.model_config.to_json().encode())
+    with open(out_path, "wb") as file:
+        file.write(tflite_bytes)
+    return out_path
+
+
+def _convert(export_model, quantize, representative_images):
+    """The builtin-op `export_model` as `.tflite` bytes, quantized as `export_tflite` says."""
     # Without a trackable_obj the converter freezes the variables into constants (folding
     # batch norm); with one it keeps resource variables, which int8 calibration cannot read.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([detection_function(export_model)])
@@ -129,15 +172,10 @@ def export_tflite(model, out_path, quantize="none", representative_images=None):
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         converter.representative_dataset = _representative_dataset(
-            representative_images, model.model_config.input)
+            representative_images, export_model.model_config.input)
         # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
-    tflite_bytes = (_int8_outside_layers_float(converter) if quantize == "int8"
-                    else converter.convert())
-    tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
-                                 model.model_config.to_json().encode())
-    with open(out_path, "wb") as file:
-        file.write(tflite_bytes)
-    return out_path
+    return (_int8_outside_layers_float(converter) if quantize == "int8"
+            else converter.convert())
 
