@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.inference import Predictor
 from keras_maskrcnn.ops.paste import paste_masks
 from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE, resize_and_pad
 
@@ -95,7 +96,7 @@ def export_saved_model(model, out_dir, include_full_masks=False):
     return out_dir
 
 
-class SavedModelPredictor:
+class SavedModelPredictor(Predictor):
     """Predicts with a SavedModel from `export_saved_model`, like `KerasPredictor`.
 
     Runs the `serve_images` signature, one call per image size in a batch (a signature batch
@@ -113,8 +114,7 @@ class SavedModelPredictor:
             raise ValueError(f"{model_dir} has no serve_images signature")
         self.signature = self.loaded.signatures["serve_images"]
 
-    def predict(self, images):
-        """images: list of uint8 [h, w, 3] → list of detections dicts, one per image."""
+    def detect(self, images):
         indices_by_size = {}
         for index, image in enumerate(images):
             indices_by_size.setdefault(image.shape, []).append(index)
