@@ -10,9 +10,9 @@ on real data.
 import os
 import sys
 
-from keras_maskrcnn import evaluation, postprocess, training, visualize
+from keras_maskrcnn import evaluation, training, visualize
 from keras_maskrcnn.data import CocoDataset, make_shapes
-from keras_maskrcnn.inference import load_predictor, predict_in_batches
+from keras_maskrcnn.inference import load_predictor
 from keras_maskrcnn.train_config import TrainConfig
 
 NUM_TRAIN, NUM_VAL = 200, 20
@@ -30,24 +30,15 @@ def main(out_dir):
     # Evaluate the saved model, as another process would.
     predictor = load_predictor(os.path.join(run_dir, training.MODEL_FILE))
     val = CocoDataset(val_ann)
-    images = [val.load_image(image_id) for image_id in val.image_ids]
-    detections = list(predict_in_batches(predictor, images, batch_size=BATCH_SIZE))
-    # How masks are pasted back is part of the model (torchvision's way for converted models).
-    paste_method = predictor.config.detection.paste_method
-    results = []
-    for image_id, image, found in zip(val.image_ids, images, detections):
-        results += evaluation.detections_to_coco_results(image_id, found, image.shape[:2],
-                                                         paste_method)
-    print(evaluation.format_metrics_table(evaluation.evaluate_coco(val.coco, results)))
+    print(evaluation.format_metrics_table(evaluation.evaluate_predictor(predictor, val, BATCH_SIZE)))
 
-    # Draw the confident detections of the first validation image.
-    image, found = images[0], detections[0]
+    # Draw the confident detections of the first validation image. The predictor pastes the
+    # masks into the image the model's way (torchvision's for converted models).
+    image = val.load_image(val.image_ids[0])
+    found = predictor.predict([image], full_masks=True)[0]
     keep = found["scores"] >= SCORE_THRESHOLD
-    boxes = found["boxes"][keep]
-    masks = postprocess.paste_masks(found["masks"][keep], boxes, image.shape[:2],
-                                    method=paste_method)
-    drawn = visualize.draw_detections(image, boxes, found["category_ids"][keep],
-                                      found["scores"][keep], masks,
+    drawn = visualize.draw_detections(image, found["boxes"][keep], found["category_ids"][keep],
+                                      found["scores"][keep], found["full_masks"][keep],
                                       dict(zip(val.category_ids, val.class_names)))
     path = os.path.join(out_dir, "prediction.png")
     visualize.save_png(drawn, path)

@@ -9,6 +9,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.export.tflite import CONFIG_METADATA_NAME, OUTPUT_NAMES
+from keras_maskrcnn.inference import Predictor
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
@@ -57,7 +58,7 @@ def list_operators(tflite_path):
     return sorted(names)
 
 
-class TFLitePredictor:
+class TFLitePredictor(Predictor):
     """Predicts with a `.tflite` file from `export.tflite.export_tflite`, like `KerasPredictor`.
 
     `num_threads` is the LiteRT interpreter's thread count; `config` the stored model config.
@@ -85,8 +86,8 @@ class TFLitePredictor:
         return {name: self.interpreter.get_tensor(index)
                 for name, index in zip(OUTPUT_NAMES, self.output_indices)}
 
-    def predict(self, images):
-        """images: list of uint8 [h, w, 3] → list of detections dicts, one per image (batch 1 each)."""
+    def detect(self, images):
+        """`Predictor.detect`, one image at a time (the file takes batch 1)."""
         detections = []
         for image in images:
             canvas, image_info = preprocessing.preprocess_batch([image], self.image_size,

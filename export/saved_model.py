@@ -9,8 +9,8 @@ Both resize and pad in the graph with `preprocessing.resize_and_pad`, the host's
 and return the export contract: `detection_boxes` [B, K, 4] (pixels of the given images),
 `detection_scores` [B, K], `detection_classes` int32 [B, K], `num_detections` int32 [B],
 `detection_masks` [B, K, M, M]. With `include_full_masks`, also `detection_full_masks` uint8
-[B, K, h_max, w_max]: `postprocess.paste_masks` done in the graph (1 inside the mask; the
-model's `detection.paste_method`), padded to the largest image of the batch.
+[B, K, h_max, w_max]: `ops.paste.paste_masks` by the model's `detection.paste_method` (1 inside
+the mask), the masks the host predictors paste, padded to the largest image of the batch.
 
 The model's config JSON (class names, category ids, canvas) is written to CONFIG_FILE, under
 `assets.extra/`: SavedModel's place for files that go with the model but not into its graph.
@@ -23,77 +23,11 @@ import tensorflow as tf
 
 from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.inference import Predictor
+from keras_maskrcnn.ops.paste import paste_masks
 from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE, resize_and_pad
 
 CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
-
-
-def _interpolation_weights(start, end, num_cells, num_pixels):
-    """Bilinear weights from M mask cells to pixel centres, as `postprocess` computes them.
-
-    Args: start, end float32 [B, K] box edges along one axis; num_pixels int32 scalar.
-    Returns: float32 [B, K, num_pixels, M]; rows of pixels whose centre is outside
-    [start, end) are zero.
-    """
-    centres = tf.range(tf.cast(num_pixels, tf.float32)) + 0.5
-    start, end = start[..., None], end[..., None]
-    # Padding detections have empty boxes; a safe length keeps their (masked) weights finite.
-    length = tf.maximum(end - start, 1e-6)
-    grid_coords = (centres - start) * (num_cells / length) - 0.5
-    lower = tf.floor(grid_coords)
-    upper_weight = (grid_coords - lower)[..., None]
-    lower = tf.cast(tf.clip_by_value(lower, -2.0, num_cells + 1.0), tf.int32)
-    # one_hot of an index off the grid is all zeros: the grid is zero-padded, as on the host.
-    weights = (tf.one_hot(lower, num_cells) * (1.0 - upper_weight)
-               + tf.one_hot(lower + 1, num_cells) * upper_weight)
-    inside = (centres >= start) & (centres < end)
-    return tf.where(inside[..., None], weights, 0.0)
-
-
-def _torchvision_interpolation_weights(start, end, num_cells, num_pixels):
-    """Bilinear weights from the M mask cells, zero-padded by one cell each side, to pixels, as
-    torchvision's `paste_masks_in_image` computes them (`postprocess._torchvision_crops`).
-
-    Args: start, end float32 [B, K] box edges along one axis; num_pixels int32 scalar.
-    Returns: float32 [B, K, num_pixels, M + 2]; rows of pixels outside the grown box are zero.
-    """
-    padded_cells = num_cells + 2
-    # The box grows by (M + 2) / M about its centre, in float32, and is truncated to integers.
-    centre, half = (start + end) * 0.5, (end - start) * 0.5 * (padded_cells / num_cells)
-    first, last = tf.cast(centre - half, tf.int32), tf.cast(centre + half, tf.int32)
-    size = tf.cast(tf.maximum(last - first + 1, 1), tf.float32)[..., None]
-    pixels = tf.range(num_pixels)[None, None, :] - first[..., None]  # pixel index within the box
-    # torch's bilinear resize (align_corners=False) of M + 2 cells to `size` pixels.
-    source = tf.maximum((tf.cast(pixels, tf.float32) + 0.5) * (padded_cells / size) - 0.5, 0.0)
-    lower = tf.floor(source)
-    upper_weight = (source - lower)[..., None]
-    lower = tf.cast(tf.minimum(lower, padded_cells - 1.0), tf.int32)
-    upper = tf.minimum(lower + 1, padded_cells - 1)
-    weights = (tf.one_hot(lower, padded_cells) * (1.0 - upper_weight)
-               + tf.one_hot(upper, padded_cells) * upper_weight)
-    inside = (pixels >= 0) & (pixels <= (last - first)[..., None])
-    return tf.where(inside[..., None], weights, 0.0)
-
-
-def paste_masks(masks, boxes, height, width, threshold=postprocess.MASK_THRESHOLD,
-                method="centres"):
-    """`postprocess.paste_masks` in the graph.
-
-    Args: masks [B, K, M, M] box-frame probabilities; boxes [B, K, 4] image pixels;
-      height, width int32 scalars; method one of `config.PASTE_METHODS`.
-    Returns: uint8 [B, K, height, width], 1 where the pasted probability ≥ threshold.
-    """
-    num_cells = masks.shape[-1]
-    if method == "torchvision":
-        weights = _torchvision_interpolation_weights
-        masks = tf.pad(masks, [[0, 0], [0, 0], [1, 1], [1, 1]])
-    else:
-        weights = _interpolation_weights
-    row_weights = weights(boxes[..., 0], boxes[..., 2], num_cells, height)
-    col_weights = weights(boxes[..., 1], boxes[..., 3], num_cells, width)
-    # Separable bilinear interpolation: two batched matrix products per mask.
-    probs = tf.matmul(tf.matmul(row_weights, masks), col_weights, transpose_b=True)
-    return tf.cast(probs >= threshold, tf.uint8)
 
 
 class _Server(tf.Module):
@@ -120,9 +54,9 @@ class _Server(tf.Module):
         outputs = dict(self.model({"images": canvases, "image_info": image_info}))
         if self.include_full_masks:
             largest = tf.cast(tf.reduce_max(image_info[:, 3:5], axis=0), tf.int32)
-            outputs["detection_full_masks"] = paste_masks(
+            outputs["detection_full_masks"] = tf.cast(paste_masks(
                 outputs["detection_masks"], outputs["detection_boxes"], largest[0], largest[1],
-                method=self.paste_method)
+                method=self.paste_method), tf.uint8)
         return outputs
 
     def _preprocess(self, image):
@@ -162,7 +96,7 @@ def export_saved_model(model, out_dir, include_full_masks=False):
     return out_dir
 
 
-class SavedModelPredictor:
+class SavedModelPredictor(Predictor):
     """Predicts with a SavedModel from `export_saved_model`, like `KerasPredictor`.
 
     Runs the `serve_images` signature, one call per image size in a batch (a signature batch
@@ -180,8 +114,7 @@ class SavedModelPredictor:
             raise ValueError(f"{model_dir} has no serve_images signature")
         self.signature = self.loaded.signatures["serve_images"]
 
-    def predict(self, images):
-        """images: list of uint8 [h, w, 3] → list of detections dicts, one per image."""
+    def detect(self, images):
         indices_by_size = {}
         for index, image in enumerate(images):
             indices_by_size.setdefault(image.shape, []).append(index)

@@ -1,7 +1,7 @@
 """Keras callbacks of the training job: COCO evaluation during training and a history file
 that survives a restart.
 
-Shapes: none; callbacks see scalar logs. Detections are converted as in `evaluation`.
+Shapes: none; callbacks see scalar logs. COCO AP is `evaluation.evaluate_predictor`'s.
 """
 
 import json
@@ -10,9 +10,7 @@ import os
 import keras
 
 from keras_maskrcnn import evaluation
-from keras_maskrcnn.data.coco import DataError
-from keras_maskrcnn.data.validation import report_decode_failure
-from keras_maskrcnn.inference import KerasPredictor, predict_in_batches
+from keras_maskrcnn.inference import KerasPredictor
 
 # Keys added to the epoch logs, and so to the history and TensorBoard.
 METRIC_KEYS = {"val_bbox_AP": ("bbox", "AP"), "val_segm_AP": ("segm", "AP"),
@@ -52,30 +50,8 @@ class CocoEvaluation(keras.callbacks.Callback):
 
     def evaluate(self):
         """Predict every readable image and run COCOeval → {"bbox": {...}, "segm": {...}}."""
-        image_ids = []
-
-        def readable_images():
-            for image_id in self.dataset.image_ids:
-                try:
-                    image = self.dataset.load_image(image_id)
-                except DataError as error:
-                    if self.bad_data is None:
-                        raise
-                    report_decode_failure(self.bad_data, error)
-                    continue
-                image_ids.append(image_id)
-                yield image
-
-        results = []
-        detections = predict_in_batches(KerasPredictor(self.model), readable_images(),
-                                        self.batch_size)
-        # A batch's detections come after its images were read, so image_ids is ahead.
-        for index, found in enumerate(detections):
-            info = self.dataset.image_info(image_ids[index])
-            results.extend(evaluation.detections_to_coco_results(
-                image_ids[index], found, (info["height"], info["width"]),
-                self.model.model_config.detection.paste_method))
-        return evaluation.evaluate_coco(self.dataset.coco, results, image_ids=image_ids)
+        return evaluation.evaluate_predictor(KerasPredictor(self.model), self.dataset,
+                                             self.batch_size, self.bad_data)
 
 
 class HistoryFile(keras.callbacks.Callback):

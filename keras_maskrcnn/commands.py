@@ -108,22 +108,13 @@ def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BAT
     from tqdm import tqdm
 
     from keras_maskrcnn import evaluation, training
-    from keras_maskrcnn.inference import predict_in_batches
 
     with _data_errors():
         dataset = training.open_dataset(annotation_file, image_dir)
         predictor = _load_predictor(model_path, num_threads)
-        images = (dataset.load_image(image_id) for image_id in dataset.image_ids)
-        results = []
         with tqdm(total=len(dataset.image_ids), desc="evaluate", unit="image") as progress:
-            detections = predict_in_batches(predictor, images, batch_size, progress.update)
-            for image_id, found in zip(dataset.image_ids, detections):
-                # load_image has checked that the pixels have the annotated size.
-                info = dataset.image_info(image_id)
-                results.extend(evaluation.detections_to_coco_results(
-                    image_id, found, (info["height"], info["width"]),
-                    predictor.config.detection.paste_method))
-    metrics = evaluation.evaluate_coco(dataset.coco, results, image_ids=dataset.image_ids)
+            metrics = evaluation.evaluate_predictor(predictor, dataset, batch_size,
+                                                    progress=progress.update)
     if out is not None:
         _write_json(metrics, out)
     return metrics
@@ -161,30 +152,27 @@ def predict(model_path, image_paths, out_dir, score_threshold=DEFAULT_SCORE_THRE
         for start in range(0, len(image_paths), batch_size):
             with _data_errors():
                 images = [read_image(path) for path in image_paths[start:start + batch_size]]
-            for index, (image, found) in enumerate(zip(images, predictor.predict(images)), start):
+            detections = predictor.predict(images, full_masks=True)
+            for index, (image, found) in enumerate(zip(images, detections), start):
                 keep = found["scores"] >= score_threshold
                 found = {name: values[keep] for name, values in found.items()}
                 results.extend(_draw_and_describe(image, found, class_names, png_paths[index],
-                                                  image_paths[index], index + 1,
-                                                  config.detection.paste_method))
+                                                  image_paths[index], index + 1))
             progress.update(len(images))
     _write_json(results, os.path.join(out_dir, "predictions.json"))
     return results
 
 
-def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id,
-                       paste_method):
-    """Save one image with its detections drawn; returns its COCO results with `file_name`."""
-    from keras_maskrcnn import evaluation, postprocess, visualize
+def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id):
+    """Save one image with its detections (with `full_masks`) drawn; returns its COCO results
+    with `file_name`."""
+    from keras_maskrcnn import evaluation, visualize
 
-    full_masks = postprocess.paste_masks(detections["masks"], detections["boxes"], image.shape[:2],
-                                         method=paste_method)
     visualize.save_png(visualize.draw_detections(
-        image, detections["boxes"], detections["category_ids"], detections["scores"], full_masks,
-        class_names), png_path)
-    return [dict(result, file_name=file_name) for result in
-            evaluation.detections_to_coco_results(image_id, detections, image.shape[:2],
-                                                  paste_method)]
+        image, detections["boxes"], detections["category_ids"], detections["scores"],
+        detections["full_masks"], class_names), png_path)
+    return [dict(result, file_name=file_name)
+            for result in evaluation.detections_to_coco_results(image_id, detections)]
 
 
 def export(model_path, out, export_format, quantize="none", calibration_data=None,

@@ -1,6 +1,6 @@
-"""COCO bbox and segm AP through pycocotools.
+"""COCO bbox and segm AP through pycocotools, of a predictor on a COCO-format set.
 
-Shapes: K detections, M mask resolution, H, W original image size.
+Shapes: K detections, H, W original image size.
 
 Detections use `[y1, x1, y2, x2]` boxes; this module is one of the two places (with `data/`)
 that converts them to COCO's `[x, y, w, h]`.
@@ -15,22 +15,22 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from keras_maskrcnn.postprocess import paste_masks
+from keras_maskrcnn.data.coco import DataError
+from keras_maskrcnn.data.validation import report_decode_failure
+from keras_maskrcnn.inference import predict_in_batches
 
 IOU_TYPES = ("bbox", "segm")
 # The first six entries of COCOeval.stats, in pycocotools' order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def detections_to_coco_results(image_id, detections, image_hw, paste_method="centres"):
-    """Convert one image's detections (from `postprocess.unpack_detections`) to COCO results.
+def detections_to_coco_results(image_id, detections):
+    """Convert one image's detections (from `Predictor.predict(..., full_masks=True)`) to COCO results.
 
     Args:
       image_id: the COCO image id.
-      detections: dict with `boxes` [K, 4], `scores` [K], `category_ids` [K], `masks` [K, M, M].
-      image_hw: (H, W) of the original image.
-      paste_method: how masks are pasted (`postprocess`); the model's
-        `detection.paste_method`.
+      detections: dict with `boxes` [K, 4], `scores` [K], `category_ids` [K] and `full_masks`
+        bool [K, H, W].
     Returns:
       list of K dicts with `image_id`, `category_id`, `bbox` [x, y, w, h], `score` and
       `segmentation` (compressed RLE, `counts` as str).
@@ -38,7 +38,7 @@ def detections_to_coco_results(image_id, detections, image_hw, paste_method="cen
     boxes = np.asarray(detections["boxes"], np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return []
-    full_masks = paste_masks(detections["masks"], boxes, image_hw, method=paste_method)
+    full_masks = np.asarray(detections["full_masks"])
     # pycocotools reads column-major [H, W, K] uint8.
     rles = mask_util.encode(np.asfortranarray(full_masks.transpose(1, 2, 0).astype(np.uint8)))
     results = []
@@ -52,6 +52,36 @@ def detections_to_coco_results(image_id, detections, image_hw, paste_method="cen
             "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
         })
     return results
+
+
+def evaluate_predictor(predictor, dataset, batch_size, bad_data=None, progress=None):
+    """COCO bbox and segm AP of `predictor` (a `Predictor`) on `dataset` (a `CocoDataset`).
+
+    Images that fail to decode are reported to `bad_data` (a `BadDataPolicy`): in mode "skip"
+    they are left out of the evaluation; without a policy, or in mode "error", the `DataError`
+    is raised. `progress` is called with the size of each batch predicted.
+    Returns {"bbox": {...}, "segm": {...}} as `evaluate_coco` does.
+    """
+    image_ids = []
+
+    def readable_images():
+        for image_id in dataset.image_ids:
+            try:
+                image = dataset.load_image(image_id)
+            except DataError as error:
+                if bad_data is None:
+                    raise
+                report_decode_failure(bad_data, error)
+                continue
+            image_ids.append(image_id)
+            yield image
+
+    results = []
+    detections = predict_in_batches(predictor, readable_images(), batch_size, progress, full_masks=True)
+    # A batch's detections come after its images were read, so image_ids is ahead.
+    for index, found in enumerate(detections):
+        results.extend(detections_to_coco_results(image_ids[index], found))
+    return evaluate_coco(dataset.coco, results, image_ids=image_ids)
 
 
 def _load_results(coco_gt, results, iou_type):

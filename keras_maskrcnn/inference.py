@@ -1,14 +1,17 @@
 """Run a trained model on images of any size: one interface over model kinds.
 
 `load_predictor` opens a `.keras` file, a SavedModel folder or a `.tflite` file; every
-predictor has `predict(images)` → detections dicts and `config` (a `MaskRCNNConfig`).
+predictor is a `Predictor`: `predict(images, full_masks=False)` → detections dicts, and
+`config` (a `MaskRCNNConfig`).
 
 Shapes: K detections of one image, M mask size, h×w the original image.
 A detections dict holds `boxes` [K, 4] (y1 x1 y2 x2, original pixels), `scores` [K],
 `category_ids` [K] (dataset ids) and `masks` [K, M, M] (probabilities in the box frame),
-as `postprocess.unpack_detections` gives them.
+as `postprocess.unpack_detections` gives them; with `full_masks`, also `full_masks` bool
+[K, h, w]: the masks pasted into the image the model's way.
 """
 
+import abc
 import itertools
 import os
 
@@ -20,15 +23,38 @@ from keras_maskrcnn.config import MaskRCNNConfig
 MODEL_KINDS = "a .keras file, a SavedModel folder or a .tflite file"
 
 
-class KerasPredictor:
+class Predictor(abc.ABC):
+    """A model that predicts on images of any size; subclasses run one kind of model file."""
+
+    config: MaskRCNNConfig
+
+    @abc.abstractmethod
+    def detect(self, images):
+        """images: list of uint8 [h, w, 3] → list of detections dicts without `full_masks`."""
+
+    def predict(self, images, full_masks=False):
+        """images: list of uint8 [h, w, 3] → list of detections dicts, one per image.
+
+        With `full_masks`, each also holds `full_masks` bool [K, h, w], pasted by the model's
+        `detection.paste_method` (torchvision's for converted torchvision models).
+        """
+        detections = self.detect(images)
+        if full_masks:
+            for image, found in zip(images, detections):
+                found["full_masks"] = postprocess.paste_masks(
+                    found["masks"], found["boxes"], image.shape[:2],
+                    method=self.config.detection.paste_method)
+        return detections
+
+
+class KerasPredictor(Predictor):
     """Predicts with an in-memory `MaskRCNN` (or one loaded from a `.keras` file)."""
 
     def __init__(self, model):
         self.model = model
-        self.config: MaskRCNNConfig = model.model_config
+        self.config = model.model_config
 
-    def predict(self, images):
-        """images: list of uint8 [h, w, 3] → list of detections dicts, one per image."""
+    def detect(self, images):
         canvases, image_info = preprocessing.preprocess_batch(images, self.config.input.image_size,
                                                                  self.config.input.size_limits)
         # predict_on_batch runs the model as a compiled tf.function: 2.2× faster than eagerly
@@ -54,7 +80,7 @@ def load_predictor(path, num_threads=None):
 
     A `.keras` file gives a `KerasPredictor`, a SavedModel folder (with saved_model.pb) an
     `export.saved_model.SavedModelPredictor`, a `.tflite` file an `export.litert.TFLitePredictor`
-    running `num_threads` LiteRT threads (default 1). Each has `predict(images)` and `config`.
+    running `num_threads` LiteRT threads (default 1). Each is a `Predictor`.
     Raises FileNotFoundError or ValueError naming `path`.
     """
     path = os.fspath(path)
@@ -86,15 +112,15 @@ def _open_export(predictor_class, path, *args):
         raise ValueError(f"cannot load model {path}: {error}") from error
 
 
-def predict_in_batches(predictor, images, batch_size, progress=None):
+def predict_in_batches(predictor, images, batch_size, progress=None, full_masks=False):
     """Yield detections image by image, predicting `batch_size` images at a time.
 
     `images` may be any iterable (a generator keeps memory flat on large sets);
-    `progress` is called with the size of each batch done.
+    `progress` is called with the size of each batch done; `full_masks` as `Predictor.predict`.
     """
     images = iter(images)
     while batch := list(itertools.islice(images, batch_size)):
-        detections = predictor.predict(batch)
+        detections = predictor.predict(batch, full_masks)
         # Report before yielding: a consumer may stop after the last image it needs.
         if progress is not None:
             progress(len(batch))

@@ -1,144 +1,69 @@
-"""Host-side (numpy) post-processing: paste box-frame masks into the image, build an instance map.
+"""Host-side post-processing: paste one image's masks (numpy in, numpy out), build an
+instance map, cut batched outputs into per-image detections.
 
 Shapes: B batch, K detections, M mask resolution (28), H, W original image size.
-
-Boxes are `[y1, x1, y2, x2]` in continuous original-image pixels: pixel (r, c) covers
-`[r, r+1) × [c, c+1)`, so its centre is `(r + 0.5, c + 0.5)`. Mask cell (i, j) of an M × M
-box-frame mask covers the i-th / j-th 1/M slice of the box, so its centre is at
-`y1 + (i + 0.5) · h / M`, `x1 + (j + 0.5) · w / M`. That is the "centres" paste method;
-"torchvision" reproduces torchvision's `paste_masks_in_image` instead, for comparing
-converted models with the original.
+Pasting runs `ops.paste` (where the paste methods are defined) as a compiled tf.function.
 """
 
+import functools
+
 import numpy as np
+import tensorflow as tf
 
-from keras_maskrcnn.config import PASTE_METHODS
-
-MASK_THRESHOLD = 0.5
-
-
-def _interpolation_weights(start, length, num_cells, first_pixel, num_pixels):
-    """Bilinear weights from the `num_cells` grid cells to pixel centres → float32 [num_pixels, num_cells].
-
-    Weights that would fall on the zero cells just outside the grid are dropped, which is the
-    same as zero-padding the grid by one cell before interpolating.
-    """
-    centres = np.arange(first_pixel, first_pixel + num_pixels, dtype=np.float64) + 0.5
-    grid_coords = (centres - start) * (num_cells / length) - 0.5
-    lower = np.floor(grid_coords).astype(np.int64)
-    upper_weight = grid_coords - lower
-    weights = np.zeros((num_pixels, num_cells), np.float32)
-    rows = np.arange(num_pixels)
-    for cells, cell_weight in ((lower, 1.0 - upper_weight), (lower + 1, upper_weight)):
-        on_grid = (cells >= 0) & (cells < num_cells)
-        weights[rows[on_grid], cells[on_grid]] = cell_weight[on_grid]
-    return weights
+from keras_maskrcnn.ops import paste
+from keras_maskrcnn.ops.paste import MASK_THRESHOLD
 
 
-def _pixel_extent(start, end, size):
-    """Pixels whose centre lies in [start, end), clipped to [0, size) → (first, stop) ints."""
-    first = max(int(np.ceil(start - 0.5)), 0)
-    stop = min(int(np.ceil(end - 0.5)), size)
-    return first, stop
+@functools.cache
+def _windows_function(mask_size, method, threshold):
+    """`ops.paste.pasted_windows` as a tf.function for one image's [K, mask_size, mask_size]
+    masks, any K and image size; windows thresholded to bool unless threshold is None."""
+    def windows(masks, boxes, height, width):
+        probabilities, extents = paste.pasted_windows(masks, boxes, height, width, method)
+        return (probabilities if threshold is None else probabilities >= threshold), extents
+    return tf.function(windows, input_signature=[
+        tf.TensorSpec([None, mask_size, mask_size], tf.float32), tf.TensorSpec([None, 4], tf.float32),
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
 
 
-def _pasted_crops(masks, boxes, image_hw):
-    """Yield (k, row slice, col slice, float32 crop) for each detection covering at least one pixel centre."""
+def _like_sized(boxes):
+    """Indices of the detections in groups whose boxes' longer sides are within a factor 2 of
+    each other → list of int arrays. Pasted together, their windows stay near their size."""
+    longer_sides = np.maximum(np.max(boxes[:, 2:] - boxes[:, :2], axis=1), 1.0)
+    size_class = np.ceil(np.log2(longer_sides))
+    return [np.flatnonzero(size_class == value) for value in np.unique(size_class)]
+
+
+def _paste(masks, boxes, image_hw, method, threshold):
     masks = np.asarray(masks, np.float32)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    image_h, image_w = int(image_hw[0]), int(image_hw[1])
-    mask_h, mask_w = masks.shape[1:3]
-    for k, (y1, x1, y2, x2) in enumerate(boxes):
-        row_first, row_stop = _pixel_extent(y1, y2, image_h)
-        col_first, col_stop = _pixel_extent(x1, x2, image_w)
-        if row_stop <= row_first or col_stop <= col_first:
-            continue
-        row_weights = _interpolation_weights(y1, y2 - y1, mask_h, row_first, row_stop - row_first)
-        col_weights = _interpolation_weights(x1, x2 - x1, mask_w, col_first, col_stop - col_first)
-        # Bilinear interpolation is separable: rows then columns, two small matrix products.
-        crop = row_weights @ masks[k] @ col_weights.T
-        yield k, slice(row_first, row_stop), slice(col_first, col_stop), crop
-
-
-def _torch_bilinear_weights(in_size, out_size):
-    """torch's bilinear resize (align_corners=False, no antialiasing) as weights → float64
-    [out_size, in_size]."""
-    source = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
-    lower = np.floor(source).astype(np.int64)
-    upper = np.minimum(lower + 1, in_size - 1)
-    upper_weight = source - lower
-    weights = np.zeros((out_size, in_size))
-    rows = np.arange(out_size)
-    # At the last cell lower == upper: both weights land on it.
-    np.add.at(weights, (rows, lower), 1.0 - upper_weight)
-    np.add.at(weights, (rows, upper), upper_weight)
-    return weights
-
-
-def _torchvision_crops(masks, boxes, image_hw):
-    """`_pasted_crops` as torchvision's `paste_masks_in_image` computes them.
-
-    The mask gets one cell of zero padding and its box grows by (M+2)/M about its centre
-    (in float32), is truncated to integers and covers pixels x1..x2 inclusive; the padded
-    mask is resized to that many pixels.
-    """
-    masks = np.pad(np.asarray(masks, np.float32), ((0, 0), (1, 1), (1, 1)))
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    image_h, image_w = int(image_hw[0]), int(image_hw[1])
-    num_cells = masks.shape[1]
-    growth = np.float32(num_cells / (num_cells - 2))
-    centres = (boxes[:, :2] + boxes[:, 2:]) * np.float32(0.5)
-    halves = (boxes[:, 2:] - boxes[:, :2]) * np.float32(0.5) * growth
-    expanded = np.trunc(np.concatenate([centres - halves, centres + halves], axis=1)).astype(np.int64)
-    for k, (y1, x1, y2, x2) in enumerate(expanded):
-        row_first, row_stop = max(y1, 0), min(y2 + 1, image_h)
-        col_first, col_stop = max(x1, 0), min(x2 + 1, image_w)
-        if row_stop <= row_first or col_stop <= col_first:
-            continue
-        # A box that covers a pixel has y2 >= y1, so these sizes are at least 1.
-        row_weights = _torch_bilinear_weights(num_cells, y2 - y1 + 1)[row_first - y1:row_stop - y1]
-        col_weights = _torch_bilinear_weights(num_cells, x2 - x1 + 1)[col_first - x1:col_stop - x1]
-        crop = (row_weights @ masks[k] @ col_weights.T).astype(np.float32)
-        yield k, slice(row_first, row_stop), slice(col_first, col_stop), crop
-
-
-def _crops(masks, boxes, image_hw, method):
-    if method == "centres":
-        return _pasted_crops(masks, boxes, image_hw)
-    if method == "torchvision":
-        return _torchvision_crops(masks, boxes, image_hw)
-    raise ValueError(f"unknown paste method {method!r}; choose one of {PASTE_METHODS}")
+    height, width = int(image_hw[0]), int(image_hw[1])
+    windows_of = _windows_function(masks.shape[-1], method, threshold)
+    pasted = np.zeros((len(boxes), height, width), np.float32 if threshold is None else bool)
+    for group in _like_sized(boxes):
+        windows, extents = (value.numpy() for value in windows_of(masks[group], boxes[group], height, width))
+        for k, window, (top, bottom, left, right) in zip(group, windows, extents):
+            pasted[k, top:bottom, left:right] = window[:bottom - top, :right - left]
+    return pasted
 
 
 def paste_mask_probabilities(masks, boxes, image_hw, method="centres"):
-    """Paste box-frame mask probabilities into the image.
+    """Paste one image's box-frame mask probabilities into it (`ops.paste`).
 
     Args:
       masks: float [K, M, M] probabilities in the box frame.
       boxes: float [K, 4] `[y1, x1, y2, x2]` original-image pixels.
       image_hw: (H, W).
-      method: one of PASTE_METHODS (see the module docstring).
+      method: one of `config.PASTE_METHODS`; a model's is its `detection.paste_method`.
     Returns:
       float32 [K, H, W]; 0 outside the pixels the method assigns to the box.
     """
-    pasted = np.zeros((len(boxes), int(image_hw[0]), int(image_hw[1])), np.float32)
-    for k, rows, cols, crop in _crops(masks, boxes, image_hw, method):
-        pasted[k, rows, cols] = crop
-    return pasted
+    return _paste(masks, boxes, image_hw, method, threshold=None)
 
 
 def paste_masks(masks, boxes, image_hw, threshold=MASK_THRESHOLD, method="centres"):
-    """Paste box-frame masks into the image and threshold them (probability >= threshold).
-
-    Equal to `paste_mask_probabilities(...) >= threshold`, but thresholds box by box so the
-    float [K, H, W] array is never held in memory.
-    Returns:
-      bool [K, H, W].
-    """
-    pasted = np.zeros((len(boxes), int(image_hw[0]), int(image_hw[1])), bool)
-    for k, rows, cols, crop in _crops(masks, boxes, image_hw, method):
-        pasted[k, rows, cols] = crop >= threshold
-    return pasted
+    """`paste_mask_probabilities(...) >= threshold` → bool [K, H, W]."""
+    return _paste(masks, boxes, image_hw, method, threshold)
 
 
 def instance_map(mask_probs, scores, threshold=MASK_THRESHOLD):

@@ -10,8 +10,11 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from keras_maskrcnn import evaluation, postprocess
-from keras_maskrcnn.config import PASTE_METHODS
+from keras_maskrcnn import evaluation
+from keras_maskrcnn.config import tiny
+from keras_maskrcnn.data import DataError
+from keras_maskrcnn.data.validation import BadDataPolicy
+from keras_maskrcnn.inference import Predictor
 
 IMAGE_HW = (200, 240)
 # Per image: (category id, [y1, x1, y2, x2]); sizes span COCO's small, medium and large ranges.
@@ -50,18 +53,24 @@ def _coco_gt():
     return coco
 
 
+def _detections(image_id, shift=0):
+    """The ground truth of `image_id` moved down-right by `shift`, with full box masks."""
+    objects = GT_OBJECTS[image_id]
+    boxes = np.array([box for _, box in objects]) + shift
+    return {
+        "boxes": boxes.astype(np.float32),
+        "scores": np.linspace(0.9, 0.6, len(objects)).astype(np.float32),
+        "category_ids": np.array([category_id for category_id, _ in objects]),
+        "masks": np.ones((len(objects), 28, 28), np.float32),
+        "full_masks": np.stack([_rect_mask(box) for box in boxes]).astype(bool),
+    }
+
+
 def _results(shift=0, image_ids=tuple(GT_OBJECTS)):
-    """Results whose boxes are the ground truth moved down-right by `shift` and full box masks."""
+    """COCO results of `_detections` for `image_ids`."""
     results = []
     for image_id in image_ids:
-        objects = GT_OBJECTS[image_id]
-        detections = {
-            "boxes": np.array([box for _, box in objects], np.float32) + shift,
-            "scores": np.linspace(0.9, 0.6, len(objects)).astype(np.float32),
-            "category_ids": np.array([category_id for category_id, _ in objects]),
-            "masks": np.ones((len(objects), 28, 28), np.float32),
-        }
-        results += evaluation.detections_to_coco_results(image_id, detections, IMAGE_HW)
+        results += evaluation.detections_to_coco_results(image_id, _detections(image_id, shift))
     return results
 
 
@@ -87,25 +96,19 @@ def test_results_format():
     assert first["segmentation"] == {"size": list(IMAGE_HW), "counts": expected_rle["counts"].decode("ascii")}
 
 
-def test_results_paste_masks_by_the_given_method():
-    masks = np.random.default_rng(0).uniform(size=(2, 28, 28)).astype(np.float32)
-    boxes = np.array([[3.2, 5.7, 30.1, 22.4], [10.5, 20.0, 39.0, 59.5]], np.float32)
-    detections = {"boxes": boxes, "scores": np.array([0.9, 0.8], np.float32),
-                  "category_ids": np.array([1, 2]), "masks": masks}
-    pasted = {}
-    for method in PASTE_METHODS:
-        results = evaluation.detections_to_coco_results(1, detections, IMAGE_HW, paste_method=method)
-        pasted[method] = mask_util.decode([dict(r["segmentation"], counts=r["segmentation"]["counts"].encode())
-                                           for r in results]).transpose(2, 0, 1)
-        np.testing.assert_array_equal(pasted[method],
-                                      postprocess.paste_masks(masks, boxes, IMAGE_HW, method=method))
-    assert not np.array_equal(*pasted.values())  # so the method is not ignored
+def test_results_encode_the_given_full_masks():
+    detections = _detections(1)
+    detections["full_masks"][0, :5] = True  # not the box: the mask is taken as given
+    results = evaluation.detections_to_coco_results(1, detections)
+    decoded = mask_util.decode([dict(r["segmentation"], counts=r["segmentation"]["counts"].encode())
+                                for r in results]).transpose(2, 0, 1)
+    np.testing.assert_array_equal(decoded, detections["full_masks"])
 
 
 def test_empty_detections_give_no_results():
     detections = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "category_ids": np.zeros(0, int),
-                  "masks": np.zeros((0, 28, 28))}
-    assert evaluation.detections_to_coco_results(1, detections, IMAGE_HW) == []
+                  "masks": np.zeros((0, 28, 28)), "full_masks": np.zeros((0, *IMAGE_HW), bool)}
+    assert evaluation.detections_to_coco_results(1, detections) == []
 
 
 def test_perfect_results_give_ap_one():
@@ -157,3 +160,54 @@ def test_format_metrics_table():
     assert lines[1].split() == ["bbox"] + ["0.500"] * 6
     assert lines[2].split() == ["segm", "0.250", "0.500", "0.125", "-1.000", "0.000", "1.000"]
     assert len({len(line) for line in lines}) == 1
+
+
+class _GroundTruthPredictor(Predictor):
+    """Detects each image's ground truth; images carry their id in pixel (0, 0)."""
+
+    config = tiny()
+
+    def __init__(self):
+        self.batches = []
+
+    def detect(self, images):
+        self.batches.append(len(images))
+        return [_detections(int(image[0, 0, 0])) for image in images]
+
+
+class _Dataset:
+    """The `CocoDataset` interface `evaluate_predictor` reads; `unreadable` images fail to decode."""
+
+    def __init__(self, unreadable=()):
+        self.coco = _coco_gt()
+        self.image_ids = list(GT_OBJECTS)
+        self.unreadable = unreadable
+
+    def load_image(self, image_id):
+        if image_id in self.unreadable:
+            raise DataError(f"image {image_id}: truncated", kind="truncated_image")
+        return np.full((*IMAGE_HW, 3), image_id, np.uint8)
+
+
+def test_evaluate_predictor_predicts_in_batches_and_reports_progress():
+    predictor, done = _GroundTruthPredictor(), []
+    metrics = evaluation.evaluate_predictor(predictor, _Dataset(), batch_size=1, progress=done.append)
+    assert predictor.batches == [1, 1] and done == [1, 1]
+    assert metrics["segm"]["AP"] == pytest.approx(1.0) and metrics["bbox"]["AP"] == pytest.approx(1.0)
+
+
+def test_evaluate_predictor_leaves_out_unreadable_images_in_skip_mode(capsys):
+    policy = BadDataPolicy("skip")
+    metrics = evaluation.evaluate_predictor(_GroundTruthPredictor(), _Dataset(unreadable={2}), 8,
+                                            bad_data=policy)
+    # Image 2 is not evaluated, so its unfound objects do not lower the AP.
+    assert metrics["segm"]["AP"] == pytest.approx(1.0)
+    assert "image 2: truncated" in capsys.readouterr().err
+    assert policy.counts == {"truncated_image": 1}
+
+
+@pytest.mark.parametrize("mode", [None, "error"])
+def test_evaluate_predictor_raises_on_unreadable_images_otherwise(mode):
+    bad_data = None if mode is None else BadDataPolicy(mode)
+    with pytest.raises(DataError, match="image 2: truncated"):
+        evaluation.evaluate_predictor(_GroundTruthPredictor(), _Dataset(unreadable={2}), 8, bad_data)

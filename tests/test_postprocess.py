@@ -1,8 +1,11 @@
 """Tests for keras_maskrcnn.postprocess (mask pasting, instance map, unpacking)."""
 
 import numpy as np
+import pytest
+import reference_paste
 
 from keras_maskrcnn import postprocess
+from keras_maskrcnn.config import PASTE_METHODS
 
 M = 28
 
@@ -63,6 +66,21 @@ def test_matches_per_pixel_reference():
     pasted = postprocess.paste_masks(masks, boxes, (32, 40))
     for k in range(2):
         np.testing.assert_array_equal(pasted[k], _reference_paste(masks[k], boxes[k], (32, 40)))
+
+
+@pytest.mark.parametrize("method", PASTE_METHODS)
+def test_boxes_of_all_sizes_paste_as_the_reference(method):
+    rng = np.random.default_rng(2)
+    masks = rng.uniform(size=(6, M, M)).astype(np.float32)
+    # From under a pixel to the whole image, so that they are pasted in several like-sized groups.
+    boxes = np.array([[0, 0, 48, 64], [3.3, 4.1, 9.9, 12.2], [10.2, 30.5, 10.8, 31.1],
+                      [20, -5, 60, 30], [1, 1, 3, 40], [30.5, 50.2, 47.7, 63.9]], np.float32)
+    assert len(postprocess._like_sized(boxes)) >= 4
+    np.testing.assert_array_equal(postprocess.paste_masks(masks, boxes, (48, 64), method=method),
+                                  reference_paste.paste_masks(masks, boxes, (48, 64), method=method))
+    np.testing.assert_allclose(postprocess.paste_mask_probabilities(masks, boxes, (48, 64), method),
+                               reference_paste.paste_mask_probabilities(masks, boxes, (48, 64), method),
+                               atol=1e-5)
 
 
 def test_box_partly_outside_image_is_clipped():
