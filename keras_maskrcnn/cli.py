@@ -14,7 +14,8 @@ from keras_maskrcnn import __version__
 from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMAGES,
                                      DEFAULT_SCORE_THRESHOLD, DEFAULT_SHOW_COUNT,
                                      DEMO_IMAGE_SIZE, DEMO_PREDICTED_IMAGES, DEMO_TRAIN_IMAGES,
-                                     DEMO_VAL_IMAGES, EXPORT_FORMATS, UserError,
+                                     DEMO_VAL_IMAGES, EXPORT_FORMATS, BAD_IMAGE_MODES,
+                                     IMAGE_SUFFIXES, SKIPPED_FILE, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS, PRESETS,
@@ -84,9 +85,11 @@ def _run_evaluate(args):
 
 
 def _run_predict(args):
-    results = predict(args.model, args.images, args.out, args.score_threshold,
-                      num_threads=args.threads)
-    print(f"{len(results)} detections in {len(args.images)} images written to {args.out}")
+    run = predict(args.model, args.images, args.out, args.score_threshold,
+                  num_threads=args.threads, on_bad_image=args.on_bad_image)
+    print(f"{len(run.results)} detections in {run.predicted} images written to {args.out}"
+          + (f"; {len(run.skipped)} images skipped (listed in "
+             f"{os.path.join(args.out, SKIPPED_FILE)})" if run.skipped else ""))
 
 
 def _run_export(args):
@@ -270,9 +273,15 @@ def build_parser():
         "predict", parents=[verbosity], help="draw a model's detections on images",
         description="Write DIR/<image stem>.png with masks, boxes and labels drawn, and "
         "DIR/predictions.json in COCO results format with each image's file_name (image_id is "
-        "the image's position on the command line, from 1).")
+        "the image's position among the files, from 1), and DIR/skipped.json listing images "
+        "that could not be read.")
     predict_parser.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
-    predict_parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict_parser.add_argument("images", nargs="+", metavar="IMAGE|DIR",
+                                help="image files, or folders whose image files ("
+                                + " ".join(IMAGE_SUFFIXES) + ") are all read, sorted by name")
+    predict_parser.add_argument("--on-bad-image", choices=BAD_IMAGE_MODES, default="skip",
+                                help="a missing, unreadable or truncated image: report it, skip "
+                                "it and go on, or stop (default: %(default)s)")
     predict_parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     predict_parser.add_argument("--score-threshold", type=_probability,
                                 default=DEFAULT_SCORE_THRESHOLD, metavar="T",

@@ -10,6 +10,7 @@ message naming the file.
 import contextlib
 import json
 import os
+from typing import NamedTuple
 
 from keras_maskrcnn.config import QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON
 
@@ -20,8 +21,20 @@ DEMO_VAL_IMAGES = 100
 DEMO_IMAGE_SIZE = 128  # the tiny preset's canvas
 DEMO_PREDICTED_IMAGES = 4
 DEFAULT_SHOW_COUNT = 16
+BAD_IMAGE_MODES = ("skip", "error")
+# What `predict` reads from a folder.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+PREDICTIONS_FILE = "predictions.json"
+SKIPPED_FILE = "skipped.json"
 EXPORT_FORMATS = ("saved_model", "tflite")
 DEFAULT_CALIBRATION_IMAGES = 100
+
+
+class PredictRun(NamedTuple):
+    """What `predict` did: COCO results with `file_name`, images predicted, images skipped."""
+    results: list
+    predicted: int
+    skipped: list
 
 
 class UserError(Exception):
@@ -120,26 +133,48 @@ def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BAT
     return metrics
 
 
-def predict(model_path, image_paths, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD,
-            batch_size=DEFAULT_BATCH_SIZE, num_threads=None):
+def image_files(paths):
+    """`paths` with each folder replaced by the image files directly in it (IMAGE_SUFFIXES,
+    sorted by name). Raises UserError for a folder without any."""
+    files = []
+    for path in map(os.fspath, paths):
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = sorted(entry.path for entry in os.scandir(path)
+                       if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
+        if not found:
+            raise UserError(f"{path}: a folder without image files ({' '.join(IMAGE_SUFFIXES)})")
+        files.extend(found)
+    return files
+
+
+def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD,
+            batch_size=DEFAULT_BATCH_SIZE, num_threads=None, on_bad_image="skip"):
     """Draw detections scoring at least `score_threshold` on each image and save them as results.
 
-    `model_path` is any kind `load_predictor` opens; `num_threads` is for `.tflite` models.
+    `inputs` are image files and folders of them (`image_files`); `model_path` is any kind
+    `load_predictor` opens; `num_threads` is for `.tflite` models. An image that is missing or
+    cannot be decoded is reported and skipped (`on_bad_image` "skip") or stops the run with
+    UserError ("error").
 
-    Writes `out_dir/<image stem>.png` per image and `out_dir/predictions.json`: COCO results
-    (`image_id` is the image's 1-based position in `image_paths`) plus each image's `file_name`.
-    Returns the results list.
+    Writes `out_dir/<image stem>.png` per image, `out_dir/predictions.json`: COCO results
+    (`image_id` is the image's 1-based position among the files) plus each image's
+    `file_name`, and `out_dir/skipped.json`: [{"file_name", "problem"}]. Returns a
+    `PredictRun`.
     """
     from tqdm import tqdm
 
+    from keras_maskrcnn.data import DataError
     from keras_maskrcnn.data.coco import read_image
 
+    if on_bad_image not in BAD_IMAGE_MODES:
+        raise UserError(f"unknown on_bad_image {on_bad_image!r}; choose one of {BAD_IMAGE_MODES}")
+    image_paths = image_files(inputs)
     png_paths = [os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
                  for path in image_paths]
     drawn_from = {}
     for path, png_path in zip(image_paths, png_paths):
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: image file not found")
         if png_path in drawn_from:
             raise UserError(f"{drawn_from[png_path]} and {path} would both be drawn to {png_path}")
         drawn_from[png_path] = path
@@ -147,20 +182,29 @@ def predict(model_path, image_paths, out_dir, score_threshold=DEFAULT_SCORE_THRE
     config = predictor.config
     class_names = (None if config.class_names is None
                    else dict(zip(config.dataset_category_ids(), config.class_names)))
-    results = []
+    results, skipped = [], []
     with tqdm(total=len(image_paths), desc="predict", unit="image") as progress:
         for start in range(0, len(image_paths), batch_size):
-            with _data_errors():
-                images = [read_image(path) for path in image_paths[start:start + batch_size]]
-            detections = predictor.predict(images, full_masks=True)
-            for index, (image, found) in enumerate(zip(images, detections), start):
+            indices, images = [], []
+            for index in range(start, min(start + batch_size, len(image_paths))):
+                try:
+                    images.append(read_image(image_paths[index]))
+                    indices.append(index)
+                except DataError as error:
+                    if on_bad_image == "error":
+                        raise UserError(str(error)) from error
+                    skipped.append({"file_name": image_paths[index], "problem": str(error)})
+                    progress.write(f"skipped {error}")
+            for index, image, found in zip(indices, images, predictor.predict(images)):
                 keep = found["scores"] >= score_threshold
-                found = {name: values[keep] for name, values in found.items()}
+                found = predictor.add_full_masks({name: values[keep] for name, values in
+                                                  found.items()}, image.shape[:2])
                 results.extend(_draw_and_describe(image, found, class_names, png_paths[index],
                                                   image_paths[index], index + 1))
-            progress.update(len(images))
-    _write_json(results, os.path.join(out_dir, "predictions.json"))
-    return results
+            progress.update(min(batch_size, len(image_paths) - start))
+    _write_json(results, os.path.join(out_dir, PREDICTIONS_FILE))
+    _write_json(skipped, os.path.join(out_dir, SKIPPED_FILE))
+    return PredictRun(results, len(image_paths) - len(skipped), skipped)
 
 
 def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id):

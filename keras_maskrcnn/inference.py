@@ -41,9 +41,15 @@ class Predictor(abc.ABC):
         detections = self.detect(images)
         if full_masks:
             for image, found in zip(images, detections):
-                found["full_masks"] = postprocess.paste_masks(
-                    found["masks"], found["boxes"], image.shape[:2],
-                    method=self.config.detection.paste_method)
+                self.add_full_masks(found, image.shape[:2])
+        return detections
+
+    def add_full_masks(self, detections, image_hw):
+        """Add `full_masks` bool [K, h, w] to one image's `detections` (e.g. once filtered by
+        score, to paste only what is kept), pasted the model's way; returns `detections`."""
+        detections["full_masks"] = postprocess.paste_masks(
+            detections["masks"], detections["boxes"], image_hw,
+            method=self.config.detection.paste_method)
         return detections
 
 

@@ -112,11 +112,36 @@ def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, run_cli):
             assert drawn.size == (IMAGE_SIZE, IMAGE_SIZE) and drawn.mode == "RGB"
     with open(out_dir / "predictions.json") as f:
         results = json.load(f)
-    assert isinstance(results, list)
+    assert results, "the model predicted nothing: this test would check nothing"
     for result in results:
         assert result["file_name"] in {str(image) for image in images}
         assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(result)
         assert len(result["bbox"]) == 4 and 0.0 <= result["score"] <= 1.0
+
+
+def test_predict_reads_folders_and_skips_bad_images_counting_them(shapes, run_dir, tmp_path,
+                                                                   run_cli):
+    folder = tmp_path / "photos"
+    shutil.copytree(shapes / "val" / "images", folder)
+    first = sorted(folder.glob("*.png"))[0]
+    (folder / "cut.png").write_bytes(first.read_bytes()[:100])  # a cut-off file
+    (folder / "notes.txt").write_text("not an image")
+    missing = tmp_path / "missing.jpg"
+    out_dir = tmp_path / "predictions"
+    code, stdout, stderr = run_cli("predict", "--model", run_dir / training.MODEL_FILE, folder,
+                                   missing, "--out", out_dir, "--score-threshold", "0")
+    assert code == 0, stderr
+    good = sorted(path.name for path in (shapes / "val" / "images").glob("*.png"))
+    assert f"in {len(good)} images written" in stdout and "2 images skipped" in stdout
+    assert sorted(path.name for path in out_dir.glob("*.png")) == good
+    with open(out_dir / "skipped.json") as f:
+        skipped = json.load(f)
+    assert [entry["file_name"] for entry in skipped] == [str(folder / "cut.png"), str(missing)]
+    assert "truncated" in skipped[0]["problem"] and "not found" in skipped[1]["problem"]
+
+    code, _, stderr = run_cli("predict", "--model", run_dir / training.MODEL_FILE, folder,
+                              "--out", tmp_path / "stopped", "--on-bad-image", "error")
+    assert code == 2 and f"{folder / 'cut.png'}: image is truncated" in stderr
 
 
 def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
