@@ -10,6 +10,7 @@ from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.export.tflite import CONFIG_METADATA_NAME, OUTPUT_NAMES
 from keras_maskrcnn.inference import Predictor
+from keras_maskrcnn.tf_logging import native_stderr_hidden
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
@@ -67,8 +68,11 @@ class TFLitePredictor(Predictor):
     def __init__(self, model_path, num_threads=1):
         from ai_edge_litert.interpreter import Interpreter  # optional dependency: only this class needs it
         self.config = read_config(model_path)
-        self.interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        # LiteRT announces its CPU delegate on stderr ("INFO: Created TensorFlow Lite XNNPACK
+        # delegate for CPU") whenever tensors are allocated.
+        with native_stderr_hidden():
+            self.interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
         inputs = {detail["name"]: detail for detail in self.interpreter.get_input_details()}
         self.images_index = inputs["images"]["index"]
         self.image_info_index = inputs["image_info"]["index"]
