@@ -1,4 +1,5 @@
-# GNU make. `make demo` trains the tiny model on synthetic shapes; `make test` runs the tests.
+# GNU make. `make demo` trains the tiny model on synthetic shapes; `make test` runs the tests,
+# `make test-fast` all but the slow ones.
 
 # Python 3.11 is what setup.py supports; plain python3 is the fallback when 3.11 is absent.
 PYTHON ?= $(if $(shell command -v python3.11),python3.11,python3)
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/installed.stamp
 TEST_INSTALLED := $(VENV)/test-installed.stamp
 
-.PHONY: $(VENV) demo test
+.PHONY: $(VENV) demo test test-fast
 
 $(VENV): $(INSTALLED)
 
@@ -27,3 +28,7 @@ demo: $(INSTALLED)
 
 test: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -q tests
+
+# The inner loop: everything but the tests marked slow (pytest.ini).
+test-fast: $(TEST_INSTALLED)
+	$(BIN)/python -m pytest -q -m "not slow" tests

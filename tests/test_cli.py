@@ -51,6 +51,7 @@ def test_python_m_help_lists_commands_without_importing_tensorflow():
     assert imported.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_commands_keep_tensorflows_log_lines_off_unless_verbose(tmp_path):
     env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
     # show-data imports TensorFlow and runs ops (a GPU probe prints "failed call to cuInit").
@@ -76,6 +77,7 @@ def test_make_shapes_writes_both_splits(shapes):
                 assert pixels.size == (IMAGE_SIZE, IMAGE_SIZE)
 
 
+@pytest.mark.slow
 def test_train_writes_model_and_history(run_dir):
     assert (run_dir / training.MODEL_FILE).is_file()
     with open(run_dir / training.HISTORY_FILE) as f:
@@ -85,6 +87,7 @@ def test_train_writes_model_and_history(run_dir):
             assert len(history[key]) == 1 and np.isfinite(history[key][0])
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, run_cli):
     metrics_path = tmp_path / "metrics.json"
     code, out, _ = run_cli("evaluate", "--model", run_dir / training.MODEL_FILE,
@@ -100,6 +103,7 @@ def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, run_cli):
         assert all(0.0 <= values[name] <= 1.0 for name in ALWAYS_DEFINED)
 
 
+@pytest.mark.slow
 def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, run_cli):
     images = sorted((shapes / "val" / "images").glob("*.png"))
     out_dir = tmp_path / "predictions"
@@ -119,6 +123,7 @@ def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, run_cli):
         assert len(result["bbox"]) == 4 and 0.0 <= result["score"] <= 1.0
 
 
+@pytest.mark.slow
 def test_predict_reads_folders_and_skips_bad_images_counting_them(shapes, run_dir, tmp_path,
                                                                    run_cli):
     folder = tmp_path / "photos"
@@ -144,6 +149,7 @@ def test_predict_reads_folders_and_skips_bad_images_counting_them(shapes, run_di
     assert code == 2 and f"{folder / 'cut.png'}: image is truncated" in stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
     # Training is covered above; here it is replaced by a copy of that run to keep the test fast.
     calls = []
@@ -176,6 +182,7 @@ def _write(path, text):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["missing annotations", "bad json", "missing model",
                                      "missing image"])
 def test_user_errors_exit_2_naming_the_file(problem, shapes, run_dir, tmp_path, run_cli):

@@ -3,6 +3,10 @@
 import importlib.util
 import pathlib
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
+
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 

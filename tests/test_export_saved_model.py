@@ -12,6 +12,8 @@ import tensorflow as tf
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.export.saved_model import export_saved_model
 
+pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
+
 # Runs in a fresh process so that nothing of the exporting process (Python classes, traced
 # functions) can stand in for what the SavedModel itself holds.
 LOAD_AND_RUN = textwrap.dedent("""

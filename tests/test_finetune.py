@@ -16,6 +16,8 @@ from keras_maskrcnn.layers.roi_heads import CLASS_INIT_STDDEV
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.train_config import TrainConfig, TrainConfigError
 
+pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
+
 SHAPES_CLASSES = 3
 SOURCE_CLASSES = 5
 SOURCE_FC_DIM = 128  # tiny's is 256: a model built from the preset would not fit the source

@@ -18,6 +18,8 @@ from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.model import MaskRCNN
 from random_statistics import randomise_batch_norms
 
+pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
+
 IMAGE_HW = (64, 96)
 RESNETS = {"ResNet50": keras_imagenet_r50_fpn, "ResNet101": keras_imagenet_r101_fpn}
 

@@ -21,6 +21,8 @@ from keras_maskrcnn.layers.mobilenet import MobileNetV3Backbone, feature_layers
 from keras_maskrcnn.model import MaskRCNN, rebuild
 from random_statistics import randomise_batch_norms
 
+pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
+
 IMAGE_SIZE = 128
 FEATURE_SHAPES = [(32, 32, 72), (16, 16, 240), (8, 8, 672), (4, 4, 960)]  # C2..C5
 

@@ -70,6 +70,7 @@ def overfit_run(tmp_path_factory):
     return model, (images, masks, boxes, classes), history.history
 
 
+@pytest.mark.slow
 def test_losses_are_logged_and_total_loss_falls_by_70_percent(overfit_run):
     _, _, history = overfit_run
     assert set(history) == {"loss", "rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask"}
@@ -77,6 +78,7 @@ def test_losses_are_logged_and_total_loss_falls_by_70_percent(overfit_run):
     assert history["loss"][-1] <= 0.3 * history["loss"][0], history["loss"]
 
 
+@pytest.mark.slow
 def test_overfit_masks_reach_iou_08(overfit_run):
     model, (images, masks, _, classes), _ = overfit_run
     detections = KerasPredictor(model).predict(list(images))
@@ -93,6 +95,7 @@ def test_overfit_masks_reach_iou_08(overfit_run):
             assert ious and max(ious) >= 0.8, (index, gt_index, ious)
 
 
+@pytest.mark.slow
 def test_saved_model_file_predicts_the_same_in_another_process(overfit_run, tmp_path):
     model, (images, *_), _ = overfit_run
     path = tmp_path / "model.keras"
@@ -165,6 +168,7 @@ def test_r50_fpn_heads_have_the_seed_sizes():
     assert [f.shape[-1] for f in backbone_outputs] == [256, 512, 1024, 2048]
 
 
+@pytest.mark.slow
 def test_call_outputs_follow_the_export_contract(overfit_run):
     model, (images, *_), _ = overfit_run
     # A 64×96 image is resized by 4/3 onto the 128² canvas; boxes come back in its pixels.

@@ -20,6 +20,8 @@ from keras_maskrcnn.config import TORCHVISION_COCO_CLASS_NAMES
 from keras_maskrcnn.model import rebuild
 from torch_imports import import_torch as _torch
 
+pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
+
 IMAGE_HW = (640, 1056)
 # Random weights score every class about 1/91, below the default threshold of 0.05.
 SCORE_THRESHOLD = 0.005

@@ -116,6 +116,7 @@ def test_history_file_keeps_earlier_epochs_on_resume(tmp_path):
     assert resumed.read() == {"loss": [3.0, 2.5, 1.0], "val_bbox_AP": [None, None, 0.25]}
 
 
+@pytest.mark.slow
 def test_coco_evaluation_adds_ap_to_the_logs_every_n_epochs(shapes):
     dataset = CocoDataset(str(shapes / "val" / "annotations.json"))
     keras.utils.set_random_seed(0)
@@ -135,6 +136,7 @@ def test_coco_evaluation_adds_ap_to_the_logs_every_n_epochs(shapes):
 
 # Whole runs.
 
+@pytest.mark.slow
 def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, capsys):
     annotations = json.loads((shapes / "train" / "annotations.json").read_text())
     annotations["images"].append({"id": 99, "file_name": "images/absent.png", "height": 64,
@@ -186,6 +188,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(shapes, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
