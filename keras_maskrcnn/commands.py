@@ -156,7 +156,7 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
     `inputs` are image files and folders of them (`image_files`); `model_path` is any kind
     `load_predictor` opens; `num_threads` is for `.tflite` models. An image that is missing or
     cannot be decoded is reported and skipped (`on_bad_image` "skip") or stops the run with
-    UserError ("error").
+    UserError ("error"); so does finding no readable image at all.
 
     Writes `out_dir/<image stem>.png` per image, `out_dir/predictions.json`: COCO results
     (`image_id` is the image's 1-based position among the files) plus each image's
@@ -195,7 +195,8 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
                         raise UserError(str(error)) from error
                     skipped.append({"file_name": image_paths[index], "problem": str(error)})
                     progress.write(f"skipped {error}")
-            for index, image, found in zip(indices, images, predictor.predict(images)):
+            detections = predictor.predict(images) if images else []
+            for index, image, found in zip(indices, images, detections):
                 keep = found["scores"] >= score_threshold
                 found = predictor.add_full_masks({name: values[keep] for name, values in
                                                   found.items()}, image.shape[:2])
@@ -204,6 +205,10 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
             progress.update(min(batch_size, len(image_paths) - start))
     _write_json(results, os.path.join(out_dir, PREDICTIONS_FILE))
     _write_json(skipped, os.path.join(out_dir, SKIPPED_FILE))
+    if len(skipped) == len(image_paths):
+        raise UserError(f"none of the {len(image_paths)} images could be read: "
+                        f"{skipped[0]['problem']}" + (" (all are listed in "
+                        f"{os.path.join(out_dir, SKIPPED_FILE)})" if len(skipped) > 1 else ""))
     return PredictRun(results, len(image_paths) - len(skipped), skipped)
 
 

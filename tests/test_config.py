@@ -57,11 +57,10 @@ def test_torchvision_r50_fpn_round_trips_with_its_class_names():
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_box_losses_are_normalised_like_torchvision_but_in_tiny(name):
-    expected = "positives" if name == "tiny" else "sampled"
-    assert preset(name).loss.box_normalizer == expected
+def test_box_losses_are_normalised_like_torchvision(name):
+    assert preset(name).loss.box_normalizer == "sampled"
     assert torchvision_r50_fpn().loss.box_normalizer == "sampled"
-    assert mobilenetv3_fpn_tiny().loss.box_normalizer == "positives"
+    assert mobilenetv3_fpn_tiny().loss.box_normalizer == "sampled"
 
 
 def test_a_saved_config_without_box_normalizer_loads_with_sampled():
