@@ -58,7 +58,9 @@ class MaskRCNN(keras.Model):
     docstring."""
 
     def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
-        super().__init__(**kwargs)
+        # The model takes its inputs (pixels, image_info, boxes) in float32 whatever the dtype
+        # policy; its layers compute in the policy's dtype (`precision`).
+        super().__init__(**{"dtype": "float32", **kwargs})
         if isinstance(config, dict):
             config = MaskRCNNConfig.from_dict(config)
         if roi_align_impl not in ROI_ALIGN_IMPLS:
@@ -267,7 +269,12 @@ class MaskRCNN(keras.Model):
     def _track(self, losses):
         for tracker in self.loss_trackers:
             tracker.update_state(losses[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.loss_trackers}
+        results = {tracker.name: tracker.result() for tracker in self.loss_trackers}
+        if _spans_workers(tf.distribute.get_strategy()):
+            # Keras reduces a step's outputs over workers with strategy.reduce(MEAN, axis=0),
+            # which needs an axis to reduce (keras-team/keras#20585): give it one of length 1.
+            results = {name: value[None] for name, value in results.items()}
+        return results
 
     @property
     def metrics(self):
@@ -314,6 +321,12 @@ class MaskRCNN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _spans_workers(strategy):
+    """Whether `strategy` replicates over several workers (processes), not only local devices."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices))
 
 
 def rebuild(model, config=None, roi_align_impl=None):

@@ -207,10 +207,13 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path):
+        """Write the config as JSON, atomically: another worker of the run may read it."""
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        with open(path, "w") as f:
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
+        os.replace(partial, path)
 
     @classmethod
     def load(cls, path):
