@@ -21,8 +21,9 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS, PRESETS,
                                    QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON)
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
-from keras_maskrcnn.train_config import (BAD_DATA_MODES, LR_SCHEDULES, OPTIMIZERS,
-                                         PRETRAINED_TRAINABLE_STAGES, WEIGHT_DECAY_MODES)
+from keras_maskrcnn.train_config import (BAD_DATA_MODES, DISTRIBUTE_MODES, LR_SCHEDULES,
+                                         OPTIMIZERS, PRECISIONS, PRETRAINED_TRAINABLE_STAGES,
+                                         WEIGHT_DECAY_MODES)
 
 PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
@@ -230,6 +231,21 @@ def build_parser():
                        "anchors and RoIs (sampled: torchvision's and detectron2's), or the "
                        "foreground ones (positives). Default: the preset's, or the --init-from "
                        "model's")
+    train.add_argument("--distribute", metavar="|".join(DISTRIBUTE_MODES),
+                       help="none: one device (default); mirrored: every GPU of this machine "
+                       "(MirroredStrategy), or --cpu-replicas logical CPU devices; multi-worker: "
+                       "the machines the TF_CONFIG environment variable lists "
+                       "(MultiWorkerMirroredStrategy; run the same command on each, the chief "
+                       "writes RUN_DIR). --batch-size is then the global batch")
+    train.add_argument("--cpu-replicas", type=int, metavar="N",
+                       help="with --distribute mirrored: split the CPU into N logical devices "
+                       "and replicate over them (tests the multi-device path without GPUs)")
+    train.add_argument("--precision", metavar="|".join(PRECISIONS),
+                       help="what the layers compute in: float32 (default), bfloat16 or float16 "
+                       "(Keras mixed precision; float16 with loss scaling). Weights stay float32 "
+                       "and so does the saved model")
+    train.add_argument("--jit-compile", action="store_true",
+                       help="compile the training step with XLA (with --distribute none)")
     freezing = train.add_mutually_exclusive_group()
     freezing.add_argument("--freeze-backbone", dest="trainable_stages", action="store_const",
                           const=0, help="keep the backbone's weights fixed (--trainable-stages 0)")

@@ -2,7 +2,9 @@
 
 Shapes: B batch, A anchors, R RoIs, C foreground classes, M mask size.
 Every loss sums over the whole batch and divides by a batch-wide count, so images with many
-samples weigh more, as in torchvision and Detectron2. Classification and mask losses are means
+samples weigh more, as in torchvision and Detectron2. Under a tf.distribute strategy the count is
+the global batch's (summed over the replicas), so each replica's loss is its share of the global
+loss and the replicas' summed gradients are one device's at the same global batch. Classification and mask losses are means
 over the sampled anchors, sampled RoIs and foreground RoIs. The two box losses sum over the
 positives only, and `normalizer` says what divides that sum: "sampled", every sampled anchor or
 RoI (torchvision's `RegionProposalNetwork.compute_loss` and `fastrcnn_loss`, Detectron2's), or
@@ -12,11 +14,13 @@ RoI (torchvision's `RegionProposalNetwork.compute_loss` and `fastrcnn_loss`, Det
 import tensorflow as tf
 
 from keras_maskrcnn.config import BOX_NORMALIZERS
+from keras_maskrcnn.ops.replicas import sum_over_replicas
 
 
 def _safe_count(mask):
-    """Number of True entries, at least 1 so an empty set gives a zero loss, not NaN."""
-    return tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+    """Number of True entries over the global batch (all replicas), at least 1 so an empty set
+    gives a zero loss, not NaN."""
+    return tf.maximum(sum_over_replicas(tf.reduce_sum(tf.cast(mask, tf.float32))), 1.0)
 
 
 def _box_denominator(positives, sampled, normalizer):

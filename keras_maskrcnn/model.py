@@ -6,7 +6,9 @@ K detections, C foreground classes, M mask size (28).
 Inputs are dicts. Inference needs `images` float32 [B, H, W, 3] (0..255, from
 `preprocessing.resize_and_pad`) and `image_info` [B, 5]; training adds `gt_boxes`
 [B, G, 4] (canvas pixels), `gt_classes` int32 [B, G] (labels 1..C, 0 = padding) and
-`gt_masks` [B, G, S, S] (mini-masks, see `ops.masks`). `call()` returns the export
+`gt_masks` [B, G, S, S] (mini-masks, see `ops.masks`). Under a mixed-precision dtype policy
+(`precision`) the backbone and heads compute in bfloat16 or float16 while box decoding, NMS,
+RoIAlign's sampling coordinates and the losses stay float32. `call()` returns the export
 contract (docs/design.md §6.1): `detection_boxes` [B, K, 4] in original-image pixels,
 `detection_scores` [B, K], `detection_classes` int32 [B, K] (dataset category ids, 0 on
 padding), `num_detections` int32 [B], `detection_masks` [B, K, M, M] probabilities.
@@ -26,6 +28,7 @@ from keras_maskrcnn.layers.mobilenet import MobileNetV3Backbone
 from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
+from keras_maskrcnn.ops.replicas import replica_index, sum_over_replicas
 from keras_maskrcnn.ops.roi_align import multilevel_roi_align, multilevel_roi_align_gather
 
 
@@ -55,7 +58,9 @@ class MaskRCNN(keras.Model):
     docstring."""
 
     def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
-        super().__init__(**kwargs)
+        # The model takes its inputs (pixels, image_info, boxes) in float32 whatever the dtype
+        # policy; its layers compute in the policy's dtype (`precision`).
+        super().__init__(**{"dtype": "float32", **kwargs})
         if isinstance(config, dict):
             config = MaskRCNNConfig.from_dict(config)
         if roi_align_impl not in ROI_ALIGN_IMPLS:
@@ -74,7 +79,7 @@ class MaskRCNN(keras.Model):
             pre_nms_topk_test=c.rpn.pre_nms_topk_test, post_nms_topk_train=c.rpn.post_nms_topk_train,
             post_nms_topk_test=c.rpn.post_nms_topk_test, nms_threshold=c.rpn.nms_threshold,
             min_box_size=c.rpn.min_box_size, box_coder_weights=c.rpn.box_coder_weights,
-            name="proposals")
+            dtype="float32", name="proposals")
         self.box_head = BoxHead(c.num_classes, c.roi.fc_dim, name="box_head")
         self.mask_head = MaskHead(c.num_classes, c.mask_head.num_convs, c.mask_head.conv_dim,
                                   name="mask_head")
@@ -82,14 +87,16 @@ class MaskRCNN(keras.Model):
             score_threshold=c.detection.score_threshold, nms_threshold=c.detection.nms_threshold,
             max_detections=c.detection.max_detections, pre_nms_topk=c.detection.pre_nms_topk,
             min_box_size=c.detection.min_box_size, box_coder_weights=c.roi.box_coder_weights,
-            name="detections")
+            dtype="float32", name="detections")
         self.anchors = np.concatenate(self.proposal_layer.level_anchors)
         self.num_fg_slots = int(c.roi.samples_per_image * c.roi.positive_fraction)
         # Training samples anchors and RoIs with seeds drawn from (seed, step). The step is a
         # weight, saved with the others (a SeedGenerator's state is not), so a run restored from
-        # a backup draws what the uninterrupted run would have.
+        # a backup draws what the uninterrupted run would have. Every replica reads the same
+        # step; the first one's increment is kept.
         self.sampling_step = self.add_weight(name="sampling_step", shape=(), dtype="int64",
-                                             initializer="zeros", trainable=False)
+                                             initializer="zeros", trainable=False,
+                                             aggregation="only_first_replica")
         self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES + ("loss",)]
         self._build_by_tracing()
 
@@ -138,7 +145,7 @@ class MaskRCNN(keras.Model):
         mask_logits = self.mask_branch(features, boxes)
         channel = tf.maximum(labels - 1, 0)
         masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
-        masks = tf.sigmoid(masks) * tf.cast(valid, tf.float32)[..., None, None]
+        masks = tf.sigmoid(tf.cast(masks, tf.float32)) * tf.cast(valid, tf.float32)[..., None, None]
         return self._contract_outputs(boxes, scores, labels, valid, masks, image_info)
 
     def _contract_outputs(self, boxes, scores, labels, valid, masks, image_info):
@@ -157,13 +164,30 @@ class MaskRCNN(keras.Model):
 
     # Training.
 
+    def image_sampling_seeds(self, step, batch):
+        """Each image's sampling seeds, int64 [2, B, 2]: anchors' then RoIs'.
+
+        Drawn from (model seed, `step`, the image's index in the global batch), so a global
+        batch samples the same anchors and RoIs however it is split over replicas: replica r
+        holds images r·B .. r·B + B − 1 (`training.distributed_batches` feeds them so).
+        As `tf.random.experimental.stateless_fold_in`, vectorised over the images.
+        """
+        step_seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        keys = tf.random.stateless_uniform([2], step_seed, minval=None, maxval=None,
+                                           dtype=tf.int64)
+        first = tf.cast(replica_index() * batch, tf.int64)
+        indices = first + tf.range(tf.cast(batch, tf.int64))
+        return tf.stack([tf.broadcast_to(keys[:, None], [2, batch]),
+                         tf.broadcast_to(indices[None], [2, batch])], axis=-1)
+
     def compute_losses(self, inputs, training=True):
         """The five weighted losses and their sum, as a dict of scalars.
 
         With `training`, batch norms that train normalise with the batch's statistics and
         update theirs, and anchors and RoIs are sampled with the next training seed. Without
         (validation), batch norms use their statistics and the sampling seed is the same every
-        time: validating changes nothing a training run depends on.
+        time: validating changes nothing a training run depends on. Under a tf.distribute
+        strategy each replica returns its share of the global batch's losses (`losses`).
         """
         c = self.model_config
         images, image_info = inputs["images"], inputs["image_info"]
@@ -171,11 +195,11 @@ class MaskRCNN(keras.Model):
         gt_classes = tf.cast(inputs["gt_classes"], tf.int32)
         gt_masks = tf.cast(inputs["gt_masks"], tf.float32)
         if training:
-            step_seed = tf.stack([tf.constant(self.seed, tf.int64), self.sampling_step.value])
+            step = self.sampling_step.value
             self.sampling_step.assign_add(1)
         else:
-            step_seed = tf.constant([self.seed, VALIDATION_SAMPLING_STEP], tf.int64)
-        seeds = tf.random.stateless_uniform((2, 2), step_seed, 0, 2 ** 31 - 1, dtype=tf.int32)
+            step = VALIDATION_SAMPLING_STEP
+        seeds = self.image_sampling_seeds(step, tf.shape(images)[0])
 
         features = self.extract_features(images, image_info, training=training)
         rpn_logits, rpn_deltas = self.rpn_head(features)
@@ -192,12 +216,15 @@ class MaskRCNN(keras.Model):
         mask_logits = self.mask_branch(features, rois.rois[:, :fg_slots])
         mask_targets = targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots, c.mask_head.mask_size)
 
+        # Losses in float32 whatever the heads compute in.
+        class_logits, box_deltas, mask_logits = (tf.cast(t, tf.float32) for t in (
+            class_logits, box_deltas, mask_logits))
         beta, normalizer = c.loss.smooth_l1_beta, c.loss.box_normalizer
         values = {
             "rpn_objectness": loss_fns.rpn_objectness_loss(
-                tf.concat(rpn_logits, axis=1), rpn.sampled_fg, rpn.sampled_bg),
+                tf.cast(tf.concat(rpn_logits, axis=1), tf.float32), rpn.sampled_fg, rpn.sampled_bg),
             "rpn_box": loss_fns.rpn_box_loss(
-                tf.concat(rpn_deltas, axis=1), rpn.box_targets, rpn.sampled_fg, rpn.sampled_bg,
+                tf.cast(tf.concat(rpn_deltas, axis=1), tf.float32), rpn.box_targets, rpn.sampled_fg, rpn.sampled_bg,
                 beta, normalizer),
             "roi_class": loss_fns.roi_class_loss(class_logits, rois.class_targets, rois.valid),
             "roi_box": loss_fns.roi_box_loss(
@@ -211,21 +238,43 @@ class MaskRCNN(keras.Model):
         return weighted
 
     def train_step(self, data):
+        """One step on this replica's slice of the global batch.
+
+        The replicas' gradients are summed here, before the optimiser sees them, so that
+        clipping and the float16 loss scale's finiteness test see the global batch's gradient
+        (`optimization.make_optimizer`'s optimisers do not sum them again).
+        """
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             losses = self.compute_losses(inputs)
-        gradients = tape.gradient(losses["loss"], self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self._track(losses)
+            scaled_loss = self.optimizer.scale_loss(losses["loss"])
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(sum_over_replicas(gradients), self.trainable_variables)
+        return self._track(sum_over_replicas(losses))
 
     def test_step(self, data):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self._track(self.compute_losses(inputs, training=False))
+        return self._track(sum_over_replicas(self.compute_losses(inputs, training=False)))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build the optimiser before `fit` or `evaluate` starts; the model is built already.
+
+        Keras' own version first averages a batch of data over the replicas, which fails for
+        dict inputs under MultiWorkerMirroredStrategy (keras-team/keras#20329).
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def _track(self, losses):
         for tracker in self.loss_trackers:
             tracker.update_state(losses[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.loss_trackers}
+        results = {tracker.name: tracker.result() for tracker in self.loss_trackers}
+        if _spans_workers(tf.distribute.get_strategy()):
+            # Keras reduces a step's outputs over workers with strategy.reduce(MEAN, axis=0),
+            # which needs an axis to reduce (keras-team/keras#20585): give it one of length 1.
+            results = {name: value[None] for name, value in results.items()}
+        return results
 
     @property
     def metrics(self):
@@ -272,6 +321,12 @@ class MaskRCNN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _spans_workers(strategy):
+    """Whether `strategy` replicates over several workers (processes), not only local devices."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices))
 
 
 def rebuild(model, config=None, roi_align_impl=None):

@@ -57,8 +57,28 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "step_fractions": self.step_fractions}
 
 
+class GlobalGradients:
+    """Mixin for an optimiser that is given the global batch's gradients: `MaskRCNN.train_step`
+    sums them over the replicas itself, before `apply`, so that global-norm clipping and the
+    float16 loss scale's finiteness test see the global gradient. Keras would sum them again
+    after clipping each replica's share; this skips that sum (a no-op on one replica)."""
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return grads_and_vars
+
+
 @keras.saving.register_keras_serializable("keras_maskrcnn")
-class TorchSGD(keras.optimizers.SGD):
+class GlobalGradientsSGD(GlobalGradients, keras.optimizers.SGD):
+    """Keras' SGD given the global gradients (`GlobalGradients`)."""
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class GlobalGradientsAdam(GlobalGradients, keras.optimizers.Adam):
+    """Keras' Adam given the global gradients (`GlobalGradients`)."""
+
+
+@keras.saving.register_keras_serializable("keras_maskrcnn")
+class TorchSGD(GlobalGradients, keras.optimizers.SGD):
     """SGD as torch.optim.SGD computes it, torchvision's recipe: weight decay coupled to the
     gradient and momentum applied before the learning rate.
 
@@ -108,6 +128,7 @@ def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None,
     `weight_decay` 0 and `clip_norm` None or 0 turn those off. `weight_decay_mode` is one of
     WEIGHT_DECAY_MODES: "coupled" (SGD only: `TorchSGD`, torch's SGD of torchvision's recipe)
     or "decoupled" (Keras' own). Either leaves NO_WEIGHT_DECAY's variables undecayed.
+    The optimisers take gradients already summed over replicas (`GlobalGradients`).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
@@ -120,8 +141,8 @@ def make_optimizer(name, schedule, weight_decay=0.0, clip_norm=None,
     if weight_decay_mode == "coupled":
         return TorchSGD(coupled_weight_decay=weight_decay, momentum=SGD_MOMENTUM, **clipping)
     common = {**clipping, "weight_decay": weight_decay or None}
-    optimizer = (keras.optimizers.SGD(momentum=SGD_MOMENTUM, **common) if name == "sgd"
-                 else keras.optimizers.Adam(**common))
+    optimizer = (GlobalGradientsSGD(momentum=SGD_MOMENTUM, **common) if name == "sgd"
+                 else GlobalGradientsAdam(**common))
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     return optimizer

@@ -28,28 +28,29 @@ class RoITargets(NamedTuple):
 
 
 def rpn_targets(anchors, gt_boxes, gt_valid, fg_iou_threshold, bg_iou_threshold, samples_per_image,
-                positive_fraction, box_coder_weights, seed):
+                positive_fraction, box_coder_weights, seeds):
     """Label anchors by IoU (Faster R-CNN §3.1.2), sample them, and encode box targets.
 
-    anchors [A, 4]; gt_boxes [B, G, 4]; gt_valid bool [B, G]; seed int32 [2].
+    anchors [A, 4]; gt_boxes [B, G, 4]; gt_valid bool [B, G]; seeds int [B, 2], one per image.
     """
     batch = tf.shape(gt_boxes)[0]
     batched_anchors = tf.broadcast_to(anchors[None], [batch, anchors.shape[0], 4])
     iou = box_ops.pairwise_iou(batched_anchors, gt_boxes)
     matched_gt, labels = matching.match_boxes(
         iou, gt_valid, fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches=True)
-    sampled_fg, sampled_bg = sampling.sample_balanced(labels, samples_per_image, positive_fraction, seed)
+    sampled_fg, sampled_bg = sampling.sample_balanced(labels, samples_per_image, positive_fraction, seeds)
     matched_boxes = tf.gather(gt_boxes, matched_gt, batch_dims=1)
     box_targets = box_coder.encode_boxes(matched_boxes, batched_anchors, box_coder_weights)
     return RPNTargets(sampled_fg, sampled_bg, box_targets)
 
 
 def roi_targets(proposals, proposal_valid, gt_boxes, gt_classes, samples_per_image, positive_fraction,
-                fg_iou_threshold, box_coder_weights, seed):
+                fg_iou_threshold, box_coder_weights, seeds):
     """Sample RoIs among the proposals and the ground-truth boxes themselves (Mask R-CNN
     adds them so the heads see perfect boxes from the first step).
 
-    proposals [B, P, 4]; proposal_valid bool [B, P]; gt_boxes [B, G, 4]; gt_classes int32 [B, G].
+    proposals [B, P, 4]; proposal_valid bool [B, P]; gt_boxes [B, G, 4]; gt_classes int32 [B, G];
+    seeds int [B, 2], one per image.
     A candidate is foreground at IoU ≥ fg_iou_threshold with some instance, background below.
     """
     gt_valid = gt_classes > 0
@@ -59,7 +60,7 @@ def roi_targets(proposals, proposal_valid, gt_boxes, gt_classes, samples_per_ima
     matched_gt, labels = matching.match_boxes(
         iou, gt_valid, fg_iou_threshold, fg_iou_threshold, allow_low_quality_matches=False)
     labels = tf.where(candidate_valid, labels, matching.IGNORE)
-    sampled_fg, sampled_bg = sampling.sample_balanced(labels, samples_per_image, positive_fraction, seed)
+    sampled_fg, sampled_bg = sampling.sample_balanced(labels, samples_per_image, positive_fraction, seeds)
     indices, is_fg, valid = sampling.gather_sampled(sampled_fg, sampled_bg, samples_per_image)
     rois = tf.gather(candidates, indices, batch_dims=1)
     matched_gt = tf.gather(matched_gt, indices, batch_dims=1)

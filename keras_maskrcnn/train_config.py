@@ -24,6 +24,11 @@ LR_SCHEDULES = ("cosine", "step")
 # "decoupled": w -= lr·wd·w beside the gradient step (Keras' `weight_decay`, AdamW's).
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 BAD_DATA_MODES = ("skip", "error")
+# Where a run trains (`distribute` module): one device, the GPUs (or logical CPU devices) of
+# this machine, or the machines of a TF_CONFIG cluster.
+DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
+# What the layers compute in (`precision` module); variables stay float32.
+PRECISIONS = ("float32", "bfloat16", "float16")
 # Every preset samples at most a quarter of the RoIs as foreground: 4 leaves the mask head one.
 MIN_ROIS_PER_IMAGE = 4
 # A pretrained ResNet with frozen batch norm trains only its last 3 stages unless told otherwise:
@@ -110,6 +115,9 @@ class TrainConfig:
     with frozen batch norm that starts from pretrained weights (as torchvision), and the whole
     backbone otherwise.
     Schedule: the fields of `Schedule`, None taking the preset's.
+    Scale: `distribute` one of DISTRIBUTE_MODES (`batch_size` is then the global batch, split
+    over the replicas), `cpu_replicas` N splits the CPU into N logical devices for "mirrored",
+    `precision` one of PRECISIONS, `jit_compile` compiles the training step with XLA.
     """
     train: Optional[str] = None
     preset: Optional[str] = None
@@ -142,6 +150,10 @@ class TrainConfig:
     weight_decay: Optional[float] = None
     weight_decay_mode: Optional[str] = None
     clip_norm: Optional[float] = None
+    distribute: str = "none"
+    cpu_replicas: Optional[int] = None
+    precision: str = "float32"
+    jit_compile: bool = False
 
     def __post_init__(self):
         for name in ("scale_jitter", "input_size", "lr_steps"):
@@ -195,10 +207,13 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path):
+        """Write the config as JSON, atomically: another worker of the run may read it."""
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        with open(path, "w") as f:
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
+        os.replace(partial, path)
 
     @classmethod
     def load(cls, path):
@@ -239,11 +254,13 @@ def _problems(config):
     for name, choices in (("on_bad_data", BAD_DATA_MODES), ("optimizer", OPTIMIZERS),
                           ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS),
                           ("weight_decay_mode", WEIGHT_DECAY_MODES),
-                          ("box_normalizer", BOX_NORMALIZERS)):
+                          ("box_normalizer", BOX_NORMALIZERS),
+                          ("distribute", DISTRIBUTE_MODES), ("precision", PRECISIONS)):
         value = getattr(c, name)
         if value is not None and value not in choices:
             yield f"{option(name)}: unknown value {value!r}; choose one of {choices}"
-    for name in ("epochs", "steps_per_epoch", "batch_size", "max_instances", "eval_every"):
+    for name in ("epochs", "steps_per_epoch", "batch_size", "max_instances", "eval_every",
+                 "cpu_replicas"):
         value = getattr(c, name)
         if value is not None and (not _is_int(value) or value < 1):
             yield f"{option(name)} must be a whole number of at least 1, got {value!r}"
@@ -294,6 +311,19 @@ def _problems(config):
                f"{option('optimizer')} {c.optimizer} decays decoupled")
     if c.eval_every is not None and c.val is None:
         yield f"{option('eval_every')} needs {option('val')}, the set to evaluate on"
+    if c.cpu_replicas is not None and c.distribute != "mirrored":
+        yield (f"{option('cpu_replicas')} splits the CPU for {option('distribute')} mirrored, "
+               f"not {c.distribute!r}")
+    if (c.cpu_replicas is not None and _is_int(c.cpu_replicas) and _is_int(c.batch_size)
+            and c.batch_size % c.cpu_replicas):
+        yield (f"{option('batch_size')} {c.batch_size} is the global batch and must split "
+               f"evenly over the {option('cpu_replicas')} {c.cpu_replicas} replicas")
+    if not isinstance(c.jit_compile, bool):
+        yield f"{option('jit_compile')} must be true or false, got {c.jit_compile!r}"
+    elif c.jit_compile and c.distribute != "none":
+        yield (f"{option('jit_compile')} needs {option('distribute')} none: Keras compiles the "
+               f"whole step, every replica's device at once, into one XLA program, which XLA "
+               f"refuses (keras-team/keras#19005)")
     if c.val_images is not None and c.val is None:
         yield f"{option('val_images')} needs {option('val')}, the annotations of those images"
 

@@ -8,12 +8,17 @@ A run directory holds `train_config.json` (the `TrainConfig` it ran with, resolv
 `backup/`: rerunning the same command (or `train --config RUN_DIR/train_config.json`) after a
 crash or a kill resumes from the last finished epoch, with the batches the interrupted run
 would have drawn.
+
+With `distribute` "multi-worker" every worker runs the same command: the chief writes the run
+directory (which must then be on storage every worker reads), the others write theirs to a
+temporary folder, and every worker resumes from the chief's `backup/` (`distribute`).
 """
 
 import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 
 import keras
@@ -25,10 +30,13 @@ from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.convert.torchvision import load_resnet_backbone
 from keras_maskrcnn.data import CocoDataset, DataError, make_dataset
 from keras_maskrcnn.data.validation import BadDataPolicy
+from keras_maskrcnn.distribute import (check_batch_split, distributed_batches, make_strategy,
+                                       worker_role)
 from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, describe_copy,
                                      describe_trainable, finetune_config, load_source_model)
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.optimization import WarmupSchedule, make_optimizer
+from keras_maskrcnn.precision import dtype_policy, with_loss_scaling
 from keras_maskrcnn.train_config import (CONFIG_FILE, PRETRAINED_TRAINABLE_STAGES,
                                          RESUMABLE_CHANGES, TrainConfig, TrainConfigError)
 
@@ -111,6 +119,9 @@ def train(config):
     Python, NumPy and TensorFlow are seeded globally with `seed` so that a run repeats, and a
     run killed after an epoch resumes from `out/backup` when restarted with the same config
     (a different one is refused, naming what changed).
+    `distribute`, `cpu_replicas`, `precision` and `jit_compile` choose the devices, the compute
+    dtype and XLA (`distribute`, `precision` modules); a global batch trains to the same weights
+    on one device or several.
     Writes the run directory described in the module docstring; returns the history dict
     (metric name → list of per-epoch values, None where an epoch has none).
 
@@ -123,9 +134,22 @@ def train(config):
     if not isinstance(config, TrainConfig):
         raise TrainConfigError(f"train() takes a TrainConfig, got {type(config).__name__}")
     config = config.resolved()
+    # First: logical CPU devices must be set up before TensorFlow initialises its devices.
+    strategy = make_strategy(config.distribute, config.cpu_replicas)
+    check_batch_split(config.batch_size, strategy)
+    role = worker_role(strategy)
     initial_epoch = resumed_epoch(config.out)
     check_resumable(config, initial_epoch)
-    config.save(os.path.join(config.out, CONFIG_FILE))
+    run_dir = role.writable_dir(config.out)
+    try:
+        return _train(config, strategy, run_dir, initial_epoch)
+    finally:
+        role.finish(run_dir, config.out)
+
+
+def _train(config, strategy, run_dir, initial_epoch):
+    """`train` for a resolved config, writing the run's files to `run_dir` (this worker's)."""
+    config.save(os.path.join(run_dir, CONFIG_FILE))
 
     train_policy = BadDataPolicy(config.on_bad_data)
     train_set = open_dataset(config.train, config.train_images, train_policy,
@@ -144,36 +168,48 @@ def train(config):
             raise DataError(f"{config.val}: category ids {val_set.category_ids} differ from the "
                             f"training set's {train_set.category_ids}")
 
-    model = build_model(config, train_set)
-    schedule = WarmupSchedule(config.learning_rate, config.total_steps, config.warmup_steps,
-                              config.lr_schedule, config.lr_steps)
-    model.compile(optimizer=make_optimizer(config.optimizer, schedule, config.weight_decay,
-                                           config.clip_norm, config.weight_decay_mode))
+    with strategy.scope():
+        with dtype_policy(config.precision):
+            model = build_model(config, train_set)
+        schedule = WarmupSchedule(config.learning_rate, config.total_steps, config.warmup_steps,
+                                  config.lr_schedule, config.lr_steps)
+        optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay,
+                                   config.clip_norm, config.weight_decay_mode)
+        model.compile(optimizer=with_loss_scaling(optimizer, config.precision),
+                      jit_compile=config.jit_compile)
 
     if initial_epoch:
         print(f"resuming from {os.path.join(config.out, BACKUP_DIR)} after epoch "
               f"{initial_epoch}", flush=True)
+        if run_dir != config.out:  # a worker restores from the chief's backup
+            shutil.copytree(os.path.join(config.out, BACKUP_DIR),
+                            os.path.join(run_dir, BACKUP_DIR), dirs_exist_ok=True)
     model_config = model.model_config
-    train_batches = make_dataset(
-        train_set, model_config.input.image_size, config.batch_size, config.max_instances,
-        model_config.mask_head.gt_mask_size, training=True, seed=config.seed,
-        scale_jitter=config.scale_jitter, cache=config.cache, bad_data=train_policy,
-        repeat=True, size_limits=model_config.input.size_limits,
-        start_batch=initial_epoch * config.steps_per_epoch)
+
+    def shard_batches(batch_size, shard_index, num_shards):
+        return make_dataset(
+            train_set, model_config.input.image_size, batch_size, config.max_instances,
+            model_config.mask_head.gt_mask_size, training=True, seed=config.seed,
+            scale_jitter=config.scale_jitter, cache=config.cache, bad_data=train_policy,
+            repeat=True, size_limits=model_config.input.size_limits,
+            start_batch=initial_epoch * config.steps_per_epoch,
+            global_batch_size=config.batch_size, shard_index=shard_index, num_shards=num_shards)
+
+    train_batches = distributed_batches(strategy, shard_batches, config.batch_size)
     val_batches = None if val_set is None else make_dataset(
         val_set, model_config.input.image_size, config.batch_size, config.max_instances,
         model_config.mask_head.gt_mask_size, training=False, bad_data=val_policy,
         size_limits=model_config.input.size_limits)
 
-    history_file = HistoryFile(os.path.join(config.out, HISTORY_FILE))
+    history_file = HistoryFile(os.path.join(run_dir, HISTORY_FILE))
     # Callbacks run in this order: AP lands in the logs before the others read them, and the
     # history is written before the backup that marks the epoch as done.
     callbacks = [history_file,
-                 keras.callbacks.ModelCheckpoint(os.path.join(config.out, CHECKPOINT_PATTERN)),
-                 keras.callbacks.TensorBoard(os.path.join(config.out, LOG_DIR),
+                 keras.callbacks.ModelCheckpoint(os.path.join(run_dir, CHECKPOINT_PATTERN)),
+                 keras.callbacks.TensorBoard(os.path.join(run_dir, LOG_DIR),
                                              write_graph=False),
                  # Two copies, so a kill while one is written leaves the other readable.
-                 keras.callbacks.BackupAndRestore(os.path.join(config.out, BACKUP_DIR),
+                 keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
                                                   double_checkpoint=True)]
     if val_set is not None and config.eval_every:
         callbacks.insert(0, CocoEvaluation(val_set, config.eval_every, config.batch_size,
@@ -195,9 +231,9 @@ def train(config):
         raise
     finally:
         _write_json({"train": train_policy.to_dict(), "val": val_policy.to_dict()},
-                    os.path.join(config.out, BAD_DATA_FILE))
+                    os.path.join(run_dir, BAD_DATA_FILE))
 
-    model.save(os.path.join(config.out, MODEL_FILE))
+    model.save(os.path.join(run_dir, MODEL_FILE))
     return history_file.read()
 
 

@@ -14,8 +14,14 @@ def _labels(rng, num_fg, num_bg, num_ignore):
     return labels[rng.permutation(len(labels))]
 
 
+def _image_seeds(seed, batch):
+    """One seed per image: (seed[0], seed[1] + image index)."""
+    return tf.stack([tf.fill([batch], seed[0]), seed[1] + tf.range(batch)], axis=1)
+
+
 def _sample(labels, num_samples, fraction, seed=SEED):
-    fg, bg = sample_balanced(tf.constant(labels), num_samples, fraction, seed)
+    fg, bg = sample_balanced(tf.constant(labels), num_samples, fraction,
+                             _image_seeds(seed, len(labels)))
     fg, bg = fg.numpy(), bg.numpy()
     assert not np.any(fg & bg)
     assert np.all(labels[fg] == FOREGROUND) and np.all(labels[bg] == BACKGROUND)
@@ -55,6 +61,17 @@ def test_seeded_determinism_and_variety():
     assert 0.35 < np.flatnonzero(fg_a.any(0)).mean() / labels.shape[1] < 0.65
 
 
+def test_an_image_samples_alike_whatever_else_its_batch_holds():
+    rng = np.random.default_rng(5)
+    labels = np.stack([_labels(rng, 60, 200, 40) for _ in range(4)])
+    seeds = _image_seeds(SEED, 4)
+    whole = sample_balanced(tf.constant(labels), 64, 0.25, seeds)
+    for half in (slice(0, 2), slice(2, 4)):
+        part = sample_balanced(tf.constant(labels[half]), 64, 0.25, seeds[half])
+        for found, expected in zip(part, whole):
+            np.testing.assert_array_equal(found.numpy(), expected.numpy()[half])
+
+
 def test_gather_sampled_orders_foreground_first_and_pads():
     sampled_fg = np.zeros((2, 10), bool)
     sampled_bg = np.zeros((2, 10), bool)
@@ -87,7 +104,7 @@ def test_never_more_than_the_quota_on_anchor_scale_inputs():
     # share the value at the cut-off; the sample must still hold exactly the quota.
     labels = tf.zeros((64, 65536), tf.int32)  # all background
     for seed in range(6):
-        fg, bg = sample_balanced(labels, 256, 0.5, tf.constant([seed, 0], tf.int32))
+        fg, bg = sample_balanced(labels, 256, 0.5, _image_seeds(tf.constant([seed, 0]), 64))
         assert not fg.numpy().any()
         counts = tf.reduce_sum(tf.cast(bg, tf.int32), axis=1).numpy()
         assert counts.tolist() == [256] * 64, f"seed {seed}: counts {sorted(set(counts.tolist()))}"

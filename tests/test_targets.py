@@ -20,7 +20,8 @@ def _random_boxes(rng, count, size=128.0):
 def _roi_targets(proposals, proposal_valid, gt_boxes, gt_classes, seed=(1, 2)):
     return targets.roi_targets(
         tf.constant(proposals), tf.constant(proposal_valid), tf.constant(gt_boxes),
-        tf.constant(gt_classes), SAMPLES, POSITIVE_FRACTION, FG_IOU, WEIGHTS, tf.constant(seed))
+        tf.constant(gt_classes), SAMPLES, POSITIVE_FRACTION, FG_IOU, WEIGHTS,
+        tf.tile(tf.constant(seed)[None], [len(gt_classes), 1]))
 
 
 def test_ground_truth_boxes_join_the_proposals():
@@ -83,7 +84,7 @@ def test_rpn_targets_sample_within_quota_and_encode_their_match():
     gt_boxes = np.stack([_random_boxes(rng, 3), _random_boxes(rng, 3)])
     gt_valid = np.array([[True, True, False], [True, False, False]])
     found = targets.rpn_targets(tf.constant(anchors), tf.constant(gt_boxes), tf.constant(gt_valid),
-                                0.7, 0.3, 64, 0.5, (1.0, 1.0, 1.0, 1.0), tf.constant([4, 5]))
+                                0.7, 0.3, 64, 0.5, (1.0, 1.0, 1.0, 1.0), tf.constant([[4, 5], [4, 6]]))
     fg, bg = found.sampled_fg.numpy(), found.sampled_bg.numpy()
     assert not (fg & bg).any()
     assert ((fg | bg).sum(axis=1) == 64).all() and (fg.sum(axis=1) <= 32).all()

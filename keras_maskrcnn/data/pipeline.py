@@ -27,7 +27,8 @@ CACHE_SHUFFLE_BUFFER = 512
 
 def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, training,
                  seed=0, shuffle=True, scale_jitter=None, cache=False, bad_data=None,
-                 repeat=False, start_batch=0, size_limits=None):
+                 repeat=False, start_batch=0, size_limits=None, global_batch_size=None,
+                 shard_index=0, num_shards=1):
     """Batched, prefetched `tf.data.Dataset` of the dicts in the module docstring.
 
     Crowd regions and empty boxes are left out of the targets, and only the `max_instances`
@@ -52,7 +53,18 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
       start_batch: with `repeat`, begin as if this many batches had been drawn already, so a
         resumed run sees the batches the interrupted one would have seen (exact while no
         image has been dropped by `bad_data` at run time).
+      global_batch_size, shard_index, num_shards: one worker's shard of a run on several
+        (training): the stream is cut into global batches (default: `batch_size`), this
+        pipeline keeps the shard_index-th of num_shards equal contiguous slices of each and
+        batches them by `batch_size` (per replica). No image is read by two shards, and the
+        shards' batches put together in order are the single-worker batches. `start_batch`
+        counts global batches.
     """
+    global_batch_size = global_batch_size or batch_size
+    if training and (global_batch_size % num_shards
+                     or (global_batch_size // num_shards) % batch_size):
+        raise ValueError(f"a global batch of {global_batch_size} does not split into "
+                         f"{num_shards} shards of whole batches of {batch_size}")
     height, width = image_size
     ids = tf.data.Dataset.from_tensor_slices(np.asarray(dataset.image_ids, np.int64))
 
@@ -103,7 +115,13 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
         # order the parallel map runs in, and differ from epoch to epoch.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda r: tf.stack([r, tf.constant(seed, tf.int64)]))
-        return tf.data.Dataset.zip(elements, seeds).skip(start_batch * batch_size)
+        elements = tf.data.Dataset.zip(elements, seeds).skip(start_batch * global_batch_size)
+        if num_shards == 1:
+            return elements
+        slice_size = global_batch_size // num_shards
+        return elements.enumerate().filter(
+            lambda position, _: position % global_batch_size // slice_size == shard_index
+        ).map(lambda _, element: element)
 
     if cache:
         examples = ids.map(decode, num_parallel_calls=tf.data.AUTOTUNE).filter(decoded)

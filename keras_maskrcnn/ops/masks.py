@@ -62,11 +62,48 @@ def _resample_in_box_frame(flat_masks, mask_indices, from_boxes, to_boxes, size)
 
     first = to_mini_index(to_start + 0.5 * to_step)
     last = to_mini_index(to_start + (size - 0.5) * to_step)
-    crop_boxes = grid_crop_boxes(first, last, tf.shape(flat_masks)[1:3])
-    crops = tf.image.crop_and_resize(
-        _zero_border(tf.cast(flat_masks, tf.float32)), crop_boxes, mask_indices, [size, size],
-        method="bilinear", extrapolation_value=0.0)
-    return crops[..., 0]
+    fractions = tf.range(size, dtype=tf.float32) / max(size - 1, 1)
+    points = first[:, None, :] + fractions[None, :, None] * (last - first)[:, None, :]
+    return _bilinear_read(tf.cast(flat_masks, tf.float32), mask_indices, points[..., 0],
+                          points[..., 1])
+
+
+def _bilinear_read(flat_masks, mask_indices, rows, cols):
+    """`tf.image.crop_and_resize`'s bilinear reading of masks bordered by one zero cell, as
+    gathers (XLA has no CropAndResize kernel, and the training step runs under XLA with
+    `--jit-compile`).
+
+    Args:
+      flat_masks: [N, S, S]; mask_indices: int32 [K] the mask each row reads.
+      rows: [K, M] row coordinates in mask cells (centre of cell r at r); cols: [K, M].
+    Returns: float32 [K, M, M]; 0 beyond the zero border.
+    """
+    padded = tf.pad(flat_masks, [[0, 0], [1, 1], [1, 1]])
+    last = tf.cast(tf.shape(padded)[1] - 1, tf.float32)
+
+    def taps(coords):
+        coords = coords + 1.0  # into the bordered mask
+        inside = (coords >= 0.0) & (coords <= last)
+        low = tf.clip_by_value(tf.floor(coords), 0.0, last)
+        weight = coords - tf.floor(coords)
+        high = tf.minimum(low + 1.0, last)
+        return tf.cast(low, tf.int32), tf.cast(high, tf.int32), weight, inside
+
+    row_low, row_high, row_weight, row_inside = taps(rows)
+    col_low, col_high, col_weight, col_inside = taps(cols)
+    masks = tf.gather(padded, mask_indices)  # [K, S+2, S+2]
+
+    def read(row_index, col_index):
+        picked_rows = tf.gather(masks, row_index, batch_dims=1)  # [K, M, S+2]
+        return tf.gather(picked_rows, col_index, batch_dims=1, axis=2)  # [K, M, M]
+
+    top = read(row_low, col_low) * (1.0 - col_weight[:, None, :]) + \
+        read(row_low, col_high) * col_weight[:, None, :]
+    bottom = read(row_high, col_low) * (1.0 - col_weight[:, None, :]) + \
+        read(row_high, col_high) * col_weight[:, None, :]
+    values = top * (1.0 - row_weight[:, :, None]) + bottom * row_weight[:, :, None]
+    inside = row_inside[:, :, None] & col_inside[:, None, :]
+    return tf.where(inside, values, 0.0)
 
 
 def reframe_mini_masks(mini_masks, boxes, new_boxes):

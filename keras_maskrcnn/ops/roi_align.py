@@ -176,7 +176,9 @@ def multilevel_roi_align_gather(features, boxes, output_size, sampling_ratio, al
         for cols, col_weights in ((x_low, wx_low), (x_high, wx_high)):
             # [B, N, S, S] flat indices into the table; weights broadcast over channels.
             indices = offset[..., None] + rows[..., :, None] * row_stride[..., None] + cols[..., None, :]
-            weights = row_weights[..., :, None] * col_weights[..., None, :]
+            # Sampling coordinates and weights are float32; only the product takes the features'
+            # dtype (bfloat16 or float16 under mixed precision).
+            weights = tf.cast(row_weights[..., :, None] * col_weights[..., None, :], table.dtype)
             pooled += tf.gather(table, indices, batch_dims=1) * weights[..., None]
     num_boxes = tf.shape(boxes)[1]
     # A 4-D average pool rather than a 7-D mean: TFLite's XNNPACK delegate cannot run the latter.

@@ -1,6 +1,8 @@
 """Seeded, balanced sampling of foreground and background candidates.
 
 Shapes: B batch, N candidates, S samples per image.
+Each image draws from its own seed, so what it samples does not depend on the other images of
+its batch (nor on how a batch is split across replicas).
 """
 
 import tensorflow as tf
@@ -22,7 +24,14 @@ def _take_random(candidates, count, max_count, noise):
     return candidates & (chosen > 0)
 
 
-def sample_balanced(labels, num_samples, positive_fraction, seed):
+def image_noise(shape, seeds):
+    """Uniform [0, 1) noise of `shape` [B, N], row b drawn from seeds[b] (int [B, 2] for
+    `tf.random.stateless_uniform`) alone."""
+    return tf.map_fn(lambda seed: tf.random.stateless_uniform(shape[1:], seed), seeds,
+                     fn_output_signature=tf.float32)
+
+
+def sample_balanced(labels, num_samples, positive_fraction, seeds):
     """Pick up to `num_samples` candidates per image, at most a `positive_fraction` of them
     foreground; background fills the rest (Faster R-CNN §3.1.3).
 
@@ -30,7 +39,7 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
       labels: int32 [B, N], FOREGROUND / BACKGROUND / anything else (ignored).
       num_samples: S (≤ N).
       positive_fraction: upper bound on the foreground share.
-      seed: int32 [2], for `tf.random.stateless_uniform`.
+      seeds: int [B, 2], each image's seed for `tf.random.stateless_uniform`.
     Returns: sampled_fg bool [B, N], sampled_bg bool [B, N].
     """
     is_fg = tf.equal(labels, FOREGROUND)
@@ -38,7 +47,7 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
     max_fg = int(num_samples * positive_fraction)
     num_fg = tf.minimum(tf.reduce_sum(tf.cast(is_fg, tf.int32), axis=1), max_fg)
     num_bg = tf.minimum(tf.reduce_sum(tf.cast(is_bg, tf.int32), axis=1), num_samples - num_fg)
-    noise = tf.random.stateless_uniform(tf.shape(labels), seed)
+    noise = image_noise(tf.shape(labels), seeds)
     sampled_fg = _take_random(is_fg, num_fg, max_fg, noise) if max_fg > 0 else tf.zeros_like(is_fg)
     sampled_bg = _take_random(is_bg, num_bg, num_samples, noise)
     return sampled_fg, sampled_bg
