@@ -178,23 +178,37 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
         if png_path in drawn_from:
             raise UserError(f"{drawn_from[png_path]} and {path} would both be drawn to {png_path}")
         drawn_from[png_path] = path
+    results, skipped = [], []
+
+    def bad_image(index, error):
+        if on_bad_image == "error":
+            raise UserError(str(error)) from error
+        skipped.append({"file_name": image_paths[index], "problem": str(error)})
+        print(f"skipped {error}", flush=True)
+
+    # Missing files are found before the model loads; files that fail to decode, when read.
+    readable = []
+    for index, path in enumerate(image_paths):
+        if os.path.isfile(path):
+            readable.append(index)
+        else:
+            bad_image(index, DataError(f"{path}: image file not found", "missing_image"))
+    if not readable:
+        _write_json(skipped, os.path.join(out_dir, SKIPPED_FILE))
+        raise UserError(_none_readable(skipped, out_dir))
     predictor = _load_predictor(model_path, num_threads)
     config = predictor.config
     class_names = (None if config.class_names is None
                    else dict(zip(config.dataset_category_ids(), config.class_names)))
-    results, skipped = [], []
-    with tqdm(total=len(image_paths), desc="predict", unit="image") as progress:
-        for start in range(0, len(image_paths), batch_size):
+    with tqdm(total=len(readable), desc="predict", unit="image") as progress:
+        for start in range(0, len(readable), batch_size):
             indices, images = [], []
-            for index in range(start, min(start + batch_size, len(image_paths))):
+            for index in readable[start:start + batch_size]:
                 try:
                     images.append(read_image(image_paths[index]))
                     indices.append(index)
                 except DataError as error:
-                    if on_bad_image == "error":
-                        raise UserError(str(error)) from error
-                    skipped.append({"file_name": image_paths[index], "problem": str(error)})
-                    progress.write(f"skipped {error}")
+                    bad_image(index, error)
             detections = predictor.predict(images) if images else []
             for index, image, found in zip(indices, images, detections):
                 keep = found["scores"] >= score_threshold
@@ -202,14 +216,21 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
                                                   found.items()}, image.shape[:2])
                 results.extend(_draw_and_describe(image, found, class_names, png_paths[index],
                                                   image_paths[index], index + 1))
-            progress.update(min(batch_size, len(image_paths) - start))
+            progress.update(len(readable[start:start + batch_size]))
+    position = {path: index for index, path in enumerate(image_paths)}
+    skipped.sort(key=lambda entry: position[entry["file_name"]])  # in the files' order
     _write_json(results, os.path.join(out_dir, PREDICTIONS_FILE))
     _write_json(skipped, os.path.join(out_dir, SKIPPED_FILE))
     if len(skipped) == len(image_paths):
-        raise UserError(f"none of the {len(image_paths)} images could be read: "
-                        f"{skipped[0]['problem']}" + (" (all are listed in "
-                        f"{os.path.join(out_dir, SKIPPED_FILE)})" if len(skipped) > 1 else ""))
+        raise UserError(_none_readable(skipped, out_dir))
     return PredictRun(results, len(image_paths) - len(skipped), skipped)
+
+
+def _none_readable(skipped, out_dir):
+    """The message of a predict run that found no image it could read."""
+    listed = (f" (all are listed in {os.path.join(out_dir, SKIPPED_FILE)})"
+              if len(skipped) > 1 else "")
+    return f"none of the {len(skipped)} images could be read: {skipped[0]['problem']}{listed}"
 
 
 def _draw_and_describe(image, detections, class_names, png_path, file_name, image_id):

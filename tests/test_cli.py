@@ -103,12 +103,20 @@ def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, run_cli):
         assert all(0.0 <= values[name] <= 1.0 for name in ALWAYS_DEFINED)
 
 
+@pytest.fixture(scope="module")
+def detecting_model(untrained_tiny_model, tmp_path_factory):
+    """The random-init tiny model, which detects something in any image, saved: a barely
+    trained model may find nothing, and a predict test on it would check nothing."""
+    path = tmp_path_factory.mktemp("detecting") / "model.keras"
+    untrained_tiny_model.save(path)
+    return path
+
+
 @pytest.mark.slow
-def test_predict_writes_pngs_and_results(shapes, run_dir, tmp_path, run_cli):
+def test_predict_writes_pngs_and_results(shapes, detecting_model, tmp_path, run_cli):
     images = sorted((shapes / "val" / "images").glob("*.png"))
     out_dir = tmp_path / "predictions"
-    # Threshold 0 keeps whatever the barely trained model finds.
-    code, _, _ = run_cli("predict", "--model", run_dir / training.MODEL_FILE, *images,
+    code, _, _ = run_cli("predict", "--model", detecting_model, *images,
                          "--out", out_dir, "--score-threshold", "0")
     assert code == 0
     for image in images:
