@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -184,3 +186,18 @@ def test_call_outputs_follow_the_export_contract(overfit_run):
     assert count > 0 and boxes[:, 2].max() <= 64 and boxes[:, 3].max() <= 96
     assert set(outputs["detection_classes"][0, :count].numpy()) <= {3, 7}
     assert (outputs["detection_classes"][0, count:].numpy() == 0).all()
+
+
+def test_saved_files_keep_keras_layer_names_so_older_files_load(untrained_tiny_model, tmp_path):
+    """A .keras file stores the layers of a list under their class name in snake case: the
+    project's batch norm keeps Keras' class name, so files saved with Keras' own load."""
+    path = tmp_path / "model.keras"
+    untrained_tiny_model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        archive.extract("model.weights.h5", tmp_path)
+    stored = []
+    with h5py.File(tmp_path / "model.weights.h5") as weights:
+        weights.visit(stored.append)
+    norms = [name for name in stored if name.endswith("/moving_mean")
+             or name.rsplit("/", 1)[-1].startswith("batch_normalization")]
+    assert norms and all("/batch_normalization" in name for name in norms), norms[:5]

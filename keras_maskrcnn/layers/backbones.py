@@ -3,8 +3,9 @@
 
 Paddings are explicit, as in torchvision's ResNet, so that converted weights see the
 same pixels; batch norm is frozen (a fixed affine transform) for pretrained backbones.
-Batch norm that trains ("bn") is synchronised (`SyncBatchNorm`): under a tf.distribute
-strategy its batch statistics are the global batch's, so replicas normalise as one device would.
+Batch norm that trains ("bn") is synchronised (`BatchNormalization` here): under a
+tf.distribute strategy its batch statistics are the global batch's, so replicas normalise as
+one device would.
 Shapes: B batch, H×W input; C_k has stride 2^k.
 """
 
@@ -43,8 +44,12 @@ class FrozenBatchNorm(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
-class SyncBatchNorm(layers.BatchNormalization):
+class BatchNormalization(layers.BatchNormalization):
     """Keras' batch norm with the global batch's statistics under a tf.distribute strategy.
+
+    It keeps Keras' class name on purpose: a `.keras` file stores the layers of a list under
+    their class name in snake case ("batch_normalization_2"), so models saved with Keras' own
+    layer still load (tests/test_model.py checks the stored names).
 
     Two passes, as `tf.nn.moments` on one device: the mean, then the mean squared deviation
     from it, each summed over the replicas. (Keras' `synchronized=True` takes E[x²] − E[x]²,
@@ -69,7 +74,7 @@ def _norm(norm, name):
     if norm == "frozen_bn":
         return FrozenBatchNorm(name=name)
     if norm == "bn":
-        return SyncBatchNorm(epsilon=BATCH_NORM_EPSILON, momentum=0.9, name=name)
+        return BatchNormalization(epsilon=BATCH_NORM_EPSILON, momentum=0.9, name=name)
     raise ValueError(f"unknown norm {norm!r}: use 'frozen_bn' or 'bn'")
 
 
