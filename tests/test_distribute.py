@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import keras
@@ -34,6 +33,7 @@ from keras_maskrcnn.config import tiny
 from keras_maskrcnn.data import CocoDataset, make_dataset
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.train_config import TrainConfig, TrainConfigError
+from paused_cli import DRIVER
 
 # Each weight tensor: max|a − b| ≤ WEIGHT_TOLERANCE · max|b| + WEIGHT_FLOOR. The floor is for
 # tensors still near 0 after a few steps (biases started at 0 are ~1e-4 after 4 steps; two
@@ -84,24 +84,6 @@ def _config(shapes, out, **changes):
               "input_size": (64, 64), "batch_size": BATCH, "epochs": 1, "steps_per_epoch": STEPS,
               "optimizer": "sgd", "learning_rate": 0.02, "seed": 5, "out": str(out), **changes}
     return TrainConfig(**fields)
-
-
-# Runs the CLI; with PAUSE_AFTER_BACKUP set, stops for good once the first epoch's backup is
-# written (and says so in that file), so the test can kill it at a known point.
-DRIVER = textwrap.dedent("""
-    import os, sys, time
-    import keras
-    from keras_maskrcnn import cli
-    marker = os.environ.pop("PAUSE_AFTER_BACKUP", None)
-    if marker:
-        backup = keras.callbacks.BackupAndRestore.on_epoch_end
-        def pause(self, epoch, logs=None):
-            backup(self, epoch, logs)
-            open(marker, "w").close()
-            time.sleep(3600)
-        keras.callbacks.BackupAndRestore.on_epoch_end = pause
-    sys.exit(cli.main(sys.argv[1:]))
-""")
 
 
 @pytest.fixture(scope="module")

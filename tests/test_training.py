@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import keras
@@ -20,6 +19,7 @@ from keras_maskrcnn.config import tiny
 from keras_maskrcnn.data import CocoDataset
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.train_config import CONFIG_FILE, TrainConfig
+from paused_cli import DRIVER
 
 # A backed-up epoch shows up well within this on the CI machine (about 20 s).
 BACKUP_WAIT_SECONDS = 300
@@ -168,24 +168,6 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     written = TrainConfig.load(str(out / CONFIG_FILE))
     assert written == config.resolved() and written.optimizer == "adam"
     assert written.train == str(bad) and os.path.isabs(written.out)
-
-
-# Runs the CLI; with PAUSE_AFTER_BACKUP set, stops for good once the first epoch's backup is
-# written, so the test can kill it at a known point.
-DRIVER = textwrap.dedent("""
-    import os, sys, time
-    import keras
-    from keras_maskrcnn import cli
-    marker = os.environ.pop("PAUSE_AFTER_BACKUP", None)
-    if marker:
-        backup = keras.callbacks.BackupAndRestore.on_epoch_end
-        def pause(self, epoch, logs=None):
-            backup(self, epoch, logs)
-            open(marker, "w").close()
-            time.sleep(3600)
-        keras.callbacks.BackupAndRestore.on_epoch_end = pause
-    sys.exit(cli.main(sys.argv[1:]))
-""")
 
 
 @pytest.mark.slow
