@@ -166,7 +166,7 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
     from tqdm import tqdm
 
     from keras_maskrcnn.data import DataError
-    from keras_maskrcnn.data.coco import read_image
+    from keras_maskrcnn.data.coco import missing_image, read_image
 
     if on_bad_image not in BAD_IMAGE_MODES:
         raise UserError(f"unknown on_bad_image {on_bad_image!r}; choose one of {BAD_IMAGE_MODES}")
@@ -192,7 +192,7 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
         if os.path.isfile(path):
             readable.append(index)
         else:
-            bad_image(index, DataError(f"{path}: image file not found", "missing_image"))
+            bad_image(index, missing_image(path))
     if not readable:
         _write_json(skipped, os.path.join(out_dir, SKIPPED_FILE))
         raise UserError(_none_readable(skipped, out_dir))

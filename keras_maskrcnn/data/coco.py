@@ -39,6 +39,11 @@ class DataError(ValueError):
         self.kind = kind
 
 
+def missing_image(path):
+    """The DataError of an image file that does not exist."""
+    return DataError(f"{path}: image file not found", "missing_image")
+
+
 def read_image(path):
     """RGB pixels of an image file, EXIF orientation applied; uint8 [H, W, 3].
 
@@ -46,7 +51,7 @@ def read_image(path):
     to 8 bits. Raises DataError naming the file when it is missing or cannot be decoded.
     """
     if not os.path.isfile(path):
-        raise DataError(f"{path}: image file not found", "missing_image")
+        raise missing_image(path)
     try:
         image = Image.open(path)
     except (OSError, SyntaxError, ValueError) as error:
@@ -73,7 +78,7 @@ def read_image_size(path):
     Raises DataError naming the file when it is missing or its header cannot be parsed.
     """
     if not os.path.isfile(path):
-        raise DataError(f"{path}: image file not found", "missing_image")
+        raise missing_image(path)
     try:
         with Image.open(path) as image:
             width, height = image.size
