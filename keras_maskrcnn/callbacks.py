@@ -6,6 +6,7 @@ Shapes: none; callbacks see scalar logs. COCO AP is `evaluation.evaluate_predict
 
 import json
 import os
+import time
 
 import keras
 
@@ -52,6 +53,22 @@ class CocoEvaluation(keras.callbacks.Callback):
         """Predict every readable image and run COCOeval → {"bbox": {...}, "segm": {...}}."""
         return evaluation.evaluate_predictor(KerasPredictor(self.model), self.dataset,
                                              self.batch_size, self.bad_data)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `train_seconds` to each epoch's logs: wall time from the epoch's start to the end of
+    its last training step, so validation and evaluation are not counted. Images per second
+    are steps_per_epoch · batch_size / train_seconds."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = self.last_step_end = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last_step_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["train_seconds"] = self.last_step_end - self.epoch_start
 
 
 class HistoryFile(keras.callbacks.Callback):

@@ -24,7 +24,7 @@ import sys
 import keras
 import tensorflow as tf
 
-from keras_maskrcnn.callbacks import CocoEvaluation, HistoryFile
+from keras_maskrcnn.callbacks import CocoEvaluation, EpochTimer, HistoryFile
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.convert.torchvision import load_resnet_backbone
@@ -202,9 +202,9 @@ def _train(config, strategy, run_dir, initial_epoch):
         size_limits=model_config.input.size_limits)
 
     history_file = HistoryFile(os.path.join(run_dir, HISTORY_FILE))
-    # Callbacks run in this order: AP lands in the logs before the others read them, and the
-    # history is written before the backup that marks the epoch as done.
-    callbacks = [history_file,
+    # Callbacks run in this order: the epoch's time and AP land in the logs before the others
+    # read them, and the history is written before the backup that marks the epoch as done.
+    callbacks = [EpochTimer(), history_file,
                  keras.callbacks.ModelCheckpoint(os.path.join(run_dir, CHECKPOINT_PATTERN)),
                  keras.callbacks.TensorBoard(os.path.join(run_dir, LOG_DIR),
                                              write_graph=False),

@@ -85,6 +85,7 @@ def test_train_writes_model_and_history(run_dir):
     for name in LOSS_NAMES + ("loss",):
         for key in (name, f"val_{name}"):
             assert len(history[key]) == 1 and np.isfinite(history[key][0])
+    assert len(history["train_seconds"]) == 1 and history["train_seconds"][0] > 0
 
 
 @pytest.mark.slow
