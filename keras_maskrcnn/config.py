@@ -133,8 +133,8 @@ class LossConfig:
     roi_box: float = 1.0
     mask: float = 1.0
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value for both box losses
-    # One of BOX_NORMALIZERS: "sampled" for every preset (for `tiny` it gave 0.01 more AP and
-    # 0.03 more AP50 than "positives" on the shapes set:
+    # One of BOX_NORMALIZERS: "sampled" for every preset (for `tiny` it gave 0.02 more bbox and
+    # segm AP50 than "positives" on two shapes sets, the same bbox AP:
     # bench/results/box_normalizer_shapes.json). A saved config without this field (a .keras
     # file written before it) loads with it too, so an older `tiny` model, trained with
     # "positives", fine-tunes with "sampled".
