@@ -1,4 +1,5 @@
-"""What the benchmarks share: timing, the machine's description and writing the JSON report.
+"""What the benchmarks share: timing, running the command line, the machine's description and
+writing the JSON report.
 
 The scripts import it as a sibling module (`python bench/NAME.py` puts bench/ on sys.path).
 """
@@ -6,6 +7,8 @@ The scripts import it as a sibling module (`python bench/NAME.py` puts bench/ on
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -20,6 +23,16 @@ def median_seconds(fn, repeats):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def run_cli(argv):
+    """Run `keras-maskrcnn ARGV...` in a new process, as a user would (failure raises) → its
+    wall time in seconds."""
+    argv = list(map(str, argv))
+    print("$ keras-maskrcnn " + " ".join(argv), flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "keras_maskrcnn", *argv], check=True)
+    return time.perf_counter() - start
 
 
 def machine_info(**versions):

@@ -27,14 +27,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
-import subprocess
-import sys
 import time
 
 import numpy as np
 from PIL import Image
 
+from benchutil import machine_info, run_cli
 from keras_maskrcnn.config import TORCHVISION_BATCH_NORM_EPSILON  # TensorFlow-free
 
 MODELS = ("torchvision", "mobilenetv3_fpn", "tiny")
@@ -108,10 +106,7 @@ def write_mobilenet_stand_in(path, images, seed):
 
 def run(command, timings, name):
     """Run `keras-maskrcnn COMMAND...` in a new process, recording its wall time under `name`."""
-    print("$ keras-maskrcnn " + " ".join(map(str, command)), flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "keras_maskrcnn", *map(str, command)], check=True)
-    timings[name] = round(time.perf_counter() - start, 1)
+    timings[name] = round(run_cli(command), 1)
 
 
 def starting_point(model, args, data, work, timings):
@@ -198,8 +193,7 @@ def main():
     timings = {}
     run(["make-shapes", data, "--train", args.train_images, "--val", args.val_images,
          "--seed", args.seed], timings, "make_shapes")
-    report = {"machine": {"cpus": os.cpu_count(),
-                          "processor": platform.processor() or platform.machine()},
+    report = {"machine": machine_info(),
               "checkpoint": args.checkpoint or "random stand-ins",
               "settings": vars(args), "models": {}}
     if os.path.exists(args.out):  # keep the other models' entries of an earlier run

@@ -19,18 +19,9 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 
-from benchutil import machine_info, write_report
-
-
-def keras_maskrcnn(*argv):
-    """Run `keras-maskrcnn ARGV...` in a new process → its wall time in seconds."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "keras_maskrcnn", *map(str, argv)], check=True)
-    return time.perf_counter() - start
+from benchutil import machine_info, run_cli, write_report
 
 
 def variant(text):
@@ -51,12 +42,12 @@ def train_and_evaluate(data, run_dir, seed, options, eval_every):
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resumed one
     val = os.path.join(data, "val", "annotations.json")
     curve_options = ["--val", val, "--eval-every", eval_every] if eval_every else []
-    process_seconds = keras_maskrcnn(
+    process_seconds = run_cli([
         "train", "--train", os.path.join(data, "train", "annotations.json"), "--preset", "tiny",
-        "--seed", seed, *curve_options, *options, "--out", run_dir)
+        "--seed", seed, *curve_options, *options, "--out", run_dir])
     metrics_file = os.path.join(run_dir, "metrics.json")
-    keras_maskrcnn("evaluate", "--model", os.path.join(run_dir, "model.keras"), "--data", val,
-                   "--out", metrics_file)
+    run_cli(["evaluate", "--model", os.path.join(run_dir, "model.keras"), "--data", val,
+             "--out", metrics_file])
     config = read_json(os.path.join(run_dir, "train_config.json"))
     history = read_json(os.path.join(run_dir, "history.json"))
     epoch_seconds = history["train_seconds"]
@@ -96,8 +87,8 @@ def main():
     report.setdefault("commands", []).append(" ".join(map(shlex.quote, sys.argv)))
     for seed in args.seeds:
         data = os.path.join(args.work, f"shapes-{seed}-{args.train_images}")
-        keras_maskrcnn("make-shapes", data, "--seed", seed, "--train", args.train_images,
-                       "--val", args.val_images)
+        run_cli(["make-shapes", data, "--seed", seed, "--train", args.train_images,
+                 "--val", args.val_images])
         for name, options in variants.items():
             run_dir = os.path.join(args.work, f"{name}-{seed}-{args.train_images}")
             record = {"data_seed": seed, "variant": name, "options": options,
