@@ -7,6 +7,7 @@ fix (a missing or unreadable file) end with a one-line message naming the file a
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -106,7 +107,12 @@ def _run_convert_torchvision(args):
 def _run_demo(args):
     metrics = demo(args.out, args.train_images_count, args.val_images_count, args.epochs,
                    args.steps_per_epoch, args.batch_size, args.seed)
-    print(f"\nDemo outputs are in {args.out}. COCO AP on the validation shapes:")
+    from keras_maskrcnn import training
+
+    with open(os.path.join(args.out, "run", training.HISTORY_FILE)) as f:
+        epoch_seconds = json.load(f)["train_seconds"]
+    print(f"\nDemo outputs are in {args.out}. Training took {sum(epoch_seconds):.0f} s "
+          f"({len(epoch_seconds)} epochs); COCO AP on the validation shapes:")
     _print_metrics(metrics)
 
 

@@ -177,13 +177,13 @@ def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
     assert calls == [TrainConfig(train=os.path.join(data, "train", "annotations.json"),
                                  val=os.path.join(data, "val", "annotations.json"),
                                  preset="tiny", epochs=1, steps_per_epoch=1, batch_size=2,
-                                 out=os.path.join(str(out), "run"), seed=0)]
+                                 out=os.path.join(str(out), "run"), seed=0, cache=True)]
     assert (out / "data" / "val" / "annotations.json").is_file()
     with open(out / "metrics.json") as f:
         assert sorted(json.load(f)) == sorted(IOU_TYPES)
     assert len(list((out / "predictions").glob("*.png"))) == 2
     assert (out / "predictions" / "predictions.json").is_file()
-    assert "AP50" in stdout
+    assert "AP50" in stdout and "Training took" in stdout
 
 
 def _write(path, text):
