@@ -232,7 +232,7 @@ def tiny(num_classes=3, **changes):
         anchors=AnchorConfig(sizes=(8, 16, 32, 64, 128)),
         rpn=RPNConfig(pre_nms_topk_train=512, pre_nms_topk_test=256, post_nms_topk_train=256,
                       post_nms_topk_test=128, samples_per_image=128),
-        roi=RoIConfig(samples_per_image=64, fc_dim=256),
+        roi=RoIConfig(samples_per_image=32, fc_dim=256, aligned=True),
         mask_head=MaskHeadConfig(conv_dim=64, gt_mask_size=32),
         detection=DetectionConfig(max_detections=20, pre_nms_topk=256),
     )
