@@ -1,8 +1,8 @@
 """`tiny` on shapes sets with named variants of the `train` options, side by side: each run's
 training time, images/s, AP per epoch (with --eval-every) and final COCO AP, as JSON.
 
-Each set is `make-shapes` with its own seed (by default as `make demo` makes it: 1000 training /
-100 validation images at 128 px). Each variant runs `train --preset tiny --seed SET_SEED
+Each set is `make-shapes` with its own seed (by default as `make demo` makes it: 2000 training /
+200 validation images at 128 px). Each variant runs `train --preset tiny --seed SET_SEED
 OPTIONS...` then `evaluate` (pycocotools), each in a process of its own, as a user would.
 Runs of other (set, variant) pairs already in the output file are kept, so sets and variants
 can be added one command at a time; compare times only between runs of one command.
@@ -22,6 +22,8 @@ import shutil
 import sys
 
 from benchutil import machine_info, run_cli, write_report
+
+from keras_maskrcnn.commands import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES  # TensorFlow-free
 
 
 def variant(text):
@@ -74,8 +76,8 @@ def main():
                         metavar="NAME=OPTIONS", help="train options of one variant (repeat)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one shapes set per seed; also the training seed")
-    parser.add_argument("--train-images", type=int, default=1000)
-    parser.add_argument("--val-images", type=int, default=100)
+    parser.add_argument("--train-images", type=int, default=DEMO_TRAIN_IMAGES)
+    parser.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES)
     parser.add_argument("--eval-every", type=int, default=0,
                         help="COCO AP on the validation set every N epochs (the AP curve)")
     parser.add_argument("--work", default=os.path.join("outputs", "tiny_shapes"))
