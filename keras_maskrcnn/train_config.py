@@ -80,7 +80,7 @@ COCO_1X = Schedule(epochs=12, steps_per_epoch=7500, batch_size=16, learning_rate
                    lr_steps=(2 / 3, 8 / 9), weight_decay=1e-4, weight_decay_mode="coupled",
                    clip_norm=10.0)
 PRESET_SCHEDULES = {
-    "tiny": Schedule(epochs=15, steps_per_epoch=150, batch_size=8, learning_rate=1e-3,
+    "tiny": Schedule(epochs=13, steps_per_epoch=150, batch_size=8, learning_rate=1e-3,
                      max_instances=16, optimizer="adam", warmup_steps=0, lr_schedule="cosine",
                      lr_steps=(2 / 3, 8 / 9), weight_decay=0.0, weight_decay_mode="decoupled",
                      clip_norm=10.0),
