@@ -175,7 +175,6 @@ def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
     assert code == 0
     data = os.path.join(str(out), "data")
     assert calls == [TrainConfig(train=os.path.join(data, "train", "annotations.json"),
-                                 val=os.path.join(data, "val", "annotations.json"),
                                  preset="tiny", epochs=1, steps_per_epoch=1, batch_size=2,
                                  out=os.path.join(str(out), "run"), seed=0, cache=True)]
     assert (out / "data" / "val" / "annotations.json").is_file()
