@@ -1,14 +1,15 @@
-"""COCO AP of a trained model and of every export variant, through the same `evaluate` path.
+"""COCO AP of trained models and of every export variant, through the same `evaluate` path.
 
-  .venv/bin/python bench/eval_export_accuracy.py --model outputs/demo/run/model.keras \
-      --data outputs/demo/data/val/annotations.json \
-      [--calibration-data outputs/demo/data/train/annotations.json] [--out PATH]
+  .venv/bin/python bench/eval_export_accuracy.py \
+      --run MODEL.keras VAL.json CALIBRATION.json [--run ...] [--out PATH]
 
-Exports the model as a SavedModel and as TFLite with each quantization (as `keras-maskrcnn
-export` does), evaluates the `.keras` file and each export with `commands.evaluate` (TFLite on
-TFLITE_THREADS LiteRT threads), and writes JSON (default bench/results/export_accuracy.json):
-per variant its file size and the bbox and segm metrics. int8 calibrates on the first
---calibration-images images of --calibration-data, which defaults to --data itself.
+For each --run: exports the model as a SavedModel and as TFLite with each quantization (as
+`keras-maskrcnn export` does), evaluates the `.keras` file and each export on VAL.json with
+`commands.evaluate` (TFLite on TFLITE_THREADS LiteRT threads), and records per variant its
+file size and bbox and segm metrics, and for int8 the export's `Int8Report`. int8 calibrates
+on the first --calibration-images images of CALIBRATION.json and checks agreement on the
+INT8_CHECK_IMAGES after them. Writes JSON (default bench/results/export_accuracy.json) with
+each run's results and the largest drop of each int8 metric from float32 TFLite.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import tempfile
 
 from bench_export import size_bytes
 from keras_maskrcnn import commands
+from keras_maskrcnn.export.litert import read_int8_report
 from keras_maskrcnn.export.tflite import QUANTIZATIONS
 
 TFLITE_THREADS = 2
@@ -38,30 +40,55 @@ def export_variants(model_path, work_dir, calibration_data, calibration_images):
     return variants
 
 
+METRICS = ("AP", "AP50", "AP75")
+
+
+def evaluate_run(model_path, data, calibration_data, calibration_images):
+    """{variant: {file_bytes, bbox, segm[, int8_report]}} for one trained model."""
+    results = {}
+    with tempfile.TemporaryDirectory() as work_dir:
+        variants = export_variants(model_path, work_dir, calibration_data, calibration_images)
+        for variant, (path, threads) in variants.items():
+            metrics = commands.evaluate(path, data, num_threads=threads)
+            results[variant] = {"file_bytes": size_bytes(path), **metrics}
+            if variant == "tflite_int8":
+                results[variant]["int8_report"] = read_int8_report(path).to_dict()
+            print(f"{variant:>16}  bbox AP {metrics['bbox']['AP']:.3f} AP50 {metrics['bbox']['AP50']:.3f}"
+                  f"  segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f}", flush=True)
+    return results
+
+
+def int8_drops(results):
+    """{iou type: {metric: float32 TFLite minus int8}} of one run."""
+    return {iou_type: {metric: results["tflite_none"][iou_type][metric]
+                       - results["tflite_int8"][iou_type][metric] for metric in METRICS}
+            for iou_type in ("bbox", "segm")}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, metavar="MODEL.keras")
-    parser.add_argument("--data", required=True, metavar="ANN.json", help="evaluation set")
-    parser.add_argument("--calibration-data", metavar="ANN.json", help="default: --data")
+    parser.add_argument("--run", nargs=3, action="append", required=True,
+                        metavar=("MODEL.keras", "VAL.json", "CALIBRATION.json"),
+                        help="a trained model, its evaluation set and its int8 calibration set")
     parser.add_argument("--calibration-images", type=int, default=commands.DEFAULT_CALIBRATION_IMAGES,
                         metavar="N", help="default: %(default)s")
     parser.add_argument("--out", default="bench/results/export_accuracy.json")
     args = parser.parse_args()
-    calibration_data = args.calibration_data or args.data
-    results = {}
-    with tempfile.TemporaryDirectory() as work_dir:
-        variants = export_variants(args.model, work_dir, calibration_data, args.calibration_images)
-        for variant, (path, threads) in variants.items():
-            metrics = commands.evaluate(path, args.data, num_threads=threads)
-            results[variant] = {"file_bytes": size_bytes(path), **metrics}
-            print(f"{variant:>16}  bbox AP {metrics['bbox']['AP']:.3f} AP50 {metrics['bbox']['AP50']:.3f}"
-                  f"  segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f}", flush=True)
-    report = {"model": args.model, "data": args.data, "calibration_data": calibration_data,
-              "calibration_images": args.calibration_images, "tflite_threads": TFLITE_THREADS,
-              "results": results}
+    runs = []
+    for model_path, data, calibration_data in args.run:
+        print(f"{model_path} on {data}", flush=True)
+        results = evaluate_run(model_path, data, calibration_data, args.calibration_images)
+        runs.append({"model": model_path, "data": data, "calibration_data": calibration_data,
+                     "results": results, "int8_drop": int8_drops(results)})
+    worst = {iou_type: {metric: max(run["int8_drop"][iou_type][metric] for run in runs)
+                        for metric in METRICS} for iou_type in ("bbox", "segm")}
+    report = {"calibration_images": args.calibration_images,
+              "int8_check_images": commands.INT8_CHECK_IMAGES, "tflite_threads": TFLITE_THREADS,
+              "runs": runs, "worst_int8_drop": worst}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
+    print(f"largest int8 drop from float32 TFLite: {worst}")
     print(f"wrote {args.out}")
 
 

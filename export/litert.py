@@ -3,12 +3,15 @@
 Shapes: H×W the canvas the file was converted for, K detections, M mask size.
 """
 
+import json
+
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import MaskRCNNConfig
-from keras_maskrcnn.export.tflite import CONFIG_METADATA_NAME, OUTPUT_NAMES
+from keras_maskrcnn.export.int8 import Int8Report
+from keras_maskrcnn.export.tflite import CONFIG_METADATA_NAME, INT8_REPORT_METADATA_NAME, OUTPUT_NAMES
 from keras_maskrcnn.inference import Predictor
 from keras_maskrcnn.tf_logging import native_stderr_hidden
 
@@ -25,19 +28,32 @@ def _read_model(tflite_path):
     return schema.Model.GetRootAsModel(data, 0)
 
 
+def _metadata(tflite_path, name):
+    """The bytes of metadata entry `name` of a `.tflite` file, or None if it has none."""
+    model = _read_model(tflite_path)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() == name:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
 def read_config(tflite_path):
     """The `MaskRCNNConfig` that `export_tflite` stored in the file's metadata.
 
     Raises ValueError naming the file when it has none (e.g. converted by other code).
     """
-    model = _read_model(tflite_path)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name().decode() == CONFIG_METADATA_NAME:
-            data = model.Buffers(entry.Buffer()).DataAsNumpy()
-            return MaskRCNNConfig.from_json(data.tobytes().decode())
-    raise ValueError(f"{tflite_path} has no {CONFIG_METADATA_NAME!r} metadata: export it with "
-                     "keras-maskrcnn export")
+    data = _metadata(tflite_path, CONFIG_METADATA_NAME)
+    if data is None:
+        raise ValueError(f"{tflite_path} has no {CONFIG_METADATA_NAME!r} metadata: export it "
+                         "with keras-maskrcnn export")
+    return MaskRCNNConfig.from_json(data.decode())
+
+
+def read_int8_report(tflite_path):
+    """The `int8.Int8Report` an int8 export stored in the file, or None (other exports)."""
+    data = _metadata(tflite_path, INT8_REPORT_METADATA_NAME)
+    return None if data is None else Int8Report.from_dict(json.loads(data.decode()))
 
 
 def list_operators(tflite_path):

@@ -7,10 +7,12 @@ The converted graph takes `images` float32 [1, H, W, 3] (the 0..255 canvas of
 contract's tensors in the order of OUTPUT_NAMES. A graph converted from a frozen concrete
 function carries no signature, so its outputs are known by position only. The model's
 config JSON (class names, category ids, canvas) rides in the file's metadata entry
-CONFIG_METADATA_NAME; `litert.read_config` reads it back.
+CONFIG_METADATA_NAME; `litert.read_config` reads it back. An int8 file also holds its
+`int8.Int8Report` (JSON) in INT8_REPORT_METADATA_NAME (`litert.read_int8_report`).
 """
 
 import contextlib
+import json
 import logging
 import warnings
 
@@ -20,6 +22,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_maskrcnn.config import QUANTIZATIONS
+from keras_maskrcnn.export import int8
 from keras_maskrcnn.model import rebuild
 from keras_maskrcnn.preprocessing import resize_and_pad
 from keras_maskrcnn.tf_logging import native_stderr_hidden
@@ -27,10 +30,7 @@ from keras_maskrcnn.tf_logging import native_stderr_hidden
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
                 "detection_masks")
 CONFIG_METADATA_NAME = "keras_maskrcnn_config"
-# Layers whose ops int8 quantizes: the convolutions and FC layers, where the time goes. The
-# rest (box decoding and clipping, score thresholds, NMS inputs, RoIAlign sampling) stays
-# float: int8 steps of 1/256 of a tensor's range would move boxes by pixels and merge scores.
-INT8_LAYERS = ("backbone", "fpn", "rpn_head", "box_head", "mask_head")
+INT8_REPORT_METADATA_NAME = "keras_maskrcnn_int8_report"
 # What the converter says of choices this module makes on purpose (see export_tflite), and of
 # its own quantization debugger, which still runs tf.lite.Interpreter.
 EXPECTED_CONVERTER_NOTICES = (
@@ -83,30 +83,6 @@ def with_metadata(tflite_bytes, name, data):
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
-def _op_output_names(tflite_bytes):
-    """Names of the tensors that the operators of a `.tflite` flatbuffer write → list of str."""
-    graph = schema.Model.GetRootAsModel(tflite_bytes, 0).Subgraphs(0)
-    return [graph.Tensors(op.Outputs(j)).Name().decode()
-            for op in map(graph.Operators, range(graph.OperatorsLength()))
-            for j in range(op.OutputsLength())]
-
-
-def _int8_outside_layers_float(converter):
-    """Convert with int8 only inside INT8_LAYERS → `.tflite` bytes.
-
-    Goes through the quantization debugger, TFLite's route to selective quantization: it
-    calibrates once, then quantizes again with the named ops kept float.
-    """
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=converter.representative_dataset)
-    float_ops = [name for name in _op_output_names(debugger.calibrated_model)
-                 if not any(f"/{layer}" in name for layer in INT8_LAYERS)]
-    # A top-k named here still follows its int8 input; only listing the op type keeps it float.
-    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=float_ops, denylisted_ops=["TOPK_V2"])
-    return debugger.get_nondebug_quantized_model()
-
-
 def detection_function(model):
     """Concrete function (images [1, H, W, 3], image_info [1, 5]) → OUTPUT_NAMES tensors.
 
@@ -134,34 +110,70 @@ def _representative_dataset(images, input_config):
     return generate
 
 
-def export_tflite(model, out_path, quantize="none", representative_images=None):
+def export_tflite(model, out_path, quantize="none", representative_images=None,
+                  held_out_images=None):
     """Convert `model` to a `.tflite` file with builtin ops only.
 
     Args:
       model: a `MaskRCNN` (any RoIAlign implementation; the export uses the builtin-op one).
       out_path: file to write.
       quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights,
-        float activations) or "int8" (int8 weights and activations in INT8_LAYERS, float
-        elsewhere; needs `representative_images`).
+        float activations) or "int8" (int8 weights and activations in `int8.INT8_LAYERS`,
+        float elsewhere; needs both image lists below).
       representative_images: list of uint8 [h, w, 3] images to calibrate int8 activations.
+      held_out_images: other such images, on which int8 detections are compared with the
+        float model's. The `int8.Int8Report` is stored in the file (`litert.read_int8_report`);
+        an Int8AgreementWarning is issued when the agreement is poor.
     Returns: out_path. The file's metadata holds the model config (see the module docstring).
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantize {quantize!r}; choose one of {QUANTIZATIONS}")
-    if quantize == "int8" and not representative_images:
-        raise ValueError("quantize='int8' needs representative_images to calibrate activations")
+    if quantize == "int8" and not (representative_images and held_out_images):
+        raise ValueError("quantize='int8' needs representative_images to calibrate activations "
+                         "and held_out_images to check the result")
     export_model = builtin_ops_model(model)
     with _without_expected_notices(), native_stderr_hidden():
-        tflite_bytes = _convert(export_model, quantize, representative_images)
+        tflite_bytes, float_ops = _convert(export_model, quantize, representative_images)
     tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
                                  model.model_config.to_json().encode())
-    with open(out_path, "wb") as file:
-        file.write(tflite_bytes)
+    _write(out_path, tflite_bytes)
+    if quantize == "int8":
+        report = _int8_report(model, out_path, float_ops, len(representative_images),
+                              held_out_images)
+        _write(out_path, with_metadata(tflite_bytes, INT8_REPORT_METADATA_NAME,
+                                       json.dumps(report.to_dict()).encode()))
+        if report.poor:
+            warnings.warn(" ".join(report.lines()[1:]), Int8AgreementWarning, stacklevel=2)
     return out_path
 
 
+class Int8AgreementWarning(UserWarning):
+    """An int8 export whose detections agree poorly with the float model's."""
+
+
+def _write(path, data):
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+def _int8_report(model, tflite_path, float_ops, calibration_count, held_out_images):
+    """The `int8.Int8Report` of the int8 file at `tflite_path`, converted from `model`."""
+    from keras_maskrcnn.export.litert import TFLitePredictor  # it imports this module
+    from keras_maskrcnn.inference import KerasPredictor
+
+    reference = KerasPredictor(model).detect(held_out_images)
+    candidate = TFLitePredictor(tflite_path).detect(held_out_images)
+    counts = int8.detection_agreement(reference, candidate)
+    return int8.Int8Report(
+        calibration_images=calibration_count, held_out_images=len(held_out_images),
+        float_layers=tuple(int8.layer_paths(float_ops)),
+        reference_detections=counts["reference"], int8_detections=counts["candidate"],
+        matched=counts["matched"], max_score_difference=counts["max_score_difference"])
+
+
 def _convert(export_model, quantize, representative_images):
-    """The builtin-op `export_model` as `.tflite` bytes, quantized as `export_tflite` says."""
+    """The builtin-op `export_model` as `.tflite` bytes, quantized as `export_tflite` says,
+    and the op names int8 kept float for their resolution (`int8.quantize_int8`)."""
     # Without a trackable_obj the converter freezes the variables into constants (folding
     # batch norm); with one it keeps resource variables, which int8 calibration cannot read.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([detection_function(export_model)])
@@ -170,12 +182,11 @@ def _convert(export_model, quantize, representative_images):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.representative_dataset = _representative_dataset(
-            representative_images, export_model.model_config.input)
-        # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                               tf.lite.OpsSet.TFLITE_BUILTINS]
-    return (_int8_outside_layers_float(converter) if quantize == "int8"
-            else converter.convert())
-
+    if quantize != "int8":
+        return converter.convert(), ()
+    converter.representative_dataset = _representative_dataset(
+        representative_images, export_model.model_config.input)
+    # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    return int8.quantize_int8(converter)

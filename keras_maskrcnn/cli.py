@@ -10,13 +10,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from keras_maskrcnn import __version__
 from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMAGES,
                                      DEFAULT_SCORE_THRESHOLD, DEFAULT_SHOW_COUNT,
                                      DEMO_IMAGE_SIZE, DEMO_PREDICTED_IMAGES, DEMO_TRAIN_IMAGES,
                                      DEMO_VAL_IMAGES, EXPORT_FORMATS, BAD_IMAGE_MODES,
-                                     IMAGE_SUFFIXES, SKIPPED_FILE, UserError,
+                                     IMAGE_SUFFIXES, INT8_CHECK_IMAGES, SKIPPED_FILE, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS, PRESETS,
@@ -95,8 +96,15 @@ def _run_predict(args):
 
 
 def _run_export(args):
-    out = export(args.model, args.out, args.format, args.quantize, args.calibration_data,
-                 args.calibration_images, args.input_size, args.include_full_masks)
+    from keras_maskrcnn.export.tflite import Int8AgreementWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Int8AgreementWarning)  # the report below says it
+        out = export(args.model, args.out, args.format, args.quantize, args.calibration_data,
+                     args.calibration_images, args.input_size, args.include_full_masks)
+    if args.quantize == "int8":
+        from keras_maskrcnn.export.litert import read_int8_report
+        print("\n".join(read_int8_report(out).lines()))
     print(f"wrote {out}")
 
 
@@ -328,7 +336,8 @@ def build_parser():
                                "required by --quantize int8")
     export_parser.add_argument("--calibration-images", type=_positive_int,
                                default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
-                               help="calibrate on the first N images (default: %(default)s)")
+                               help="calibrate on the first N images and compare int8 with "
+                               f"float32 on the next {INT8_CHECK_IMAGES} (default: %(default)s)")
     export_parser.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                                help="canvas to export for, multiples of 32 (default: the "
                                "model's own)")

@@ -28,6 +28,9 @@ PREDICTIONS_FILE = "predictions.json"
 SKIPPED_FILE = "skipped.json"
 EXPORT_FORMATS = ("saved_model", "tflite")
 DEFAULT_CALIBRATION_IMAGES = 100
+# int8 checks its detections against the float model's on this many images after the
+# calibration ones (on a fifth of them, taken from the calibration ones, if none follow).
+INT8_CHECK_IMAGES = 20
 
 
 class PredictRun(NamedTuple):
@@ -250,7 +253,9 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
     """Write the `.keras` model at `model_path` as a SavedModel folder or a `.tflite` file; returns `out`.
 
     `export_format` is one of EXPORT_FORMATS. `quantize` (TFLite only) is one of QUANTIZATIONS;
-    int8 calibrates on the first `calibration_images` images of `calibration_data` (COCO JSON).
+    int8 calibrates on the first `calibration_images` images of `calibration_data` (COCO JSON)
+    and compares its detections with the float model's on the next INT8_CHECK_IMAGES
+    (`split_calibration_images`); the file holds that report (`litert.read_int8_report`).
     `input_size` (H, W), multiples of 32, sets another canvas: the weights do not depend on it.
     `include_full_masks` adds in-graph pasted masks to the SavedModel's outputs.
     """
@@ -275,12 +280,13 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
     check_input_size(input_size)
     if not str(model_path).endswith(".keras"):
         raise UserError(f"{model_path}: export reads a .keras model file")
-    calibration = None
+    calibration = held_out = None
     if calibration_data is not None:
         with _data_errors():
             dataset = training.open_dataset(calibration_data)
-            calibration = [dataset.load_image(image_id)
-                           for image_id in dataset.image_ids[:calibration_images]]
+            images = [dataset.load_image(image_id) for image_id
+                      in dataset.image_ids[:calibration_images + INT8_CHECK_IMAGES]]
+        calibration, held_out = split_calibration_images(images, calibration_images)
     model = _load_keras_model(model_path, input_size)
     directory = os.path.dirname(os.fspath(out))
     if directory:
@@ -289,7 +295,17 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
         from keras_maskrcnn.export.saved_model import export_saved_model
         return export_saved_model(model, out, include_full_masks)
     from keras_maskrcnn.export.tflite import export_tflite
-    return export_tflite(model, out, quantize, calibration)
+    return export_tflite(model, out, quantize, calibration, held_out)
+
+
+def split_calibration_images(images, calibration_count):
+    """(calibration images, held-out images) from `images`: the first `calibration_count`
+    and the rest; when no images are left over, the last fifth (at least one) is held out."""
+    if len(images) < 2:
+        raise UserError(f"int8 export needs at least 2 calibration images, got {len(images)}")
+    if len(images) <= calibration_count:
+        calibration_count = len(images) - max(1, len(images) // 5)
+    return images[:calibration_count], images[calibration_count:]
 
 
 def check_input_size(input_size):

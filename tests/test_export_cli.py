@@ -19,7 +19,8 @@ from keras_maskrcnn import cli, commands
 from keras_maskrcnn.config import DetectionConfig, tiny
 from keras_maskrcnn.data.shapes import CATEGORIES
 from keras_maskrcnn.evaluation import IOU_TYPES
-from keras_maskrcnn.export import tflite
+from keras_maskrcnn.export import litert, tflite
+from keras_maskrcnn.export.int8 import Int8Report
 from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config
 from keras_maskrcnn.export.saved_model import CONFIG_FILE, SavedModelPredictor
 from keras_maskrcnn.inference import KerasPredictor, load_predictor
@@ -70,22 +71,31 @@ def exported(keras_path, shapes, tmp_path_factory):
     return paths
 
 
-def test_int8_export_calibrates_on_the_first_images_of_the_given_set(keras_path, shapes,
-                                                                      tmp_path, monkeypatch):
+def test_int8_export_calibrates_on_the_first_images_and_checks_on_the_next(
+        keras_path, shapes, tmp_path, monkeypatch, capsys):
     calls = []
 
-    def convert(model, out, quantize, representative_images):
-        calls.append((model.model_config.input.image_size, quantize, representative_images))
+    def convert(model, out, quantize, representative_images, held_out_images):
+        calls.append((model.model_config.input.image_size, quantize, representative_images,
+                      held_out_images))
         return out
 
+    report = Int8Report(calibration_images=1, held_out_images=1, float_layers=("rpn_head",),
+                        reference_detections=10, int8_detections=9, matched=8,
+                        max_score_difference=0.1)
     monkeypatch.setattr(tflite, "export_tflite", convert)
+    monkeypatch.setattr(litert, "read_int8_report", lambda path: report)
     assert cli.main(["export", "--model", str(keras_path), "--format", "tflite", "--quantize",
                      "int8", "--calibration-data", str(shapes), "--calibration-images", "1",
                      "--input-size", *map(str, TFLITE_CANVAS),
                      "--out", str(tmp_path / "model.tflite")]) == 0
-    (canvas, quantize, images), = calls
-    assert canvas == TFLITE_CANVAS and quantize == "int8" and len(images) == 1
+    (canvas, quantize, images, held_out), = calls
+    assert canvas == TFLITE_CANVAS and quantize == "int8" and len(images) == len(held_out) == 1
     assert images[0].shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and images[0].dtype == np.uint8
+    assert not np.array_equal(images[0], held_out[0])
+    out = capsys.readouterr().out
+    assert "rpn_head" in out and "agreement 80.0%" in out
+    assert "WARNING: int8 agreement 80.0% is below 90%" in out
 
 
 def _val_images(shapes):

@@ -6,7 +6,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import DetectionConfig, tiny
-from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config
+from keras_maskrcnn.export.int8 import layer_paths
+from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config, read_int8_report
 from keras_maskrcnn.export.tflite import QUANTIZATIONS, builtin_ops_model, export_tflite
 from keras_maskrcnn.inference import KerasPredictor
 from keras_maskrcnn.model import MaskRCNN
@@ -41,7 +42,8 @@ def converted(tmp_path_factory, untrained_tiny_model):
               for quantize in QUANTIZATIONS}
     root = tmp_path_factory.mktemp("tflite")
     paths = {quantize: export_tflite(models[quantize], root / f"model_{quantize}.tflite",
-                                     quantize, representative_images=_images()[:2])
+                                     quantize, representative_images=_images()[:2],
+                                     held_out_images=_images()[2:])
              for quantize in QUANTIZATIONS}
     return models, paths
 
@@ -78,13 +80,21 @@ def test_int8_quantizes_the_layers_and_keeps_post_processing_float(converted):
     canvas, image_info = preprocessing.preprocess_batch(_images()[:1], config.input.image_size)
     assert TFLitePredictor(path).run(canvas, image_info)["num_detections"][0] == 0
     interpreter = Interpreter(model_path=str(path))
-    dtypes = {detail["index"]: detail["dtype"] for detail in interpreter.get_tensor_details()}
-    output_dtypes = {}
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    output_dtypes, float_layer_ops = {}, []
     for op in interpreter._get_ops_details():
-        output_dtypes.setdefault(op["op_name"], set()).update(dtypes[i] for i in op["outputs"])
-    assert output_dtypes["CONV_2D"] == output_dtypes["FULLY_CONNECTED"] == {np.int8}
+        dtypes = {tensors[i]["dtype"] for i in op["outputs"]}
+        output_dtypes.setdefault(op["op_name"], []).append(dtypes)
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED") and np.int8 not in dtypes:
+            float_layer_ops.extend(tensors[i]["name"] for i in op["outputs"])
+    assert all(dtypes == {np.int8} for dtypes in output_dtypes["FULLY_CONNECTED"])
+    # The convs kept float are the ones the report names (int8's coarse-step check).
+    report = read_int8_report(path)
+    assert set(layer_paths(float_layer_ops)) <= set(report.float_layers)
+    assert len(float_layer_ops) < len(output_dtypes["CONV_2D"]) / 4
     for op_name in ("EXP", "LOG", "SOFTMAX", "TOPK_V2", "SELECT_V2", "LOGISTIC"):
-        assert np.int8 not in output_dtypes[op_name], op_name
+        assert all(np.int8 not in dtypes for dtypes in output_dtypes[op_name]), op_name
+    assert report.calibration_images == 2 and report.held_out_images == 1
 
 
 @pytest.mark.parametrize("quantize", QUANTIZATIONS)
