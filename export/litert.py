@@ -78,7 +78,10 @@ def list_operators(tflite_path):
 class TFLitePredictor(Predictor):
     """Predicts with a `.tflite` file from `export.tflite.export_tflite`, like `KerasPredictor`.
 
-    `num_threads` is the LiteRT interpreter's thread count; `config` the stored model config.
+    `num_threads` is the LiteRT interpreter's thread count; `config` the stored model config;
+    `camera_size` (h, w) for a file that takes camera frames (`export_tflite(camera_size=)`),
+    else None. Such a file's frames have a fixed size: `detect` resizes each image to it
+    (aspect not kept, as a camera frame of that size would be) and scales boxes back.
     """
 
     def __init__(self, model_path, num_threads=1):
@@ -90,27 +93,48 @@ class TFLitePredictor(Predictor):
             self.interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
         inputs = {detail["name"]: detail for detail in self.interpreter.get_input_details()}
-        self.images_index = inputs["images"]["index"]
-        self.image_info_index = inputs["image_info"]["index"]
-        self.image_size = tuple(int(side) for side in inputs["images"]["shape"][1:3])
+        if "image" in inputs:
+            self.camera_size = tuple(int(side) for side in inputs["image"]["shape"][1:3])
+            self.frame_index = inputs["image"]["index"]
+        else:
+            self.camera_size = None
+            self.images_index = inputs["images"]["index"]
+            self.image_info_index = inputs["image_info"]["index"]
+            self.image_size = tuple(int(side) for side in inputs["images"]["shape"][1:3])
         # No signature in the file: outputs come in the order `detection_function` returns them.
         self.output_indices = [detail["index"] for detail in self.interpreter.get_output_details()]
         if len(self.output_indices) != len(OUTPUT_NAMES):
             raise ValueError(f"{model_path} has {len(self.output_indices)} outputs, expected {OUTPUT_NAMES}")
 
-    def run(self, canvas, image_info):
-        """One preprocessed image: canvas [1, H, W, 3], image_info [1, 5] → dict of OUTPUT_NAMES arrays."""
-        self.interpreter.set_tensor(self.images_index, np.asarray(canvas, np.float32))
-        self.interpreter.set_tensor(self.image_info_index, np.asarray(image_info, np.float32))
+    def _outputs(self):
         self.interpreter.invoke()
         return {name: self.interpreter.get_tensor(index)
                 for name, index in zip(OUTPUT_NAMES, self.output_indices)}
 
+    def run(self, canvas, image_info):
+        """One preprocessed image: canvas [1, H, W, 3], image_info [1, 5] → dict of OUTPUT_NAMES arrays."""
+        self.interpreter.set_tensor(self.images_index, np.asarray(canvas, np.float32))
+        self.interpreter.set_tensor(self.image_info_index, np.asarray(image_info, np.float32))
+        return self._outputs()
+
+    def run_frame(self, frame):
+        """One camera frame uint8 [1, h, w, 3] of `camera_size` → dict of OUTPUT_NAMES arrays."""
+        self.interpreter.set_tensor(self.frame_index, np.asarray(frame, np.uint8))
+        return self._outputs()
+
     def detect(self, images):
         """`Predictor.detect`, one image at a time (the file takes batch 1)."""
-        detections = []
-        for image in images:
+        return [self._detect_one(image) for image in images]
+
+    def _detect_one(self, image):
+        if self.camera_size is None:
             canvas, image_info = preprocessing.preprocess_batch([image], self.image_size,
-                                                                 self.config.input.size_limits)
-            detections.append(postprocess.unpack_detections(self.run(canvas, image_info), 0))
+                                                                self.config.input.size_limits)
+            return postprocess.unpack_detections(self.run(canvas, image_info), 0)
+        frame = image
+        if image.shape[:2] != self.camera_size:
+            frame = preprocessing.resize_exactly(image, self.camera_size)
+        detections = postprocess.unpack_detections(self.run_frame(frame[None]), 0)
+        frame_to_image = np.array(image.shape[:2], np.float32) / np.array(self.camera_size)
+        detections["boxes"] = detections["boxes"] * np.tile(frame_to_image, 2)
         return detections

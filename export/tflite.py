@@ -3,8 +3,9 @@
 Shapes: H×W the model's canvas (`InputConfig.image_size`), K detections, M mask size.
 
 The converted graph takes `images` float32 [1, H, W, 3] (the 0..255 canvas of
-`preprocessing.resize_and_pad`) and `image_info` float32 [1, 5], and returns the export
-contract's tensors in the order of OUTPUT_NAMES. A graph converted from a frozen concrete
+`preprocessing.resize_and_pad`) and `image_info` float32 [1, 5] — or, exported for a camera
+size (h, w), one `image` uint8 [1, h, w, 3] that it resizes and pads itself — and returns
+the export contract's tensors in the order of OUTPUT_NAMES. A graph converted from a frozen concrete
 function carries no signature, so its outputs are known by position only. The model's
 config JSON (class names, category ids, canvas) rides in the file's metadata entry
 CONFIG_METADATA_NAME; `litert.read_config` reads it back. An int8 file also holds its
@@ -24,7 +25,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from keras_maskrcnn.config import QUANTIZATIONS
 from keras_maskrcnn.export import int8
 from keras_maskrcnn.model import rebuild
-from keras_maskrcnn.preprocessing import resize_and_pad
+from keras_maskrcnn.preprocessing import resize_and_pad, resize_exactly
 from keras_maskrcnn.tf_logging import native_stderr_hidden
 
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
@@ -83,15 +84,27 @@ def with_metadata(tflite_bytes, name, data):
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
-def detection_function(model):
+def detection_function(model, camera_size=None):
     """Concrete function (images [1, H, W, 3], image_info [1, 5]) → OUTPUT_NAMES tensors.
 
+    With `camera_size` (h, w) it takes `image` uint8 [1, h, w, 3] instead, a camera frame of
+    that fixed size (any aspect), and resizes, pads and describes it in the graph
+    (`preprocessing.resize_and_pad`: with static sizes its ops are constants, RESIZE_BILINEAR
+    and PAD); boxes come back in the frame's pixels.
     Batch 1 is static, which makes the model's NMS the single-image op TFLite has built in.
     The function only references the model's variables: keep the model alive while using it.
     """
-    height, width = model.model_config.input.image_size
+    c = model.model_config.input
+    if camera_size is not None:
+        @tf.function(input_signature=[tf.TensorSpec([1, *camera_size, 3], tf.uint8, name="image")])
+        def detect_frame(image):
+            canvas, image_info = resize_and_pad(image[0], c.image_size, c.size_limits)
+            outputs = model({"images": canvas[None], "image_info": image_info[None]})
+            return tuple(outputs[name] for name in OUTPUT_NAMES)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images"),
+        return detect_frame.get_concrete_function()
+
+    @tf.function(input_signature=[tf.TensorSpec([1, *c.image_size, 3], tf.float32, name="images"),
                                   tf.TensorSpec([1, 5], tf.float32, name="image_info")])
     def detect(images, image_info):
         outputs = model({"images": images, "image_info": image_info})
@@ -100,18 +113,22 @@ def detection_function(model):
     return detect.get_concrete_function()
 
 
-def _representative_dataset(images, input_config):
-    """Calibration inputs for int8: each uint8 [h, w, 3] image as a preprocessed batch of 1."""
+def _representative_dataset(images, input_config, camera_size):
+    """Calibration inputs for int8: each uint8 [h, w, 3] image as the converted function takes
+    it: a preprocessed batch of 1, or a camera frame of `camera_size`."""
     def generate():
         for image in images:
-            canvas, image_info = resize_and_pad(image, input_config.image_size,
-                                                input_config.size_limits)
-            yield [canvas[None], image_info[None]]
+            if camera_size is not None:
+                yield [resize_exactly(image, camera_size)[None]]
+            else:
+                canvas, image_info = resize_and_pad(image, input_config.image_size,
+                                                    input_config.size_limits)
+                yield [canvas[None], image_info[None]]
     return generate
 
 
 def export_tflite(model, out_path, quantize="none", representative_images=None,
-                  held_out_images=None):
+                  held_out_images=None, camera_size=None):
     """Convert `model` to a `.tflite` file with builtin ops only.
 
     Args:
@@ -124,6 +141,8 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
       held_out_images: other such images, on which int8 detections are compared with the
         float model's. The `int8.Int8Report` is stored in the file (`litert.read_int8_report`);
         an Int8AgreementWarning is issued when the agreement is poor.
+      camera_size: None for a file that takes the preprocessed canvas and image_info, or
+        (h, w) for one that takes uint8 camera frames of that size (`detection_function`).
     Returns: out_path. The file's metadata holds the model config (see the module docstring).
     """
     if quantize not in QUANTIZATIONS:
@@ -133,11 +152,14 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
                          "and held_out_images to check the result")
     export_model = builtin_ops_model(model)
     with _without_expected_notices(), native_stderr_hidden():
-        tflite_bytes, float_ops = _convert(export_model, quantize, representative_images)
+        tflite_bytes, float_ops = _convert(export_model, quantize, representative_images,
+                                           camera_size)
     tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
                                  model.model_config.to_json().encode())
     _write(out_path, tflite_bytes)
     if quantize == "int8":
+        if camera_size is not None:
+            held_out_images = [resize_exactly(image, camera_size) for image in held_out_images]
         report = _int8_report(model, out_path, float_ops, len(representative_images),
                               held_out_images)
         _write(out_path, with_metadata(tflite_bytes, INT8_REPORT_METADATA_NAME,
@@ -171,12 +193,13 @@ def _int8_report(model, tflite_path, float_ops, calibration_count, held_out_imag
         matched=counts["matched"], max_score_difference=counts["max_score_difference"])
 
 
-def _convert(export_model, quantize, representative_images):
+def _convert(export_model, quantize, representative_images, camera_size):
     """The builtin-op `export_model` as `.tflite` bytes, quantized as `export_tflite` says,
     and the op names int8 kept float for their resolution (`int8.quantize_int8`)."""
     # Without a trackable_obj the converter freezes the variables into constants (folding
     # batch norm); with one it keeps resource variables, which int8 calibration cannot read.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([detection_function(export_model)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [detection_function(export_model, camera_size)])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -185,7 +208,7 @@ def _convert(export_model, quantize, representative_images):
     if quantize != "int8":
         return converter.convert(), ()
     converter.representative_dataset = _representative_dataset(
-        representative_images, export_model.model_config.input)
+        representative_images, export_model.model_config.input, camera_size)
     # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]

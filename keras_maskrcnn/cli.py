@@ -101,7 +101,8 @@ def _run_export(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Int8AgreementWarning)  # the report below says it
         out = export(args.model, args.out, args.format, args.quantize, args.calibration_data,
-                     args.calibration_images, args.input_size, args.include_full_masks)
+                     args.calibration_images, args.input_size, args.include_full_masks,
+                     args.camera_size)
     if args.quantize == "int8":
         from keras_maskrcnn.export.litert import read_int8_report
         print("\n".join(read_int8_report(out).lines()))
@@ -341,6 +342,10 @@ def build_parser():
     export_parser.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                                help="canvas to export for, multiples of 32 (default: the "
                                "model's own)")
+    export_parser.add_argument("--camera-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+                               help="TFLite only: the file takes uint8 camera frames of this "
+                               "size (any aspect) and resizes and pads them itself; boxes come "
+                               "back in the frame's pixels (examples/run_phone_model.py)")
     export_parser.add_argument("--include-full-masks", action="store_true",
                                help="SavedModel only: also return masks pasted into the image "
                                "(detection_full_masks)")

@@ -249,7 +249,8 @@ def _draw_and_describe(image, detections, class_names, png_path, file_name, imag
 
 
 def export(model_path, out, export_format, quantize="none", calibration_data=None,
-           calibration_images=DEFAULT_CALIBRATION_IMAGES, input_size=None, include_full_masks=False):
+           calibration_images=DEFAULT_CALIBRATION_IMAGES, input_size=None, include_full_masks=False,
+           camera_size=None):
     """Write the `.keras` model at `model_path` as a SavedModel folder or a `.tflite` file; returns `out`.
 
     `export_format` is one of EXPORT_FORMATS. `quantize` (TFLite only) is one of QUANTIZATIONS;
@@ -258,6 +259,8 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
     (`split_calibration_images`); the file holds that report (`litert.read_int8_report`).
     `input_size` (H, W), multiples of 32, sets another canvas: the weights do not depend on it.
     `include_full_masks` adds in-graph pasted masks to the SavedModel's outputs.
+    `camera_size` (h, w) makes a TFLite file that takes uint8 camera frames of that size and
+    resizes and pads them in the graph (`export.tflite.detection_function`).
     """
     from keras_maskrcnn import training
 
@@ -275,6 +278,11 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
     if quantize == "int8" and calibration_data is None:
         raise UserError("--quantize int8 needs --calibration-data ANN.json: images on which to "
                         "calibrate the int8 activations")
+    if export_format != "tflite" and camera_size is not None:
+        raise UserError("--camera-size applies to --format tflite only; the SavedModel takes "
+                        "images of any size")
+    if camera_size is not None and min(camera_size) < 1:
+        raise UserError(f"--camera-size {camera_size[0]} {camera_size[1]}: sides must be positive")
     if calibration_data is not None and quantize != "int8":
         raise UserError("--calibration-data is used by --quantize int8 only")
     check_input_size(input_size)
@@ -295,7 +303,7 @@ def export(model_path, out, export_format, quantize="none", calibration_data=Non
         from keras_maskrcnn.export.saved_model import export_saved_model
         return export_saved_model(model, out, include_full_masks)
     from keras_maskrcnn.export.tflite import export_tflite
-    return export_tflite(model, out, quantize, calibration, held_out)
+    return export_tflite(model, out, quantize, calibration, held_out, camera_size)
 
 
 def split_calibration_images(images, calibration_count):

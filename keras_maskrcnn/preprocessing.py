@@ -59,6 +59,13 @@ def resize_and_pad(image, image_size, size_limits=None):
     return canvas, image_info
 
 
+def resize_exactly(image, size):
+    """uint8 [h, w, 3] → uint8 [H, W, 3] for size (H, W), aspect not kept (bilinear), as a
+    camera delivers frames of the size it was asked for."""
+    resized = tf.image.resize(tf.cast(image, tf.float32), size)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8).numpy()
+
+
 def boxes_to_original(boxes, image_info):
     """Canvas boxes float32 [B, K, 4] (y1, x1, y2, x2) → original-image pixels [B, K, 4], by
     original / valid size along each axis."""

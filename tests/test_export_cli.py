@@ -75,7 +75,7 @@ def test_int8_export_calibrates_on_the_first_images_and_checks_on_the_next(
         keras_path, shapes, tmp_path, monkeypatch, capsys):
     calls = []
 
-    def convert(model, out, quantize, representative_images, held_out_images):
+    def convert(model, out, quantize, representative_images, held_out_images, camera_size):
         calls.append((model.model_config.input.image_size, quantize, representative_images,
                       held_out_images))
         return out

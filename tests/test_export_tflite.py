@@ -151,3 +151,67 @@ def test_predictor_gives_keras_predictor_detections(converted):
         np.testing.assert_array_equal(got_detections["category_ids"], want_detections["category_ids"])
         np.testing.assert_allclose(got_detections["boxes"], want_detections["boxes"], atol=1.0)
         np.testing.assert_allclose(got_detections["masks"], want_detections["masks"], atol=1e-3)
+
+
+CAMERA_SIZES = ((96, 160), (200, 120))  # landscape and portrait frames, neither the canvas
+
+
+@pytest.fixture(scope="module")
+def camera_files(tmp_path_factory, untrained_tiny_model):
+    """{camera size: float32 .tflite file taking uint8 frames of that size}."""
+    root = tmp_path_factory.mktemp("camera")
+    return {size: export_tflite(untrained_tiny_model, root / f"camera_{size[0]}x{size[1]}.tflite",
+                                camera_size=size)
+            for size in CAMERA_SIZES}
+
+
+@pytest.mark.parametrize("camera_size", CAMERA_SIZES)
+def test_camera_file_takes_uint8_frames_and_gives_the_keras_detections(
+        camera_files, untrained_tiny_model, camera_size):
+    path = camera_files[camera_size]
+    assert not [name for name in list_operators(path) if name.startswith("CUSTOM")]
+    (frame_input,) = Interpreter(model_path=str(path)).get_input_details()
+    assert frame_input["dtype"] == np.uint8
+    assert tuple(frame_input["shape"]) == (1, *camera_size, 3)
+    frame = preprocessing.resize_exactly(_images()[2], camera_size)
+    want, = KerasPredictor(untrained_tiny_model).detect([frame])
+    got, = TFLitePredictor(path).detect([frame])
+    assert len(want["scores"]) > 0, "nothing detected: this test would check nothing"
+    np.testing.assert_array_equal(got["category_ids"], want["category_ids"])
+    np.testing.assert_allclose(got["boxes"], want["boxes"], atol=1.0)
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-3)
+    assert got["boxes"][:, 2].max() <= camera_size[0] and got["boxes"][:, 3].max() <= camera_size[1]
+
+
+def test_camera_file_resizes_other_images_to_its_frame_and_boxes_back(camera_files):
+    predictor = TFLitePredictor(camera_files[CAMERA_SIZES[0]])
+    image = _images()[1]  # 90 × 160, not the frame's 96 × 160
+    got, = predictor.detect([image])
+    frame = preprocessing.resize_exactly(image, CAMERA_SIZES[0])
+    on_frame, = predictor.detect([frame])
+    scale = np.tile(np.array(image.shape[:2]) / np.array(CAMERA_SIZES[0]), 2)
+    np.testing.assert_allclose(got["boxes"], on_frame["boxes"] * scale, rtol=1e-5, atol=1e-3)
+
+
+def test_phone_runner_uses_the_file_alone(camera_files, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import pathlib
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "run_phone_model", pathlib.Path(__file__).parent.parent / "examples" / "run_phone_model.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    monkeypatch.setattr(runner, "SCORE_THRESHOLD", 0.0)  # the random model's scores are low
+    image_path = tmp_path / "frame.png"
+    Image.fromarray(_images()[0]).save(image_path)
+    path = camera_files[CAMERA_SIZES[0]]
+    runner.main(str(path), str(image_path), num_threads=1)
+    out = capsys.readouterr().out
+    assert "as a 96×160 frame" in out
+    config = read_config(path)
+    names = runner.class_names(runner.read_config(path))
+    assert sorted(names) == list(config.dataset_category_ids())
+    assert any(f"  {name}: score" in out for name in names.values())
+    want = TFLitePredictor(path).detect([runner.resize_nearest(_images()[0], 96, 160)])[0]
+    assert f"{len(want['scores'])} detections" in out
