@@ -135,6 +135,6 @@ class TFLitePredictor(Predictor):
         if image.shape[:2] != self.camera_size:
             frame = preprocessing.resize_exactly(image, self.camera_size)
         detections = postprocess.unpack_detections(self.run_frame(frame[None]), 0)
-        frame_to_image = np.array(image.shape[:2], np.float32) / np.array(self.camera_size)
-        detections["boxes"] = detections["boxes"] * np.tile(frame_to_image, 2)
+        frame_to_image = np.array(image.shape[:2]) / np.array(self.camera_size)
+        detections["boxes"] = (detections["boxes"] * np.tile(frame_to_image, 2)).astype(np.float32)
         return detections
