@@ -27,6 +27,9 @@ from keras_maskrcnn.ops.boxes import pairwise_iou
 # rest (box decoding and clipping, score thresholds, NMS inputs, RoIAlign sampling) stays
 # float: int8 steps of 1/256 of a tensor's range would move boxes by pixels and merge scores.
 INT8_LAYERS = ("backbone", "fpn", "rpn_head", "box_head", "mask_head")
+# An op of INT8_LAYERS names its scope as a path component: "mask_rcnn_1/rpn_head_1/...", or
+# "backbone/..." in a function that calls the layer itself.
+_INT8_SCOPE = re.compile(rf"(^|[/;])({'|'.join(INT8_LAYERS)})(_\d+)?/")
 # An int8 tensor whose calibrated range spans fewer steps than this keeps its op float. A
 # tensor quantized from its own range spans 255; those a shared scale widened spanned 0.7–1.6
 # in the model above, and every other tensor 159 or more.
@@ -87,8 +90,7 @@ def quantize_int8(converter):
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     calibrated = converter.convert()
     op_names = set(_op_output_names(calibrated))
-    outside_layers = [name for name in op_names
-                      if not any(f"/{layer}" in name for layer in INT8_LAYERS)]
+    outside_layers = [name for name in op_names if not _INT8_SCOPE.search(name)]
     fallbacks = []
     for _ in range(MAX_FALLBACK_ROUNDS):
         # A top-k named here still follows its int8 input; only listing the op type keeps it float.

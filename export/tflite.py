@@ -151,9 +151,12 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
         raise ValueError("quantize='int8' needs representative_images to calibrate activations "
                          "and held_out_images to check the result")
     export_model = builtin_ops_model(model)
+    representative_dataset = (
+        _representative_dataset(representative_images, model.model_config.input, camera_size)
+        if quantize == "int8" else None)
     with _without_expected_notices(), native_stderr_hidden():
-        tflite_bytes, float_ops = _convert(export_model, quantize, representative_images,
-                                           camera_size)
+        tflite_bytes, float_ops = convert_function(
+            detection_function(export_model, camera_size), quantize, representative_dataset)
     tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
                                  model.model_config.to_json().encode())
     _write(out_path, tflite_bytes)
@@ -193,13 +196,16 @@ def _int8_report(model, tflite_path, float_ops, calibration_count, held_out_imag
         matched=counts["matched"], max_score_difference=counts["max_score_difference"])
 
 
-def _convert(export_model, quantize, representative_images, camera_size):
-    """The builtin-op `export_model` as `.tflite` bytes, quantized as `export_tflite` says,
-    and the op names int8 kept float for their resolution (`int8.quantize_int8`)."""
+def convert_function(function, quantize, representative_dataset=None):
+    """A concrete function as `.tflite` bytes with builtin ops only, quantized as
+    `export_tflite` says, and the op names int8 kept float for their resolution
+    (`int8.quantize_int8`; empty for the other quantizations).
+
+    `representative_dataset` (int8 only): a callable yielding lists of the function's inputs.
+    """
     # Without a trackable_obj the converter freezes the variables into constants (folding
     # batch norm); with one it keeps resource variables, which int8 calibration cannot read.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [detection_function(export_model, camera_size)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -207,8 +213,7 @@ def _convert(export_model, quantize, representative_images, camera_size):
         converter.target_spec.supported_types = [tf.float16]
     if quantize != "int8":
         return converter.convert(), ()
-    converter.representative_dataset = _representative_dataset(
-        representative_images, export_model.model_config.input, camera_size)
+    converter.representative_dataset = representative_dataset
     # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]

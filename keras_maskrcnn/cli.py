@@ -233,7 +233,7 @@ def build_parser():
     train.add_argument("--backbone-weights", metavar="imagenet|FILE",
                        help="start the backbone from ImageNet weights: keras.applications' "
                        "(ResNet50 for keras_imagenet_r50_fpn, ResNet101 for "
-                       "keras_imagenet_r101_fpn, MobileNetV3Large for mobilenetv3_fpn), which "
+                       "keras_imagenet_r101_fpn, MobileNetV3Large for mobilenetv3_fpn and mobile), which "
                        "'imagenet' downloads, or their weights file; or a torchvision "
                        "resnet50/resnet101 checkpoint (.pth) for r50_fpn/r101_fpn")
     train.add_argument("--backbone-norm", metavar="|".join(BACKBONE_NORMS),

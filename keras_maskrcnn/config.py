@@ -2,7 +2,8 @@
 
 Presets are plain functions: `r50_fpn()` has the seed's sizes (and torchvision's
 `maskrcnn_resnet50_fpn` hyperparameters), `tiny()` the same structure made narrow for
-128-px images and tests, `mobilenetv3_fpn()` a MobileNetV3-Large backbone for phones.
+128-px images and tests, `mobilenetv3_fpn()` a MobileNetV3-Large backbone for phones and
+`mobile()` the same with the lighter heads a phone's latency budget wants.
 """
 
 import dataclasses
@@ -331,6 +332,27 @@ def mobilenetv3_fpn(num_classes=80, **changes):
     return MaskRCNNConfig(num_classes=num_classes, **sections)
 
 
+def mobile(num_classes=80, **changes):
+    """mobilenetv3_fpn cut to a phone's budget, as D2Go's mobile Mask R-CNNs cut theirs:
+    lighter heads and fewer detections at the same 320 × 320 canvas and backbone.
+    - FPN and RPN at 64 channels: their 3×3 convs on P2..P6 cost a quarter of 128's.
+    - 100 proposals into a box head of FC 256.
+    - At most 10 detections, each through a mask head of 2 convs at 64 channels: the mask
+      head runs on every detection slot, filled or not.
+    Where its int8 time goes: bench/bench_mobile.py.
+    """
+    sections = dict(
+        fpn=FPNConfig(channels=64),
+        rpn=RPNConfig(pre_nms_topk_train=1000, pre_nms_topk_test=200, post_nms_topk_train=1000,
+                      post_nms_topk_test=100),
+        roi=RoIConfig(fc_dim=256),
+        mask_head=MaskHeadConfig(num_convs=2, conv_dim=64),
+        detection=DetectionConfig(max_detections=10, pre_nms_topk=200),
+    )
+    sections.update(changes)
+    return mobilenetv3_fpn(num_classes, **sections)
+
+
 def mobilenetv3_fpn_tiny(num_classes=3, **changes):
     """mobilenetv3_fpn at tiny's 128-px canvas, widths and proposal counts: for tests and CPU
     runs on the shapes set. MobileNetV3 keeps its full width; its batch norm trains."""
@@ -346,7 +368,8 @@ def mobilenetv3_fpn_tiny(num_classes=3, **changes):
 # Training presets. torchvision_r50_fpn describes weights that `convert-torchvision` writes,
 # and is not among them.
 PRESETS = {"r50_fpn": r50_fpn, "r101_fpn": r101_fpn, "tiny": tiny,
-           "mobilenetv3_fpn": mobilenetv3_fpn, "keras_imagenet_r50_fpn": keras_imagenet_r50_fpn,
+           "mobilenetv3_fpn": mobilenetv3_fpn, "mobile": mobile,
+           "keras_imagenet_r50_fpn": keras_imagenet_r50_fpn,
            "keras_imagenet_r101_fpn": keras_imagenet_r101_fpn}
 
 
