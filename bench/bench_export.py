@@ -8,8 +8,8 @@ them: every shape in the graph is static). Per case, after one warm-up call, the
 - saved_model: its `serve_images` signature on a uint8 image of the canvas size (so it
   includes the in-graph resize and pad);
 - tflite_<quantize>: LiteRT with TFLITE_THREADS threads on the preprocessed canvas. int8 is
-  calibrated on a few random images, enough to time it, not to judge its accuracy
-  (bench/eval_export_accuracy.py does that).
+  calibrated on a few random images and checked on one more (its export time includes that
+  check), enough to time it, not to judge its accuracy (bench/eval_export_accuracy.py does that).
 
   .venv/bin/python bench/bench_export.py [--out PATH] [--tiny-only]
 """
@@ -89,7 +89,8 @@ def bench_case(name, image_size, repeats, work_dir):
     canvas, image_info = batch["images"][:1], batch["image_info"][:1]
     for quantize in QUANTIZATIONS:
         path = os.path.join(work_dir, f"model_{quantize}.tflite")
-        seconds, _ = timed_export(export_tflite, model, path, quantize, calibration)
+        seconds, _ = timed_export(export_tflite, model, path, quantize, calibration[:-1],
+                                  calibration[-1:])
         predictor = TFLitePredictor(path, num_threads=TFLITE_THREADS)
         row(f"tflite_{quantize}", path, seconds,
             median_seconds(lambda: predictor.run(canvas, image_info), repeats))
