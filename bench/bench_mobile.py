@@ -13,19 +13,21 @@ check would keep float, timing a graph no trained model converts to.
 Where the time goes: LiteRT's Python packages have no per-op profiler, so the model is cut
 after each stage (backbone; + FPN; + RPN head and proposals; + box head and detections; the
 whole model with the mask head) and each cut converted the same way and timed on 1 thread; a
-stage's time is its cut's minus the one before. Writes JSON (default
+stage's time is its cut's minus the one before. All of a variant's interpreters are timed in
+turn, round after round, and each reports its median. Writes JSON (default
 bench/results/mobile.json).
 """
 
 import argparse
 import os
 import tempfile
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from benchutil import machine_info, median_seconds, write_report
+from benchutil import machine_info, write_report
 from keras_maskrcnn import commands, preprocessing
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.data.coco import read_image
@@ -35,6 +37,8 @@ from keras_maskrcnn.model import MaskRCNN
 VARIANTS = ("none", "dynamic", "int8")
 THREADS = (1, 2)
 CALIBRATION_IMAGES = 8
+# The stages in model order; the last one's cut is the whole model.
+STAGES = ("backbone", "FPN", "RPN head and proposals", "box head and detections", "mask head")
 
 
 def shapes_images(size, count, work_dir):
@@ -45,7 +49,8 @@ def shapes_images(size, count, work_dir):
 
 
 def stage_functions(model):
-    """[(stage name, concrete function of (images, image_info))], each cut one stage later."""
+    """[(stage name, concrete function of (images, image_info))] for every stage but the last,
+    each cut one stage later (the last stage's cut is the whole model)."""
     height, width = model.model_config.input.image_size
     signature = [tf.TensorSpec([1, height, width, 3], tf.float32, name="images"),
                  tf.TensorSpec([1, 5], tf.float32, name="image_info")]
@@ -66,24 +71,35 @@ def stage_functions(model):
         class_logits, box_deltas = model.box_branch(features, rois)
         return model.detection_layer(class_logits, box_deltas, rois, rois_valid, image_info)
 
-    def whole(images, image_info):
-        return model({"images": images, "image_info": image_info})
-
-    stages = (("backbone", backbone), ("FPN", fpn), ("RPN head and proposals", proposals),
-              ("box head and detections", detections), ("mask head", whole))
+    functions = (backbone, fpn, proposals, detections)
     return [(name, tf.function(fn, input_signature=signature).get_concrete_function())
-            for name, fn in stages]
+            for name, fn in zip(STAGES, functions)]
 
 
-def litert_latency(tflite_bytes, inputs, threads, repeats):
-    """Median seconds of one LiteRT call on `inputs` ({input name: array})."""
+def litert_call(tflite_bytes, inputs, threads):
+    """A function that runs a LiteRT interpreter of `tflite_bytes` once on `inputs`
+    ({input name: array})."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite_bytes, num_threads=threads)
     interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], inputs[detail["name"]])
-    return median_seconds(interpreter.invoke, repeats)
+    return interpreter.invoke
+
+
+def interleaved_median_ms(calls, repeats):
+    """{name: median milliseconds} of `calls` ({name: function}), timed in turn once per round
+    for `repeats` rounds after a warm-up, so the shared machine's slow spells fall on all."""
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: round(1000 * float(np.median(values)), 1) for name, values in times.items()}
 
 
 def main():
@@ -97,7 +113,7 @@ def main():
     keras.utils.set_random_seed(0)
     model = tflite.builtin_ops_model(MaskRCNN(config))
     height, width = config.input.image_size
-    results = {"variants": {}, "stages_ms": {}}
+    results = {"variants": {}}
     with tempfile.TemporaryDirectory() as work_dir:
         images = shapes_images(height, CALIBRATION_IMAGES + 2, work_dir)
         canvas, image_info = preprocessing.preprocess_batch(images[:1], config.input.image_size)
@@ -109,21 +125,21 @@ def main():
                                  images[CALIBRATION_IMAGES:])
             with open(path, "rb") as file:
                 file_bytes = file.read()
-            latency = {threads: round(1000 * litert_latency(file_bytes, inputs, threads,
-                                                            args.repeats), 1)
-                       for threads in THREADS}
-            results["variants"][quantize] = {"file_bytes": os.path.getsize(path),
-                                             "latency_ms": latency}
-            print(quantize, results["variants"][quantize], flush=True)
-            stages, before = [], 0.0
+            calls = {f"threads={threads}": litert_call(file_bytes, inputs, threads)
+                     for threads in THREADS}
             for name, function in stage_functions(model):
                 stage_bytes, _ = tflite.convert_function(function, quantize, calibration)
-                cumulative = 1000 * litert_latency(stage_bytes, inputs, 1, args.repeats)
-                stages.append({"stage": name, "cumulative_ms": round(cumulative, 1),
-                               "stage_ms": round(cumulative - before, 1)})
-                before = cumulative
-                print(quantize, stages[-1], flush=True)
-            results["stages_ms"][quantize] = stages
+                calls[name] = litert_call(stage_bytes, inputs, 1)
+            medians = interleaved_median_ms(calls, args.repeats)
+            cumulative = [medians[name] for name in STAGES[:-1]] + [medians["threads=1"]]
+            results["variants"][quantize] = {
+                "file_bytes": os.path.getsize(path),
+                "latency_ms": {threads: medians[f"threads={threads}"] for threads in THREADS},
+                "stages_ms": [{"stage": name, "cumulative_ms": total,
+                               "stage_ms": round(total - before, 1)}
+                              for name, total, before
+                              in zip(STAGES, cumulative, [0.0] + cumulative[:-1])]}
+            print(quantize, results["variants"][quantize], flush=True)
     report = {"machine": machine_info(tensorflow=tf.__version__), "preset": args.preset,
               "image_size": [height, width], "max_detections": config.detection.max_detections,
               "repeats": args.repeats, **results}

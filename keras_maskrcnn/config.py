@@ -336,7 +336,7 @@ def mobile(num_classes=80, **changes):
     """mobilenetv3_fpn cut to a phone's budget, as D2Go's mobile Mask R-CNNs cut theirs:
     lighter heads and fewer detections at the same 320 × 320 canvas and backbone.
     - FPN and RPN at 64 channels: their 3×3 convs on P2..P6 cost a quarter of 128's.
-    - 100 proposals into a box head of FC 256.
+    - 50 proposals into a box head of FC 256 (its RoIAlign and FCs cost in proportion).
     - At most 10 detections, each through a mask head of 2 convs at 64 channels: the mask
       head runs on every detection slot, filled or not.
     Where its int8 time goes: bench/bench_mobile.py.
@@ -344,7 +344,7 @@ def mobile(num_classes=80, **changes):
     sections = dict(
         fpn=FPNConfig(channels=64),
         rpn=RPNConfig(pre_nms_topk_train=1000, pre_nms_topk_test=200, post_nms_topk_train=1000,
-                      post_nms_topk_test=100),
+                      post_nms_topk_test=50),
         roi=RoIConfig(fc_dim=256),
         mask_head=MaskHeadConfig(num_convs=2, conv_dim=64),
         detection=DetectionConfig(max_detections=10, pre_nms_topk=200),

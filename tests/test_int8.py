@@ -138,7 +138,7 @@ CAMERA_SIZE = (48, 80)  # a landscape frame, not the 64 × 64 canvas
 
 @pytest.fixture(scope="module", params=TRAINED_SEEDS)
 def trained_model(request, tmp_path_factory):
-    """(.keras path, training annotations) of a tiny model trained on 64-px shapes."""
+    """(seed, .keras path, training annotations) of a tiny model trained on 64-px shapes."""
     seed = request.param
     root = tmp_path_factory.mktemp(f"trained{seed}")
     train_ann, _ = commands.make_shapes(root / "data", 96, 1, TRAIN_IMAGE_SIZE, seed)
@@ -146,7 +146,7 @@ def trained_model(request, tmp_path_factory):
     assert cli.main(["train", "--train", str(train_ann), "--preset", "tiny", "--input-size", size,
                      size, "--epochs", "1", "--steps-per-epoch", "80", "--batch-size", "8",
                      "--seed", str(seed), "--cache", "--out", str(root / "run")]) == 0
-    return root / "run" / "model.keras", train_ann
+    return seed, root / "run" / "model.keras", train_ann
 
 
 def _int8_report(model_path, train_ann, out_path):
@@ -159,15 +159,17 @@ def _int8_report(model_path, train_ann, out_path):
 @pytest.mark.filterwarnings("ignore::keras_maskrcnn.export.tflite.Int8AgreementWarning")
 def test_int8_camera_file_of_a_trained_model_agrees_with_it(trained_model, tmp_path, monkeypatch):
     """80 steps leave scores low and boxes loose, so agreement counts detections scoring ≥ 0.2
-    and reaches ~0.7 (the full schedule's models reach 0.96–1.0 at 0.5: bench/results/
-    export_accuracy.json); without the coarse-step check it is ~0.2 lower."""
-    model_path, train_ann = trained_model
+    and reaches ~0.7 (the full schedule's models reach 0.93–1.0 at 0.5: bench/results/
+    export_accuracy.json); without the coarse-step check it was ~0.2 lower on seed 0."""
+    seed, model_path, train_ann = trained_model
     monkeypatch.setattr(int8, "AGREEMENT_SCORE", 0.2)
     report = _int8_report(model_path, train_ann, tmp_path / "checked.tflite")
     assert (report.calibration_images, report.held_out_images) == (24, commands.INT8_CHECK_IMAGES)
     assert report.reference_detections >= 20, "too few detections: this test would check little"
-    monkeypatch.setattr(int8, "MIN_INT8_LEVELS", 0)
-    unchecked = _int8_report(model_path, train_ann, tmp_path / "unchecked.tflite")
-    assert unchecked.float_layers == ()
     assert report.agreement >= 0.6, report.lines()
-    assert report.agreement >= unchecked.agreement, (report.lines(), unchecked.lines())
+    if seed == TRAINED_SEEDS[0]:
+        # Once is enough to see what the check buys (another export of ~20 s).
+        monkeypatch.setattr(int8, "MIN_INT8_LEVELS", 0)
+        unchecked = _int8_report(model_path, train_ann, tmp_path / "unchecked.tflite")
+        assert unchecked.float_layers == ()
+        assert report.agreement >= unchecked.agreement, (report.lines(), unchecked.lines())
