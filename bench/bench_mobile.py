@@ -21,13 +21,12 @@ bench/results/mobile.json).
 import argparse
 import os
 import tempfile
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from benchutil import machine_info, write_report
+from benchutil import machine_info, time_in_turn, write_report
 from keras_maskrcnn import commands, preprocessing
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.data.coco import read_image
@@ -88,20 +87,6 @@ def litert_call(tflite_bytes, inputs, threads):
     return interpreter.invoke
 
 
-def interleaved_median_ms(calls, repeats):
-    """{name: median milliseconds} of `calls` ({name: function}), timed in turn once per round
-    for `repeats` rounds after a warm-up, so the shared machine's slow spells fall on all."""
-    for call in calls.values():
-        call()
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: round(1000 * float(np.median(values)), 1) for name, values in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="mobile")
@@ -130,7 +115,8 @@ def main():
             for name, function in stage_functions(model):
                 stage_bytes, _ = tflite.convert_function(function, quantize, calibration)
                 calls[name] = litert_call(stage_bytes, inputs, 1)
-            medians = interleaved_median_ms(calls, args.repeats)
+            medians = {name: median for name, (_, median)
+                       in time_in_turn(calls, args.repeats).items()}
             cumulative = [medians[name] for name in STAGES[:-1]] + [medians["threads=1"]]
             results["variants"][quantize] = {
                 "file_bytes": os.path.getsize(path),

@@ -13,12 +13,11 @@ load from other processes falls on both; min and median of `--repeats` calls aft
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
-from benchutil import machine_info, write_report
+from benchutil import machine_info, time_in_turn, write_report
 from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import PASTE_METHODS
 
@@ -37,19 +36,6 @@ def make_boxes(rng, kind):
     if kind == "one_large":
         boxes[0] = [0, 0, *IMAGE_HW]
     return boxes.astype(np.float32)
-
-
-def time_in_turn(functions, repeats):
-    """{name: (min, median) ms} of `functions`, called one after the other `repeats` times."""
-    for function in functions.values():
-        function()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(1000 * (time.perf_counter() - start))
-    return {name: (round(min(t), 1), round(float(np.median(t)), 1)) for name, t in times.items()}
 
 
 def main():

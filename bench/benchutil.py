@@ -25,6 +25,19 @@ def median_seconds(fn, repeats):
     return float(np.median(times))
 
 
+def time_in_turn(functions, repeats):
+    """{name: (min, median) ms} of `functions`, called one after the other `repeats` times."""
+    for function in functions.values():
+        function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: (round(min(t), 1), round(float(np.median(t)), 1)) for name, t in times.items()}
+
+
 def run_cli(argv):
     """Run `keras-maskrcnn ARGV...` in a new process, as a user would (failure raises) → its
     wall time in seconds."""

@@ -33,7 +33,7 @@ OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num
 CONFIG_METADATA_NAME = "keras_maskrcnn_config"
 INT8_REPORT_METADATA_NAME = "keras_maskrcnn_int8_report"
 # What the converter says of choices this module makes on purpose (see export_tflite), and of
-# its own quantization debugger, which still runs tf.lite.Interpreter.
+# its own int8 calibrator, which still runs tf.lite.Interpreter.
 EXPECTED_CONVERTER_NOTICES = (
     "Please consider providing the trackable_obj argument",
     "Statistics for quantized inputs were expected",  # the inputs stay float32
