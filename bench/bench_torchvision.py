@@ -2,17 +2,23 @@
 
 Writes JSON (default bench/results/torchvision.json). A randomly initialised torchvision model
 (seeded) is saved as a state dict and converted by `convert.torchvision`; both then run at
-batch 1 on one 800 × 1333 image, which neither resizes and both pad to 800 × 1344. Each gets
-`threads` CPU threads: torch through `torch.set_num_threads`, TensorFlow as intra-op threads
-with one inter-op thread, so that neither runs two ops side by side. After one warm-up call,
-the median of `repeats` calls of:
+batch 1 on an 800 × 1333 image (which neither resizes: canvas 800 × 1344) and a 480 × 640
+photo (resized to 800 × 1066: canvas 800 × 1088). Each gets `threads` CPU threads: torch
+through `torch.set_num_threads`, TensorFlow as intra-op threads with one inter-op thread, so
+that neither runs two ops side by side. Per image, one warm-up call each, then `repeats` rounds
+in which every variant is timed in turn (`benchutil.time_in_turn`; min and median ms):
 - torch: `model([image])`, which normalises, runs the network and pastes the masks into the
   image (its public inference call);
-- keras_end_to_end: the same work here: `preprocessing.preprocess_batch`, the compiled
-  forward pass and `postprocess.paste_mask_probabilities` (torchvision's method);
-- keras_model: the compiled forward pass alone, on the preprocessed canvas.
-Both models keep detections scoring at least `score_threshold`; their counts are reported,
-since torchvision skips the mask head for missing ones and ours always fills its 100 slots.
+- keras_<precision>_end_to_end: the same work through the public API,
+  `KerasPredictor.predict([image], full_masks=True)`: preprocessing, the compiled model,
+  masks pasted into the image (torchvision's method);
+- keras_<precision>_model: the compiled model alone on the preprocessed canvas;
+- keras_<precision>_paste: pasting the model's masks alone (host post-processing);
+for precision float32 and bfloat16 (`inference.with_precision`).
+Also reported: detections kept by each (score ≥ `score_threshold`: torchvision skips the mask
+head for missing ones, ours fills its 100 slots), and the model's multiply-adds per image
+counted by TensorFlow's profiler on the traced graph (convolutions and matrix products) with
+the rate they imply against the measured model time.
 
   .venv/bin/python bench/bench_torchvision.py [--repeats N] [--threads T] [--out PATH]
 """
@@ -27,14 +33,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchutil import machine_info, median_seconds, write_report
-from keras_maskrcnn import postprocess, preprocessing
+from benchutil import machine_info, time_in_turn, write_report
+from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import torchvision_r50_fpn
 from keras_maskrcnn.convert.torchvision import convert_state_dict, load_state_dict
+from keras_maskrcnn.inference import KerasPredictor, with_precision
 
-IMAGE_HW = (800, 1333)  # the largest image torchvision's default transform leaves unresized
+IMAGE_SIZES = {"800x1333": (800, 1333), "480x640": (480, 640)}
 TORCH_BATCH_NORM_EPSILON = 1e-5  # BatchNorm2d's: weights=None builds the backbone with it
 DEFAULT_SCORE_THRESHOLD = 0.05  # both models' default
+PRECISIONS = ("float32", "bfloat16")
 
 
 def import_torch():
@@ -47,11 +55,11 @@ def import_torch():
     return torch, torchvision
 
 
-def bench_image(seed=0):
-    """A deterministic uint8 [800, 1333, 3] image: smooth colour blobs with pixel noise."""
+def bench_image(image_hw, seed=0):
+    """A deterministic uint8 [h, w, 3] image: smooth colour blobs with pixel noise."""
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, (IMAGE_HW[0] // 40, IMAGE_HW[1] // 40, 3)).astype(np.float32)
-    smooth = tf.image.resize(coarse, IMAGE_HW, method="bicubic").numpy()
+    coarse = rng.uniform(0, 255, (image_hw[0] // 40, image_hw[1] // 40, 3)).astype(np.float32)
+    smooth = tf.image.resize(coarse, image_hw, method="bicubic").numpy()
     return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
 
 
@@ -68,9 +76,21 @@ def converted_pair(torch, torchvision, seed, score_threshold, work_dir):
     return torch_model, convert_state_dict(load_state_dict(path), config, TORCH_BATCH_NORM_EPSILON)
 
 
+def multiply_adds(model, canvas_hw):
+    """Multiply-adds of one forward pass on a canvas_hw canvas, by TensorFlow's profiler (ops
+    with registered FLOP counts: convolutions, matrix products), i.e. FLOPs / 2."""
+    spec = [tf.TensorSpec([1, *canvas_hw, 3], tf.float32), tf.TensorSpec([1, 5], tf.float32)]
+    function = tf.function(lambda images, info: model({"images": images, "image_info": info}))
+    graph = function.get_concrete_function(*spec).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    flops = tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+    return flops / 2
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
@@ -84,46 +104,57 @@ def main():
     with tempfile.TemporaryDirectory() as work_dir:
         torch_model, model = converted_pair(torch, torchvision, args.seed, args.score_threshold,
                                             work_dir)
-    image = bench_image(args.seed)
-    image_size = model.model_config.input.image_size
-    size_limits = model.model_config.input.size_limits
-    forward = tf.function(lambda inputs: model(inputs, training=False))
+    predictors = {precision: KerasPredictor(with_precision(model, precision))
+                  for precision in PRECISIONS}
+    results = {}
+    for name, image_hw in IMAGE_SIZES.items():
+        image = bench_image(image_hw, args.seed)
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        canvas, image_info = preprocessing.preprocess_for_model([image], model.model_config.input)
 
-    def run_torch():
-        with torch.inference_mode():
-            tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255
-            return torch_model([tensor])[0]
+        def run_torch():
+            with torch.inference_mode():
+                return torch_model([tensor])[0]
 
-    def run_keras_model(canvas, image_info):
-        outputs = forward({"images": tf.constant(canvas), "image_info": tf.constant(image_info)})
-        return {name: value.numpy() for name, value in outputs.items()}
-
-    def run_keras_end_to_end():
-        canvas, image_info = preprocessing.preprocess_batch([image], image_size, size_limits)
-        detections = postprocess.unpack_detections(run_keras_model(canvas, image_info), 0)
-        masks = postprocess.paste_mask_probabilities(detections["masks"], detections["boxes"],
-                                                     IMAGE_HW, method="torchvision")
-        return detections, masks
-
-    canvas, image_info = preprocessing.preprocess_batch([image], image_size, size_limits)
-    torch_ms = round(1000 * median_seconds(run_torch, args.repeats), 1)
-    keras_model_ms = round(1000 * median_seconds(lambda: run_keras_model(canvas, image_info), args.repeats), 1)
-    keras_end_to_end_ms = round(1000 * median_seconds(run_keras_end_to_end, args.repeats), 1)
-    keras_detections, _ = run_keras_end_to_end()
-    result = {
-        "torch_ms": torch_ms,
-        "keras_end_to_end_ms": keras_end_to_end_ms,
-        "keras_model_ms": keras_model_ms,
-        "keras_end_to_end_over_torch": round(keras_end_to_end_ms / torch_ms, 3),
-        "keras_model_over_torch": round(keras_model_ms / torch_ms, 3),
-        "torch_detections": len(run_torch()["boxes"]),
-        "keras_detections": len(keras_detections["boxes"]),
-    }
+        functions = {"torch": run_torch}
+        detections = {}
+        for precision, predictor in predictors.items():
+            found = predictor.predict([image])[0]
+            detections[precision] = found
+            functions[f"keras_{precision}_end_to_end"] = (
+                lambda p=predictor: p.predict([image], full_masks=True))
+            functions[f"keras_{precision}_model"] = (
+                lambda p=predictor: {k: v.numpy() for k, v in p._forward(
+                    tf.constant(canvas), tf.constant(image_info)).items()})
+            functions[f"keras_{precision}_paste"] = (
+                lambda p=predictor, d=found: p.add_full_masks(dict(d), image_hw))
+        times = time_in_turn(functions, args.repeats)
+        torch_ms = times["torch"][1]
+        entry = {"canvas_hw": list(canvas.shape[1:3]),
+                 "median_ms": {k: v[1] for k, v in times.items()},
+                 "min_ms": {k: v[0] for k, v in times.items()},
+                 "torch_detections": len(run_torch()["boxes"])}
+        for precision in PRECISIONS:
+            end_to_end = times[f"keras_{precision}_end_to_end"][1]
+            model_ms = times[f"keras_{precision}_model"][1]
+            entry[precision] = {
+                "end_to_end_speedup_over_torch": round(torch_ms / end_to_end, 2),
+                "model_speedup_over_torch": round(torch_ms / model_ms, 2),
+                "paste_share_of_end_to_end": round(times[f"keras_{precision}_paste"][1] / end_to_end, 3),
+                "detections": len(detections[precision]["boxes"]),
+            }
+        macs = multiply_adds(model, tuple(canvas.shape[1:3]))
+        entry["model_giga_multiply_adds"] = round(macs / 1e9, 1)
+        for precision in PRECISIONS:
+            seconds = times[f"keras_{precision}_model"][1] / 1000
+            entry[precision]["model_gflop_per_s"] = round(2 * macs / 1e9 / seconds, 1)
+        results[name] = entry
+        print(name, entry, flush=True)
     write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__,
                                           torch=torch.__version__, torchvision=torchvision.__version__),
-                  "threads": args.threads, "batch_size": 1, "image_hw": list(IMAGE_HW),
-                  "canvas_hw": list(image_size), "repeats": args.repeats, "seed": args.seed,
-                  "score_threshold": args.score_threshold, "results": result}, args.out)
+                  "threads": args.threads, "batch_size": 1, "repeats": args.repeats,
+                  "seed": args.seed, "score_threshold": args.score_threshold, "results": results},
+                 args.out)
 
 
 if __name__ == "__main__":

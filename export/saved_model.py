@@ -5,8 +5,9 @@ Shapes: B batch, h×w an input image, H×W the canvas, K detections, M mask size
 - `serving_default`: `images` tf.string [B], encoded JPEG/PNG/BMP/GIF (first frame), any sizes.
 - `serve_images`: `images` uint8 [B, h, w, 3], one size for the whole batch.
 
-Both resize and pad in the graph with `preprocessing.resize_and_pad`, the host's own function,
-and return the export contract: `detection_boxes` [B, K, 4] (pixels of the given images),
+Both resize and pad in the graph with the host's own `preprocessing` functions (into the
+model's canvas, or with `InputConfig.canvas_per_image` into the batch's own, as
+`preprocessing.preprocess_for_model` does), and return the export contract: `detection_boxes` [B, K, 4] (pixels of the given images),
 `detection_scores` [B, K], `detection_classes` int32 [B, K], `num_detections` int32 [B],
 `detection_masks` [B, K, M, M]. With `include_full_masks`, also `detection_full_masks` uint8
 [B, K, h_max, w_max]: `ops.paste.paste_masks` by the model's `detection.paste_method` (1 inside
@@ -25,7 +26,7 @@ from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.inference import Predictor
 from keras_maskrcnn.ops.paste import paste_masks
-from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE, resize_and_pad
+from keras_maskrcnn.preprocessing import IMAGE_INFO_SIZE, canvas_for, resize, resize_and_pad
 
 CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 
@@ -41,8 +42,14 @@ class _Server(tf.Module):
         # then find none; so the tf.Variables themselves are what this module saves.
         self.model_variables = [variable.value for variable in model.variables]
         self.include_full_masks = include_full_masks
-        self.image_size = tuple(model.model_config.input.image_size)
-        self.size_limits = model.model_config.input.size_limits
+        input_config = model.model_config.input
+        self.image_size = tuple(input_config.image_size)
+        self.size_limits = input_config.size_limits
+        self.canvas_per_image = input_config.canvas_per_image
+        # Each image is padded to this, and a canvas per image then cut from it: the largest
+        # canvas the size limits allow, in either orientation.
+        self.padded_size = (canvas_for((self.size_limits[1],) * 2) if self.canvas_per_image
+                            else self.image_size)
         self.paste_method = model.model_config.detection.paste_method
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
@@ -60,13 +67,21 @@ class _Server(tf.Module):
         return outputs
 
     def _preprocess(self, image):
-        return resize_and_pad(image, self.image_size, self.size_limits)
+        if not self.canvas_per_image:
+            return resize_and_pad(image, self.image_size, self.size_limits)
+        resized, image_info = resize(image, None, self.size_limits)
+        return tf.image.pad_to_bounding_box(resized, 0, 0, *self.padded_size), image_info
 
     def _preprocess_each(self, fn, elements):
-        """tf.map_fn of `fn` (element → canvas, image_info) → canvases [B, H, W, 3], image_info [B, 5]."""
-        height, width = self.image_size
-        return tf.map_fn(fn, elements, fn_output_signature=(
+        """tf.map_fn of `fn` (element → padded image, image_info) → canvases [B, H, W, 3],
+        image_info [B, 5]; a canvas per image is cut to the batch's largest image."""
+        height, width = self.padded_size
+        canvases, image_info = tf.map_fn(fn, elements, fn_output_signature=(
             tf.TensorSpec([height, width, 3], tf.float32), tf.TensorSpec([IMAGE_INFO_SIZE], tf.float32)))
+        if self.canvas_per_image:
+            canvas_hw = canvas_for(image_info[:, 1:3])
+            canvases = canvases[:, :canvas_hw[0], :canvas_hw[1]]
+        return canvases, image_info
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(self, images):

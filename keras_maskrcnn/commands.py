@@ -58,10 +58,10 @@ def _data_errors():
     return user_errors(DataError)
 
 
-def _load_predictor(model_path, num_threads=None):
+def _load_predictor(model_path, num_threads=None, precision="float32"):
     from keras_maskrcnn.inference import load_predictor
     with user_errors(FileNotFoundError, ValueError):
-        return load_predictor(model_path, num_threads)
+        return load_predictor(model_path, num_threads, precision)
 
 
 def _write_json(value, path):
@@ -115,10 +115,11 @@ def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT
 
 
 def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BATCH_SIZE, out=None,
-             num_threads=None):
+             num_threads=None, precision="float32"):
     """COCO bbox and segm AP of a saved model on a COCO-format set; writes `out` if given.
 
-    `model_path` is any kind `load_predictor` opens; `num_threads` is for `.tflite` models.
+    `model_path` is any kind `load_predictor` opens; `num_threads` is for `.tflite` models,
+    `precision` (`inference.INFERENCE_PRECISIONS`) for `.keras` ones.
     Returns {"bbox": {...}, "segm": {...}} as `evaluation.evaluate_coco` does.
     """
     from tqdm import tqdm
@@ -127,7 +128,7 @@ def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BAT
 
     with _data_errors():
         dataset = training.open_dataset(annotation_file, image_dir)
-        predictor = _load_predictor(model_path, num_threads)
+        predictor = _load_predictor(model_path, num_threads, precision)
         with tqdm(total=len(dataset.image_ids), desc="evaluate", unit="image") as progress:
             metrics = evaluation.evaluate_predictor(predictor, dataset, batch_size,
                                                     progress=progress.update)
@@ -153,11 +154,12 @@ def image_files(paths):
 
 
 def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD,
-            batch_size=DEFAULT_BATCH_SIZE, num_threads=None, on_bad_image="skip"):
+            batch_size=DEFAULT_BATCH_SIZE, num_threads=None, on_bad_image="skip",
+            precision="float32"):
     """Draw detections scoring at least `score_threshold` on each image and save them as results.
 
     `inputs` are image files and folders of them (`image_files`); `model_path` is any kind
-    `load_predictor` opens; `num_threads` is for `.tflite` models. An image that is missing or
+    `load_predictor` opens; `num_threads` is for `.tflite` models, `precision` for `.keras` ones. An image that is missing or
     cannot be decoded is reported and skipped (`on_bad_image` "skip") or stops the run with
     UserError ("error"); so does finding no readable image at all.
 
@@ -199,7 +201,7 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
     if not readable:
         _write_json(skipped, os.path.join(out_dir, SKIPPED_FILE))
         raise UserError(_none_readable(skipped, out_dir))
-    predictor = _load_predictor(model_path, num_threads)
+    predictor = _load_predictor(model_path, num_threads, precision)
     config = predictor.config
     class_names = (None if config.class_names is None
                    else dict(zip(config.dataset_category_ids(), config.class_names)))

@@ -16,9 +16,10 @@ import itertools
 import os
 
 import keras
+import tensorflow as tf
 
 from keras_maskrcnn import postprocess, preprocessing
-from keras_maskrcnn.config import MaskRCNNConfig
+from keras_maskrcnn.config import INFERENCE_PRECISIONS, MaskRCNNConfig
 
 MODEL_KINDS = "a .keras file, a SavedModel folder or a .tflite file"
 
@@ -59,14 +60,30 @@ class KerasPredictor(Predictor):
     def __init__(self, model):
         self.model = model
         self.config = model.model_config
+        self._forward = compiled_forward(model)
 
     def detect(self, images):
-        canvases, image_info = preprocessing.preprocess_batch(images, self.config.input.image_size,
-                                                                 self.config.input.size_limits)
-        # predict_on_batch runs the model as a compiled tf.function: 2.2× faster than eagerly
-        # for tiny at batch 8, 1.3× for r50_fpn (bench/bench_predictor.py).
-        outputs = self.model.predict_on_batch({"images": canvases, "image_info": image_info})
+        canvases, image_info = preprocessing.preprocess_for_model(images, self.config.input)
+        outputs = self._forward(tf.constant(canvases), tf.constant(image_info))
+        outputs = {name: value.numpy() for name, value in outputs.items()}
         return [postprocess.unpack_detections(outputs, i) for i in range(len(images))]
+
+
+def compiled_forward(model):
+    """`model`'s inference as one tf.function of (canvases [B, H, W, 3], image_info [B, 5]),
+    traced once: for any batch, and with a canvas per image for any canvas size. Compiled, the
+    model runs 2.2× faster than eagerly for tiny at batch 8, 1.3× for r50_fpn
+    (bench/bench_predictor.py)."""
+    height, width = model.model_config.input.image_size
+    if model.model_config.input.canvas_per_image:
+        height = width = None
+    signature = [tf.TensorSpec([None, height, width, 3], tf.float32),
+                 tf.TensorSpec([None, preprocessing.IMAGE_INFO_SIZE], tf.float32)]
+
+    @tf.function(input_signature=signature)
+    def forward(canvases, image_info):
+        return model({"images": canvases, "image_info": image_info}, training=False)
+    return forward
 
 
 def load_model(path):
@@ -81,12 +98,29 @@ def load_model(path):
         raise ValueError(f"cannot load model {path}: {error}") from error
 
 
-def load_predictor(path, num_threads=None):
+def with_precision(model, precision):
+    """`model` (a `MaskRCNN`) computing in `precision` (INFERENCE_PRECISIONS): itself for
+    float32, else a copy with its weights built under that mixed-precision policy (`precision`
+    module), whose box decoding, NMS and outputs stay float32."""
+    from keras_maskrcnn import precision as precision_policies
+    from keras_maskrcnn.model import rebuild
+
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"unknown inference precision {precision!r}; choose one of "
+                         f"{INFERENCE_PRECISIONS}")
+    if precision == "float32":
+        return model
+    with precision_policies.dtype_policy(precision):
+        return rebuild(model)
+
+
+def load_predictor(path, num_threads=None, precision="float32"):
     """A predictor for the model at `path`, chosen by its kind.
 
-    A `.keras` file gives a `KerasPredictor`, a SavedModel folder (with saved_model.pb) an
-    `export.saved_model.SavedModelPredictor`, a `.tflite` file an `export.litert.TFLitePredictor`
-    running `num_threads` LiteRT threads (default 1). Each is a `Predictor`.
+    A `.keras` file gives a `KerasPredictor` computing in `precision` (`with_precision`), a
+    SavedModel folder (with saved_model.pb) an `export.saved_model.SavedModelPredictor`, a
+    `.tflite` file an `export.litert.TFLitePredictor` running `num_threads` LiteRT threads
+    (default 1). Each is a `Predictor`.
     Raises FileNotFoundError or ValueError naming `path`.
     """
     path = os.fspath(path)
@@ -95,13 +129,16 @@ def load_predictor(path, num_threads=None):
     is_tflite = path.endswith(".tflite") and os.path.isfile(path)
     if num_threads is not None and not is_tflite:
         raise ValueError(f"{path}: a thread count applies to .tflite models only")
+    if precision != "float32" and not path.endswith(".keras"):
+        raise ValueError(f"{path}: --precision {precision} applies to .keras models only; an "
+                         f"exported model computes in the precision it was exported with")
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"{path} is a folder without saved_model.pb, not a SavedModel")
         from keras_maskrcnn.export.saved_model import SavedModelPredictor
         return _open_export(SavedModelPredictor, path)
     if path.endswith(".keras"):
-        return KerasPredictor(load_model(path))
+        return KerasPredictor(with_precision(load_model(path), precision))
     if is_tflite:
         from keras_maskrcnn.export.litert import TFLitePredictor
         return _open_export(TFLitePredictor, path, num_threads or 1)

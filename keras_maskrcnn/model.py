@@ -15,7 +15,6 @@ padding), `num_detections` int32 [B], `detection_masks` [B, K, M, M] probabiliti
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_maskrcnn import losses as loss_fns, preprocessing, targets
@@ -88,7 +87,6 @@ class MaskRCNN(keras.Model):
             max_detections=c.detection.max_detections, pre_nms_topk=c.detection.pre_nms_topk,
             min_box_size=c.detection.min_box_size, box_coder_weights=c.roi.box_coder_weights,
             dtype="float32", name="detections")
-        self.anchors = np.concatenate(self.proposal_layer.level_anchors)
         self.num_fg_slots = int(c.roi.samples_per_image * c.roi.positive_fraction)
         # Training samples anchors and RoIs with seeds drawn from (seed, step). The step is a
         # weight, saved with the others (a SeedGenerator's state is not), so a run restored from
@@ -138,7 +136,8 @@ class MaskRCNN(keras.Model):
         images, image_info = inputs["images"], inputs["image_info"]
         features = self.extract_features(images, image_info)
         rpn_logits, rpn_deltas = self.rpn_head(features)
-        proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info)
+        proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info,
+                                                        canvas_hw=canvas_size(images))
         class_logits, box_deltas = self.box_branch(features, proposals)
         boxes, scores, labels, valid = self.detection_layer(
             class_logits, box_deltas, proposals, proposal_valid, image_info)
@@ -203,11 +202,15 @@ class MaskRCNN(keras.Model):
 
         features = self.extract_features(images, image_info, training=training)
         rpn_logits, rpn_deltas = self.rpn_head(features)
+        canvas_hw = canvas_size(images)
+        anchors = tf.concat([tf.convert_to_tensor(level) for level in
+                             self.proposal_layer.level_anchors(canvas_hw)], axis=0)
         rpn = targets.rpn_targets(
-            tf.constant(self.anchors), gt_boxes, gt_classes > 0, c.rpn.fg_iou_threshold,
+            anchors, gt_boxes, gt_classes > 0, c.rpn.fg_iou_threshold,
             c.rpn.bg_iou_threshold, c.rpn.samples_per_image, c.rpn.positive_fraction,
             c.rpn.box_coder_weights, seeds[0])
-        proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info, training=True)
+        proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info,
+                                                        canvas_hw=canvas_hw, training=True)
         rois = targets.roi_targets(
             proposals, proposal_valid, gt_boxes, gt_classes, c.roi.samples_per_image,
             c.roi.positive_fraction, c.roi.fg_iou_threshold, c.roi.box_coder_weights, seeds[1])
@@ -321,6 +324,15 @@ class MaskRCNN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def canvas_size(images):
+    """The canvas (H, W) of images [B, H, W, 3]: Python ints when the graph knows them, else an
+    int32 tensor [2] (a canvas per image batch, `preprocessing.canvas_for`)."""
+    height, width = images.shape[1:3]
+    if height is not None and width is not None:
+        return int(height), int(width)
+    return tf.shape(images)[1:3]
 
 
 def _spans_workers(strategy):

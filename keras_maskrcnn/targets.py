@@ -34,7 +34,7 @@ def rpn_targets(anchors, gt_boxes, gt_valid, fg_iou_threshold, bg_iou_threshold,
     anchors [A, 4]; gt_boxes [B, G, 4]; gt_valid bool [B, G]; seeds int [B, 2], one per image.
     """
     batch = tf.shape(gt_boxes)[0]
-    batched_anchors = tf.broadcast_to(anchors[None], [batch, anchors.shape[0], 4])
+    batched_anchors = tf.broadcast_to(anchors[None], [batch, tf.shape(anchors)[0], 4])
     iou = box_ops.pairwise_iou(batched_anchors, gt_boxes)
     matched_gt, labels = matching.match_boxes(
         iou, gt_valid, fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches=True)

@@ -1,6 +1,7 @@
 """Anchors: counts, aspect-ratio convention, rounding, centres and ordering."""
 
 import numpy as np
+import pytest
 
 from keras_maskrcnn.ops.anchors import base_anchors, level_anchors, multilevel_anchors
 
@@ -78,3 +79,16 @@ def test_spacing_follows_torchvision_where_the_stride_does_not_divide_the_canvas
 def test_multilevel_rounds_feature_size_up():
     (anchors,) = multilevel_anchors((65, 90), (32,), ((64,),), (1.0,))
     assert len(anchors) == 3 * 3  # ceil(65/32) × ceil(90/32)
+
+
+@pytest.mark.parametrize("canvas_hw", [(800, 1344), (800, 1088), (1088, 800), (96, 160), (65, 90)])
+def test_anchors_in_graph_equal_the_numpy_ones(canvas_hw):
+    import tensorflow as tf
+
+    from keras_maskrcnn.ops.anchors import multilevel_anchors_in_graph
+
+    strides, sizes = (4, 8, 16, 32, 64), ((32,), (64,), (128,), (256,), (512,))
+    want = multilevel_anchors(canvas_hw, strides, sizes, RATIOS)
+    got = multilevel_anchors_in_graph(tf.constant(canvas_hw), strides, sizes, RATIOS)
+    for level_want, level_got in zip(want, got):
+        np.testing.assert_array_equal(level_got.numpy(), level_want)

@@ -1,5 +1,6 @@
 """SavedModel export: both signatures, loaded in a fresh process, give the Keras model's detections."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.export.saved_model import export_saved_model
+from keras_maskrcnn.model import rebuild
 
 pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
 
@@ -43,10 +45,20 @@ def _image(height, width, background, colour, top, left, seed):
     return image
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, untrained_tiny_model):
-    """A random-init tiny model, exported once, and its signatures' outputs from a fresh process."""
+# A canvas per image: the 96 × 160 images stay as they are and the 200 × 120 one becomes
+# 160 × 96, so a batch of both runs on a 160 × 160 canvas that is not the 128 × 128 one.
+PER_IMAGE_SIZE_LIMITS = (96, 160)
+
+
+@pytest.fixture(scope="module", params=["fixed canvas", "canvas per image"])
+def exported(request, tmp_path_factory, untrained_tiny_model):
+    """A random-init tiny model (with its fixed canvas, or rebuilt with size limits for a canvas
+    per image), exported once, and its signatures' outputs from a fresh process."""
     model = untrained_tiny_model
+    if request.param == "canvas per image":
+        config = model.model_config
+        model = rebuild(model, config.replace(input=dataclasses.replace(
+            config.input, size_limits=PER_IMAGE_SIZE_LIMITS)))
     root = tmp_path_factory.mktemp("saved_model")
     export_saved_model(model, root / "model", include_full_masks=True)
     same_size = [_image(96, 160, 60, (200, 40, 40), 10, 20, 1), _image(96, 160, 150, (30, 30, 220), 40, 90, 2)]
@@ -67,7 +79,7 @@ def exported(tmp_path_factory, untrained_tiny_model):
 
 
 def _keras_outputs(model, images):
-    canvases, image_info = preprocessing.preprocess_batch(images, model.model_config.input.image_size)
+    canvases, image_info = preprocessing.preprocess_for_model(images, model.model_config.input)
     return {name: np.asarray(value)
             for name, value in model({"images": canvases, "image_info": image_info}).items()}
 

@@ -2,10 +2,11 @@
 
 A randomly initialised torchvision model (with random batch-norm statistics, so that their
 conversion is exercised) is saved, converted by `keras-maskrcnn convert-torchvision`, and both
-run on one photo-like image. Its 640 × 1056 pixels become 800 × 1320 under torchvision's rule
-(short side 800, long side ≤ 1333) and in our 800 × 1344 canvas alike, and torchvision pads
-them to the same 800 × 1344. Both models are built once for the module; `pytest -s` prints
-the measured differences.
+run on photo-like images. Stage by stage on one: its 640 × 1056 pixels become 800 × 1320 under
+torchvision's rule (short side 800, long side ≤ 1333), padded to 800 × 1344 by both. End to end
+(detections and pasted masks through the `Predictor`) on images of other shapes and
+orientations, whose canvases torchvision rounds to multiples of 32 as our canvas per image
+does. Both models are built once for the module; `pytest -s` prints the measured differences.
 """
 
 import dataclasses
@@ -36,10 +37,9 @@ def _report(stage, **values):
     print(f"\n[torchvision parity] {stage}: " + ", ".join(f"{k}={v:.3g}" for k, v in values.items()))
 
 
-def _photo_like_image():
-    """A deterministic uint8 [640, 1056, 3] image: smooth gradients, filled shapes, noise."""
-    rng = np.random.default_rng(0)
-    height, width = IMAGE_HW
+def _photo_like_image(height=IMAGE_HW[0], width=IMAGE_HW[1], seed=0):
+    """A deterministic uint8 [height, width, 3] image: smooth gradients, filled shapes, noise."""
+    rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     y, x = ys / height, xs / width
     image = np.stack([70 + 120 * y, 90 + 90 * x, 160 - 70 * (x + y) / 2], axis=-1)
@@ -130,8 +130,7 @@ def parity(state_dict, tmp_path_factory):
     model = rebuild(converted, config.replace(
         detection=dataclasses.replace(config.detection, score_threshold=SCORE_THRESHOLD)))
 
-    canvas, image_info = preprocessing.preprocess_batch([image], config.input.image_size,
-                                                        config.input.size_limits)
+    canvas, image_info = preprocessing.preprocess_for_model([image], config.input)
     features = model.extract_features(tf.constant(canvas), tf.constant(image_info))
     logits, deltas = model.rpn_head(features)
     proposals, valid = model.proposal_layer(logits, deltas, tf.constant(image_info))
@@ -144,7 +143,7 @@ def parity(state_dict, tmp_path_factory):
         "boxes": outputs["boxes"], "scores": outputs["scores"],
         "labels": outputs["category_ids"], "masks": outputs["masks"],
     }
-    return {"image": image, "torch": want, "keras": got}
+    return {"image": image, "torch": want, "keras": got, "model": model, "torch_model": torch_model}
 
 
 def _iou(boxes_a, boxes_b):
@@ -234,6 +233,37 @@ def test_pasted_masks_match(parity):
     assert iou[union > 0].min() >= 0.99
 
 
+# Any image shape: landscape 4:3, portrait 3:4, an odd size, and one torchvision leaves unresized.
+@pytest.mark.parametrize("image_hw", [(480, 640), (640, 480), (427, 640), (800, 1216)])
+def test_detections_match_at_any_image_shape(parity, image_hw):
+    from keras_maskrcnn.inference import KerasPredictor
+
+    torch, _ = _torch()
+    torch_model = parity["torch_model"]
+    image = _photo_like_image(*image_hw, seed=sum(image_hw))
+    want = _run_torchvision(torch, torch_model, image)
+    got = KerasPredictor(parity["model"]).predict([image], full_masks=False)[0]
+    got = {"boxes": got["boxes"], "scores": got["scores"], "labels": got["category_ids"],
+           "masks": got["masks"]}
+    assert len(want["boxes"]) >= 50  # random weights still leave many detections to compare
+    match, overlap = _matched_detections(want, got)
+    matched = overlap >= 0.99
+    box_diff = np.abs(want["boxes"] - got["boxes"][match])[matched].max()
+    score_diff = np.abs(want["scores"] - got["scores"][match])[matched].max()
+    pasted = postprocess.paste_mask_probabilities(
+        got["masks"][match], got["boxes"][match], image_hw, method="torchvision") >= 0.5
+    want_masks = want["masks"] >= 0.5
+    union = (want_masks | pasted).sum(axis=(1, 2))
+    mask_iou = (want_masks & pasted).sum(axis=(1, 2)) / np.maximum(union, 1)
+    mask_iou = mask_iou[matched & (union > 0)]
+    _report(f"{image_hw} → canvas {want['images'].shape[:2]}", matched=matched.mean(),
+            max_box_diff_px=box_diff, max_score_diff=score_diff, min_mask_iou=mask_iou.min(),
+            detections=len(want["boxes"]))
+    assert matched.mean() >= 0.98
+    assert box_diff <= 0.5 and score_diff <= 1e-4
+    assert len(mask_iou) >= len(want["boxes"]) // 2 and mask_iou.min() >= 0.98
+
+
 # The converter's parts.
 
 def _torchvision_transform(config):
@@ -268,6 +298,29 @@ def test_resize_equals_torchvisions(image_hw, canvas):
     # Sample positions agree to float32 rounding, which between random neighbours up to 4.4
     # apart (255 grey levels) shows as ~1e-4.
     np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+@pytest.mark.parametrize("batch_hw", [[(480, 640)], [(640, 480)], [(427, 640), (640, 427)],
+                                      [(1000, 1650), (300, 200)], [(800, 1216)]])
+def test_canvas_per_image_is_torchvisions_batch_canvas(batch_hw):
+    torch, _ = _torch()
+    from keras_maskrcnn.config import torchvision_r50_fpn
+
+    config = torchvision_r50_fpn().input
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(*hw, 3), dtype=np.uint8) for hw in batch_hw]
+    with torch.no_grad():
+        want, _ = _torchvision_transform(config)(
+            [torch.from_numpy(image).permute(2, 0, 1).float() / 255 for image in images])
+    canvases, image_info = preprocessing.preprocess_for_model(images, config)
+    assert canvases.shape[1:3] == tuple(want.tensors.shape[2:])
+    assert [tuple(hw) for hw in image_info[:, 1:3].astype(int)] == [tuple(s) for s in want.image_sizes]
+    normalised = (canvases - config.pixel_mean) / config.pixel_std
+    for index, (height, width) in enumerate(want.image_sizes):
+        np.testing.assert_allclose(normalised[index, :height, :width],
+                                   want.tensors[index, :, :height, :width].permute(1, 2, 0).numpy(),
+                                   atol=1e-3)
+        assert not canvases[index, height:].any() and not canvases[index, :, width:].any()
 
 
 @pytest.mark.parametrize("image_hw", [(480, 640), (333, 500), (600, 1200)])

@@ -23,9 +23,8 @@ class ProposalLayer(keras.layers.Layer):
         self.min_level = min_level
         self.anchor_sizes = tuple(anchor_sizes)
         self.aspect_ratios = tuple(aspect_ratios)
-        self.level_anchors = anchors.multilevel_anchors(
-            image_size, [2 ** (min_level + i) for i in range(len(anchor_sizes))],
-            [(size,) for size in anchor_sizes], aspect_ratios)
+        self._strides = [2 ** (min_level + i) for i in range(len(anchor_sizes))]
+        self._anchors_by_canvas = {}
         self.pre_nms_topk_train = pre_nms_topk_train
         self.pre_nms_topk_test = pre_nms_topk_test
         self.post_nms_topk_train = post_nms_topk_train
@@ -34,21 +33,40 @@ class ProposalLayer(keras.layers.Layer):
         self.min_box_size = min_box_size
         self.box_coder_weights = tuple(box_coder_weights)
 
-    def call(self, level_logits, level_deltas, image_info, training=False):
-        """level_logits: list of [B, A_l]; level_deltas: list of [B, A_l, 4]; image_info [B, 5].
+    def level_anchors(self, canvas_hw):
+        """Anchors of each level for a canvas: list of float32 [A_l, 4].
+
+        canvas_hw: (H, W) as Python ints, giving numpy arrays (computed once per size), or an
+        int32 tensor [2] for a canvas known only at run time, giving tensors.
+        """
+        sizes = [(size,) for size in self.anchor_sizes]
+        if isinstance(canvas_hw, tuple):
+            if canvas_hw not in self._anchors_by_canvas:
+                self._anchors_by_canvas[canvas_hw] = anchors.multilevel_anchors(
+                    canvas_hw, self._strides, sizes, self.aspect_ratios)
+            return self._anchors_by_canvas[canvas_hw]
+        return anchors.multilevel_anchors_in_graph(canvas_hw, self._strides, sizes,
+                                                   self.aspect_ratios)
+
+    def call(self, level_logits, level_deltas, image_info, canvas_hw=None, training=False):
+        """level_logits: list of [B, A_l]; level_deltas: list of [B, A_l, 4]; image_info [B, 5];
+        canvas_hw: the canvas (H, W) as `level_anchors` takes it, by default `image_size`.
 
         Returns: proposals float32 [B, P, 4] (canvas pixels), valid bool [B, P]; P is
         post_nms_topk_train when training, else post_nms_topk_test.
         """
         pre_nms_topk = self.pre_nms_topk_train if training else self.pre_nms_topk_test
         post_nms_topk = self.post_nms_topk_train if training else self.post_nms_topk_test
+        level_anchors = self.level_anchors(self.image_size if canvas_hw is None else canvas_hw)
         boxes, scores, levels = [], [], []
-        for level, (logits, deltas, level_anchors) in enumerate(
-                zip(level_logits, level_deltas, self.level_anchors)):
-            k = min(pre_nms_topk, level_anchors.shape[0])
+        for level, (logits, deltas, anchors_l) in enumerate(
+                zip(level_logits, level_deltas, level_anchors)):
+            # The level's anchor count when the canvas is static; else top-k of at most that.
+            count = anchors_l.shape[0] if anchors_l.shape[0] is not None else tf.shape(logits)[1]
+            k = min(pre_nms_topk, count) if isinstance(count, int) else tf.minimum(pre_nms_topk, count)
             top = tf.math.top_k(logits, k=k)
             top_deltas = tf.gather(deltas, top.indices, batch_dims=1)
-            top_anchors = tf.gather(tf.constant(level_anchors), top.indices)
+            top_anchors = tf.gather(tf.convert_to_tensor(anchors_l), top.indices)
             boxes.append(box_coder.decode_boxes(top_deltas, top_anchors, self.box_coder_weights))
             scores.append(top.values)
             levels.append(tf.fill(tf.shape(top.indices), level))

@@ -7,9 +7,14 @@ whole pixels, as torchvision's AnchorGenerator does, so converted weights see th
 they were trained with. For the same reason a level's stride is torchvision's
 canvas side // feature side, per axis: on an 800-px side P6 has 13 rows 61 px apart, not 64.
 Shapes: A anchors in total, A_l at level l.
+
+A canvas whose size is known when the graph is built gets numpy anchors (constants in the graph,
+as the TFLite export needs); one known only at run time (a canvas per image) gets the same
+anchors computed in the graph (`multilevel_anchors_in_graph`).
 """
 
 import numpy as np
+import tensorflow as tf
 
 
 def base_anchors(sizes, aspect_ratios):
@@ -49,4 +54,23 @@ def multilevel_anchors(image_size, strides, sizes_per_level, aspect_ratios):
         feature_hw = [-(-side // stride) for side in image_size]
         spacing = [side // cells for side, cells in zip(image_size, feature_hw)]
         anchors.append(level_anchors(feature_hw, spacing, sizes, aspect_ratios))
+    return anchors
+
+
+def multilevel_anchors_in_graph(canvas_hw, strides, sizes_per_level, aspect_ratios):
+    """`multilevel_anchors` for a canvas size known only at run time.
+
+    canvas_hw: int32 tensor [2] (H, W). Returns a list of float32 [A_l, 4] tensors.
+    """
+    canvas_hw = tf.cast(canvas_hw, tf.int32)
+    anchors = []
+    for stride, sizes in zip(strides, sizes_per_level):
+        cells = (canvas_hw + stride - 1) // stride
+        spacing = tf.cast(canvas_hw // cells, tf.float32)
+        ys = tf.range(cells[0], dtype=tf.float32) * spacing[0]
+        xs = tf.range(cells[1], dtype=tf.float32) * spacing[1]
+        cy, cx = tf.meshgrid(ys, xs, indexing="ij")
+        shifts = tf.reshape(tf.stack([cy, cx, cy, cx], axis=-1), [-1, 1, 4])
+        base = tf.constant(base_anchors(sizes, aspect_ratios))
+        anchors.append(tf.reshape(shifts + base[None], [-1, 4]))
     return anchors

@@ -132,6 +132,12 @@ def _bilinear_taps(coords, size):
     return (tf.cast(low, tf.int32), tf.cast(high, tf.int32)), (low_weight, high_weight)
 
 
+def _static_or_run_time(tensor, axis):
+    """tensor.shape[axis] as an int when known, else as an int32 scalar tensor."""
+    size = tensor.shape[axis]
+    return size if size is not None else tf.shape(tensor)[axis]
+
+
 def multilevel_roi_align_gather(features, boxes, output_size, sampling_ratio, aligned, min_level,
                                 canonical_level=CANONICAL_LEVEL, canonical_size=CANONICAL_BOX_SIZE):
     """`multilevel_roi_align` made of gathers and arithmetic only (TFLite builtin ops).
@@ -139,24 +145,26 @@ def multilevel_roi_align_gather(features, boxes, output_size, sampling_ratio, al
     All levels are flattened into one table, each box reads only its own level, and its
     bilinear samples are four gathers weighted and summed: no L× pooling, and a gradient
     that is a scatter-add rather than `crop_and_resize`'s slow image gradient.
-    Args/Returns: as `multilevel_roi_align`; level shapes must be static.
+    Args/Returns: as `multilevel_roi_align`. Level sizes known when the graph is built become
+    constants (as TFLite needs); unknown ones are read at run time.
     """
     if sampling_ratio <= 0:
         raise ValueError(f"sampling_ratio must be positive, got {sampling_ratio}")
     max_level = min_level + len(features) - 1
     level_index = assign_levels(boxes, min_level, max_level, canonical_level, canonical_size) - min_level
-    heights = [f.shape[1] for f in features]
-    widths = [f.shape[2] for f in features]
+    heights = [_static_or_run_time(f, 1) for f in features]
+    widths = [_static_or_run_time(f, 2) for f in features]
     offsets, total = [], 0
     for height, width in zip(heights, widths):
         offsets.append(total)
-        total += height * width
+        total = total + height * width
     batch = tf.shape(boxes)[0]
     channels = features[0].shape[-1]
     table = tf.concat([tf.reshape(f, [batch, -1, channels]) for f in features], axis=1)
 
     def per_box(values, dtype=tf.float32):
-        return tf.gather(tf.constant(values, dtype), level_index)[..., None]
+        values = tf.stack([tf.cast(value, dtype) for value in values])
+        return tf.gather(values, level_index)[..., None]
 
     scale = per_box([1.0 / 2 ** (min_level + i) for i in range(len(features))])
     height, width = per_box(heights), per_box(widths)
