@@ -46,9 +46,10 @@ class InputConfig:
     @property
     def canvas_per_image(self):
         """Whether Keras and SavedModel inference size the canvas by the images, as torchvision
-        pads a batch: with `size_limits`, images are resized by them alone (any orientation at
-        full scale) and padded to the batch's largest, rounded up to BACKBONE_STRIDE.
-        `image_size` stays the canvas of training and of the TFLite export."""
+        pads a batch: with `size_limits`, images are resized by them (and to fit `image_size`
+        turned to their orientation, which the torchvision presets' never binds) and padded to
+        the batch's largest, rounded up to BACKBONE_STRIDE. Training uses `image_size` turned
+        to each image's orientation (`data.pipeline`); the TFLite export, `image_size` as is."""
         return self.size_limits is not None
 
 
@@ -229,8 +230,14 @@ def _tuples(values):
     return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
 
 
+# GeneralizedRCNNTransform's min_size and max_size in maskrcnn_resnet50_fpn.
+TORCHVISION_SIZE_LIMITS = (800, 1333)
+
+
 def r50_fpn(num_classes=80, **changes):
-    """ResNet-50-FPN with the seed's head sizes and torchvision's hyperparameters."""
+    """ResNet-50-FPN with the seed's head sizes and torchvision's hyperparameters, resizing
+    images by torchvision's rule (short side 800, long side ≤ 1333) in either orientation."""
+    changes.setdefault("input", InputConfig(size_limits=TORCHVISION_SIZE_LIMITS))
     return MaskRCNNConfig(num_classes=num_classes, **changes)
 
 
@@ -252,8 +259,6 @@ def tiny(num_classes=3, **changes):
     return MaskRCNNConfig(num_classes=num_classes, **sections)
 
 
-# GeneralizedRCNNTransform's min_size and max_size in maskrcnn_resnet50_fpn.
-TORCHVISION_SIZE_LIMITS = (800, 1333)
 # torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
 # batch norms divide by √var exactly. A model built with weights=None uses BatchNorm2d's 1e-5.
 TORCHVISION_BATCH_NORM_EPSILON = 0.0
@@ -278,29 +283,28 @@ def torchvision_r50_fpn(num_classes=len(TORCHVISION_COCO_CLASS_NAMES), **changes
     """r50_fpn in torchvision's COCO label space, for weights converted from its
     `maskrcnn_resnet50_fpn` (`convert.torchvision`); class names are torchvision's when
     num_classes is its 90. Images are resized by torchvision's rule (short side 800, long side
-    ≤ 1333) and masks pasted its way. The 800 × 1344 canvas holds every landscape image so
-    resized; a portrait one is fitted into it, smaller than torchvision would make it, unless
-    the canvas is replaced by a taller one (e.g. 1344 × 1344)."""
+    ≤ 1333) and masks pasted its way; Keras and SavedModel inference pad each image only to
+    multiples of 32, as torchvision does (`InputConfig.canvas_per_image`)."""
     if num_classes == len(TORCHVISION_COCO_CLASS_NAMES):
         changes.setdefault("class_names", TORCHVISION_COCO_CLASS_NAMES)
-    changes.setdefault("input", InputConfig(size_limits=TORCHVISION_SIZE_LIMITS))
     changes.setdefault("detection", DetectionConfig(paste_method="torchvision"))
-    return MaskRCNNConfig(num_classes=num_classes, **changes)
+    return r50_fpn(num_classes, **changes)
 
 
 def r101_fpn(num_classes=80, **changes):
     """r50_fpn with ResNet-101 (23 blocks in the third stage), torchvision's layout: for
     torchvision's ImageNet resnet101 weights (`convert.torchvision.load_resnet_backbone`)."""
     changes.setdefault("backbone", BackboneConfig(stage_blocks=RESNET101_STAGE_BLOCKS))
-    return MaskRCNNConfig(num_classes=num_classes, **changes)
+    return r50_fpn(num_classes, **changes)
 
 
 def keras_imagenet_r50_fpn(num_classes=80, **changes):
     """r50_fpn with keras.applications' ResNet50 as backbone, to start from its ImageNet
     weights (`convert.keras_applications`): ResNet v1 and Caffe's pixel normalisation."""
-    changes.setdefault("input", InputConfig(pixel_mean=CAFFE_PIXEL_MEAN, pixel_std=CAFFE_PIXEL_STD))
+    changes.setdefault("input", InputConfig(pixel_mean=CAFFE_PIXEL_MEAN, pixel_std=CAFFE_PIXEL_STD,
+                                            size_limits=TORCHVISION_SIZE_LIMITS))
     changes.setdefault("backbone", BackboneConfig(stride_in_1x1=True))
-    return MaskRCNNConfig(num_classes=num_classes, **changes)
+    return r50_fpn(num_classes, **changes)
 
 
 def keras_imagenet_r101_fpn(num_classes=80, **changes):

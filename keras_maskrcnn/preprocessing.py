@@ -13,7 +13,9 @@ back to the original image by `original / valid` along each axis, the inverse of
 The scale fits the image into the canvas. With `size_limits` (short, long) it is at most
 torchvision's `min(short / min(h, w), long / max(h, w))` too (`GeneralizedRCNNTransform`'s
 min_size and max_size); an image that would then overflow the canvas is fitted instead.
-A canvas per image has no fixed size to fit: the size limits alone set the scale.
+With a canvas per image the fixed canvas turns to the image's orientation (`oriented_canvas`)
+and then bounds the scale as before; for the torchvision presets (800 × 1344, limits 800 and
+1333) it never binds, and the scale is torchvision's in either orientation.
 """
 
 import numpy as np
@@ -25,19 +27,22 @@ IMAGE_INFO_SIZE = 5
 
 
 def compute_scale(h, w, image_size, size_limits=None):
-    """Scale of an h × w image in the canvas (H, W) under `size_limits` (see module docstring);
-    image_size None (a canvas per image) leaves the size limits alone."""
-    scale = float("inf") if image_size is None else min(image_size[0] / h, image_size[1] / w)
+    """Scale of an h × w image in the canvas (H, W) under `size_limits` (see module docstring)."""
+    scale = min(image_size[0] / h, image_size[1] / w)
     if size_limits is not None:
         scale = min(scale, size_limits[0] / min(h, w), size_limits[1] / max(h, w))
     return scale
 
 
+def oriented_canvas(portrait, image_size):
+    """The canvas (H, W) = image_size turned to an image's orientation: its long side vertical
+    for a portrait image (`portrait` True: h > w), horizontal otherwise."""
+    short, long = sorted(image_size)
+    return (long, short) if portrait else (short, long)
+
+
 def scale_in_graph(shape, image_size, size_limits):
     """`compute_scale` on float32 tensors: shape [2] (h, w) → scalar."""
-    if image_size is None:
-        return tf.minimum(size_limits[0] / tf.reduce_min(shape),
-                          size_limits[1] / tf.reduce_max(shape))
     scale = tf.reduce_min(tf.constant(image_size, tf.float32) / shape)
     if size_limits is not None:
         scale = tf.minimum(scale, tf.minimum(size_limits[0] / tf.reduce_min(shape),
@@ -50,7 +55,7 @@ def resize(image, image_size, size_limits=None):
 
     Args:
       image: uint8 or float [h, w, 3] tensor (pixel values 0..255).
-      image_size: the canvas (H, W) to fit into, or None for a canvas per image.
+      image_size: the canvas (H, W) to fit into.
       size_limits: None, or (short, long) side limits (`InputConfig.size_limits`).
     Returns:
       resized float32 [valid_h, valid_w, 3] (0..255), image_info float32 [5].
@@ -59,9 +64,7 @@ def resize(image, image_size, size_limits=None):
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = scale_in_graph(shape, image_size, size_limits)
     # Floor with a small tolerance so a float error never makes the image one pixel too big.
-    valid_hw = tf.floor(shape * scale + 1e-3)
-    if image_size is not None:
-        valid_hw = tf.minimum(valid_hw, tf.constant(image_size, tf.float32))
+    valid_hw = tf.minimum(tf.floor(shape * scale + 1e-3), tf.constant(image_size, tf.float32))
     resized = tf.image.resize(tf.cast(image, tf.float32), tf.cast(valid_hw, tf.int32))
     return resized, tf.concat([[scale], valid_hw, shape], axis=0)
 
@@ -117,7 +120,9 @@ def preprocess_for_model(images, input_config):
     `canvas_per_image` into the batch's own (`canvas_for`)."""
     if not input_config.canvas_per_image:
         return preprocess_batch(images, input_config.image_size, input_config.size_limits)
-    resized, infos = zip(*(resize(image, None, input_config.size_limits) for image in images))
+    resized, infos = zip(*(resize(image, oriented_canvas(image.shape[0] > image.shape[1],
+                                                         input_config.image_size),
+                                  input_config.size_limits) for image in images))
     infos = np.stack([info.numpy() for info in infos])
     height, width = canvas_for(tuple(infos[:, 1:3].max(axis=0)))
     canvases = np.zeros((len(images), height, width, 3), np.float32)

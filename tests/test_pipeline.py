@@ -244,3 +244,69 @@ def test_cache_gives_the_same_examples(shapes):
         for a, b in zip(plain, _as_numpy(cached)):
             for key in a:
                 np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.fixture(scope="module")
+def both_orientations(tmp_path_factory):
+    """Images 1, 3, 5: landscape 30 × 50; 2, 4, 6: portrait 50 × 30; a 10 × 12 box in each."""
+    root = tmp_path_factory.mktemp("orientations")
+    images, annotations = [], []
+    for image_id in range(1, 7):
+        height, width = (30, 50) if image_id % 2 else (50, 30)
+        pixels = np.zeros((height, width, 3), np.uint8)
+        pixels[4:14, 6:18] = RED
+        Image.fromarray(pixels).save(root / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": height,
+                       "width": width})
+        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                            "bbox": [6, 4, 12, 10], "area": 120,
+                            "segmentation": [[6, 4, 18, 4, 18, 14, 6, 14]]})
+    data = {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "block"}]}
+    (root / "annotations.json").write_text(json.dumps(data))
+    return CocoDataset(str(root / "annotations.json"))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_size_limits_turn_the_canvas_to_each_images_orientation(both_orientations, training):
+    # Limits (36, 60) scale both orientations by 1.2 (short side 30 → 36), as torchvision
+    # would; the 40 × 64 canvas, turned on its side for portrait images, holds either.
+    batches = _as_numpy(make_dataset(both_orientations, (40, 64), 2, 3, 14, training=training,
+                                     shuffle=False, size_limits=(36, 60)))
+    # Three of each orientation in batches of 2: a partial batch of each, dropped in training.
+    assert sorted(len(b["image_id"]) for b in batches) == ([2, 2] if training else [1, 1, 2, 2])
+    if not training:
+        assert sorted(np.concatenate([b["image_id"] for b in batches])) == [1, 2, 3, 4, 5, 6]
+    for batch in batches:
+        portrait = batch["image_id"] % 2 == 0
+        assert portrait.all() or not portrait.any()  # one orientation per batch
+        want_canvas = (64, 40) if portrait[0] else (40, 64)
+        assert batch["images"].shape[1:3] == want_canvas
+        for info, is_portrait in zip(batch["image_info"], portrait):
+            original = (50, 30) if is_portrait else (30, 50)
+            np.testing.assert_allclose(info, [1.2, original[0] * 1.2, original[1] * 1.2, *original],
+                                       rtol=1e-6)
+        if not training:  # unflipped: the box is where it was drawn, scaled by 1.2
+            np.testing.assert_allclose(batch["gt_boxes"][:, 0],
+                                       [[4.8, 7.2, 16.8, 21.6]] * len(batch["image_id"]), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_model_trains_on_batches_of_both_orientations(both_orientations, untrained_tiny_model):
+    import dataclasses
+
+    import keras
+
+    from keras_maskrcnn.model import rebuild
+
+    config = untrained_tiny_model.model_config
+    model = rebuild(untrained_tiny_model, config.replace(input=dataclasses.replace(
+        config.input, image_size=(64, 96), size_limits=(60, 96))))
+    batches = make_dataset(both_orientations, model.model_config.input.image_size, 2, 3,
+                           model.model_config.mask_head.gt_mask_size, training=True, seed=3,
+                           size_limits=model.model_config.input.size_limits)
+    canvases = {tuple(batch["images"].shape[1:3]) for batch in batches}
+    assert canvases == {(64, 96), (96, 64)}
+    model.compile(optimizer=keras.optimizers.SGD(0.001))
+    history = model.fit(batches, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))

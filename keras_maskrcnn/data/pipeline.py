@@ -1,7 +1,8 @@
 """tf.data input pipelines for training, evaluation and inference.
 
-Shapes: B batch; H, W canvas (`image_size`); h, w original image size; G `max_instances`
-(ground truth padded to G); S `gt_mask_size`; n instances of one image before padding.
+Shapes: B batch; H, W canvas (`image_size`, or turned on its side for portrait images: see
+`make_dataset`); h, w original image size; G `max_instances` (ground truth padded to G); S
+`gt_mask_size`; n instances of one image before padding.
 
 Each element is a dict:
   images      float32 [B, H, W, 3]  0..255, resized keeping aspect and zero padded
@@ -36,6 +37,14 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
     `shuffle`), flipped left-right with probability 0.5 and, with `scale_jitter`, scaled,
     all fixed by `seed`; the last partial batch is dropped so the batch size is static.
 
+    With `size_limits` and a canvas that is not square, every image is resized and padded into
+    the canvas turned to its orientation (`preprocessing.oriented_canvas`), so a portrait image
+    is resized by the limits as a landscape one is, as torchvision does: batches are then grouped by orientation, each holding one
+    canvas (torchvision's recipe groups its batches by aspect ratio too). Within an
+    orientation the order stays the stream's, but the batches' composition is no longer
+    `global_batch_size` consecutive images, so `start_batch` and sharding keep their images'
+    order, not their exact batches.
+
     Args:
       dataset: a `CocoDataset`.
       image_size: canvas (H, W).
@@ -66,6 +75,7 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
         raise ValueError(f"a global batch of {global_batch_size} does not split into "
                          f"{num_shards} shards of whole batches of {batch_size}")
     height, width = image_size
+    by_orientation = size_limits is not None and height != width
     ids = tf.data.Dataset.from_tensor_slices(np.asarray(dataset.image_ids, np.int64))
 
     def load(image_id):
@@ -140,17 +150,28 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
             image, boxes, mini_masks = tf.cond(
                 draws[0] < 0.5, lambda: _flip_left_right(image, boxes, mini_masks),
                 lambda: (image, boxes, mini_masks))
-        if training and scale_jitter is not None:
-            factor = scale_jitter[0] + draws[1] * (scale_jitter[1] - scale_jitter[0])
-            canvas, image_info, boxes, classes, mini_masks = _scale_and_crop(
-                image, boxes, classes, mini_masks, image_size, size_limits, factor, draws[2:])
-        else:
-            canvas, image_info = preprocessing.resize_and_pad(image, image_size, size_limits)
+
+        def fit_into(canvas_size):
+            if training and scale_jitter is not None:
+                factor = scale_jitter[0] + draws[1] * (scale_jitter[1] - scale_jitter[0])
+                return _scale_and_crop(image, boxes, classes, mini_masks, canvas_size,
+                                       size_limits, factor, draws[2:])
+            canvas, image_info = preprocessing.resize_and_pad(image, canvas_size, size_limits)
             # The resize's own ratio along each axis: valid / original size.
-            boxes = boxes * tf.tile(image_info[1:3] / image_info[3:5], [2])
+            return (canvas, image_info, boxes * tf.tile(image_info[1:3] / image_info[3:5], [2]),
+                    classes, mini_masks)
+
+        if by_orientation:
+            canvas, image_info, boxes, classes, mini_masks = tf.cond(
+                _is_portrait(image),
+                lambda: fit_into(preprocessing.oriented_canvas(True, image_size)),
+                lambda: fit_into(preprocessing.oriented_canvas(False, image_size)))
+        else:
+            canvas, image_info, boxes, classes, mini_masks = fit_into((height, width))
         pad = max_instances - tf.shape(classes)[0]
         return {
-            "images": tf.ensure_shape(canvas, [height, width, 3]),
+            "images": tf.ensure_shape(canvas, [None, None, 3] if by_orientation
+                                      else [height, width, 3]),
             "image_info": tf.ensure_shape(image_info, [preprocessing.IMAGE_INFO_SIZE]),
             "gt_boxes": tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_instances, 4]),
             "gt_classes": tf.ensure_shape(tf.pad(classes, [[0, pad]]), [max_instances]),
@@ -160,7 +181,19 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
         }
 
     examples = examples.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
-    return examples.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+    if by_orientation:
+        examples = examples.group_by_window(
+            key_func=lambda example: tf.cast(_is_portrait(example["images"]), tf.int64),
+            reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=training),
+            window_size=batch_size)
+    else:
+        examples = examples.batch(batch_size, drop_remainder=training)
+    return examples.prefetch(tf.data.AUTOTUNE)
+
+
+def _is_portrait(image):
+    """Whether an image or canvas [h, w, 3] is taller than wide."""
+    return tf.shape(image)[0] > tf.shape(image)[1]
 
 
 def _flip_left_right(image, boxes, mini_masks):
