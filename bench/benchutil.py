@@ -49,8 +49,22 @@ def run_cli(argv):
 
 
 def machine_info(**versions):
-    """CPU count, processor and the given library versions, for the report."""
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), **versions}
+    """CPU count, processor, the CPU's model name and the given library versions, for the
+    report (bfloat16's speed, for one, differs between CPU models that both have AVX512-BF16)."""
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_model(), **versions}
+
+
+def _cpu_model():
+    """/proc/cpuinfo's model name, or None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def write_report(report, path):

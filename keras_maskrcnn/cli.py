@@ -32,8 +32,9 @@ PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
 MODEL_HELP = "a .keras file, a SavedModel folder or a .tflite file"
 THREADS_HELP = "LiteRT interpreter threads, for .tflite models (default: 1)"
-PRECISION_HELP = ("what a .keras model computes in: bfloat16 is ~2× faster on CPUs with "
-                  "AVX512-BF16 or AMX (default: %(default)s)")
+PRECISION_HELP = ("what a .keras model computes in (default: %(default)s); bfloat16 pays only "
+                  "where the CPU's bfloat16 convolutions beat float32 ones, which "
+                  "bench/bench_torchvision.py measures")
 
 
 def _checked(convert, is_valid, requirement):

@@ -27,8 +27,8 @@ BACKBONE_STRIDE = 32
 # A ResNet's stem and its 4 stages, the parts torchvision's `trainable_layers` (0..5) counts
 # (`MaskRCNN.freeze_backbone_stages`).
 BACKBONE_PARTS = 5
-# What a Keras model may compute in at inference (`inference.with_precision`): bfloat16 is for
-# CPUs with AVX512-BF16 or AMX, where convolutions run ~2.4× faster than in float32.
+# What a Keras model may compute in at inference (`inference.with_precision`): bfloat16 for
+# CPUs whose bfloat16 convolutions beat their float32 ones (bench/bench_torchvision.py).
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 # Weight quantizations of the TFLite export (`export.tflite`).
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
