@@ -13,6 +13,7 @@ CONFIG_METADATA_NAME; `litert.read_config` reads it back. An int8 file also hold
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import warnings
@@ -22,6 +23,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import QUANTIZATIONS
 from keras_maskrcnn.export import int8
 from keras_maskrcnn.model import rebuild
@@ -143,6 +145,9 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
         an Int8AgreementWarning is issued when the agreement is poor.
       camera_size: None for a file that takes the preprocessed canvas and image_info, or
         (h, w) for one that takes uint8 camera frames of that size (`detection_function`).
+        A model with a canvas per image (`InputConfig.canvas_per_image`) then runs on the
+        frame's own canvas; without camera_size, on its fixed `image_size` (a
+        FixedCanvasNotice says so).
     Returns: out_path. The file's metadata holds the model config (see the module docstring).
     """
     if quantize not in QUANTIZATIONS:
@@ -150,6 +155,18 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
     if quantize == "int8" and not (representative_images and held_out_images):
         raise ValueError("quantize='int8' needs representative_images to calibrate activations "
                          "and held_out_images to check the result")
+    input_config = model.model_config.input
+    if input_config.canvas_per_image and camera_size is not None:
+        # The frame's size is fixed, so its canvas per image is too: the file gives what the
+        # Keras model gives on such frames.
+        model = rebuild(model, model.model_config.replace(input=dataclasses.replace(
+            input_config, image_size=preprocessing.own_canvas(camera_size, input_config))))
+    elif input_config.canvas_per_image:
+        height, width = input_config.image_size
+        warnings.warn(f"the TFLite file runs one fixed {height}x{width} canvas, into which images "
+                      f"are fitted (a portrait image at a smaller scale than in the Keras model "
+                      f"and the SavedModel, which size the canvas by the image); --input-size H W "
+                      f"chooses another", FixedCanvasNotice, stacklevel=2)
     export_model = builtin_ops_model(model)
     representative_dataset = (
         _representative_dataset(representative_images, model.model_config.input, camera_size)
@@ -170,6 +187,11 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
         if report.poor:
             warnings.warn(" ".join(report.lines()[1:]), Int8AgreementWarning, stacklevel=2)
     return out_path
+
+
+class FixedCanvasNotice(UserWarning):
+    """The model sizes its canvas by the images in Keras and the SavedModel; its TFLite file
+    has one fixed canvas, into which images are fitted instead."""
 
 
 class Int8AgreementWarning(UserWarning):

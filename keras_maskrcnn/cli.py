@@ -101,25 +101,23 @@ def _run_predict(args):
 
 
 def _run_export(args):
-    from keras_maskrcnn.export.tflite import Int8AgreementWarning
+    from keras_maskrcnn.export.tflite import FixedCanvasNotice, Int8AgreementWarning
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", Int8AgreementWarning)  # the report below says it
+        warnings.simplefilter("always", FixedCanvasNotice)
         out = export(args.model, args.out, args.format, args.quantize, args.calibration_data,
                      args.calibration_images, args.input_size, args.include_full_masks,
                      args.camera_size)
+    for warning in caught:
+        if issubclass(warning.category, FixedCanvasNotice):
+            print(f"note: {warning.message}")
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
     if args.quantize == "int8":
         from keras_maskrcnn.export.litert import read_int8_report
         print("\n".join(read_int8_report(out).lines()))
-    if args.format == "tflite" and args.camera_size is None:
-        from keras_maskrcnn.export.litert import read_config
-        input_config = read_config(out).input
-        if input_config.canvas_per_image:
-            height, width = input_config.image_size
-            print(f"note: the TFLite file runs one fixed {height}x{width} canvas, into which "
-                  f"images are fitted (a portrait image at a smaller scale than in the Keras "
-                  f"model and the SavedModel, which size the canvas by the image); --input-size "
-                  f"H W chooses another")
     print(f"wrote {out}")
 
 

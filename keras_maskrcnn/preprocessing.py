@@ -80,6 +80,16 @@ def canvas_for(valid_hw):
     return (largest + BACKBONE_STRIDE - 1) // BACKBONE_STRIDE * BACKBONE_STRIDE
 
 
+def own_canvas(image_hw, input_config):
+    """The canvas per image (H, W) of one h × w image under `input_config` (`InputConfig`):
+    its resized size rounded up to BACKBONE_STRIDE."""
+    height, width = image_hw
+    canvas = oriented_canvas(height > width, input_config.image_size)
+    scale = compute_scale(height, width, canvas, input_config.size_limits)
+    return canvas_for((min(int(height * scale + 1e-3), canvas[0]),
+                       min(int(width * scale + 1e-3), canvas[1])))
+
+
 def resize_and_pad(image, image_size, size_limits=None):
     """Resize one image into the fixed canvas (H, W) = image_size.
 

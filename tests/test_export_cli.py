@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -215,3 +216,15 @@ def test_user_errors_exit_2_with_one_line(problem, keras_path, shapes, tmp_path,
     assert code == 2
     assert must_name in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_export_prints_the_fixed_canvas_notice_as_a_note(keras_path, tmp_path, monkeypatch, capsys):
+    def convert(model, out, *args):
+        warnings.warn("the TFLite file runs one fixed 64x64 canvas", tflite.FixedCanvasNotice)
+        return out
+
+    monkeypatch.setattr(tflite, "export_tflite", convert)
+    assert cli.main(["export", "--model", str(keras_path), "--format", "tflite",
+                     "--out", str(tmp_path / "model.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the TFLite file runs one fixed 64x64 canvas" in out

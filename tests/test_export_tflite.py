@@ -1,5 +1,7 @@
 """TFLite export: builtin ops only in every variant, and float32 LiteRT agrees with Keras."""
 
+import warnings
+
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
@@ -8,7 +10,8 @@ from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import DetectionConfig, tiny
 from keras_maskrcnn.export.int8 import layer_paths
 from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config, read_int8_report
-from keras_maskrcnn.export.tflite import QUANTIZATIONS, builtin_ops_model, export_tflite
+from keras_maskrcnn.export.tflite import (QUANTIZATIONS, FixedCanvasNotice, builtin_ops_model,
+                                         export_tflite)
 from keras_maskrcnn.inference import KerasPredictor
 from keras_maskrcnn.model import MaskRCNN
 
@@ -215,3 +218,28 @@ def test_phone_runner_uses_the_file_alone(camera_files, tmp_path, capsys, monkey
     assert any(f"  {name}: score" in out for name in names.values())
     want = TFLitePredictor(path).detect([runner.resize_nearest(_images()[0], 96, 160)])[0]
     assert f"{len(want['scores'])} detections" in out
+
+
+def test_a_canvas_per_image_model_runs_each_camera_frame_on_the_frames_own_canvas(
+        untrained_tiny_model, tmp_path):
+    import dataclasses
+
+    from keras_maskrcnn.model import rebuild
+
+    config = untrained_tiny_model.model_config
+    model = rebuild(untrained_tiny_model, config.replace(input=dataclasses.replace(
+        config.input, image_size=(96, 160), size_limits=(96, 160))))
+    camera_size = (200, 120)  # portrait: scale 0.8 → 160 × 96, its own canvas
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FixedCanvasNotice)  # a camera file has no fixed canvas
+        path = export_tflite(model, tmp_path / "camera.tflite", camera_size=camera_size)
+    assert read_config(path).input.image_size == (160, 96)
+    frame = preprocessing.resize_exactly(_images()[2], camera_size)
+    want, = KerasPredictor(model).detect([frame])
+    got, = TFLitePredictor(path).detect([frame])
+    assert len(want["scores"]) > 0
+    np.testing.assert_array_equal(got["category_ids"], want["category_ids"])
+    np.testing.assert_allclose(got["boxes"], want["boxes"], atol=1.0)
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-3)
+    with pytest.warns(FixedCanvasNotice, match="fixed 96x160 canvas"):
+        export_tflite(model, tmp_path / "canvas.tflite")
