@@ -130,8 +130,9 @@ def test_split_calibration_images_needs_two():
         commands.split_calibration_images([0], 100)
 
 
-# Three tiny models, each trained briefly on its own shapes set (seed s for data and training).
-TRAINED_SEEDS = (0, 1, 2)
+# Two tiny models, each trained briefly on its own shapes set (seed s for data and training);
+# bench/eval_export_accuracy.py checks three fully trained ones.
+TRAINED_SEEDS = (0, 1)
 TRAIN_IMAGE_SIZE = 64
 CAMERA_SIZE = (48, 80)  # a landscape frame, not the 64 × 64 canvas
 
