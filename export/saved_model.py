@@ -59,7 +59,9 @@ class _Server(tf.Module):
         self.model = model
 
     def _detect(self, canvases, image_info):
-        outputs = dict(self.model({"images": canvases, "image_info": image_info}))
+        # TF Serving runs the graph on a host: RoIAlign can take the faster by-level route.
+        outputs = dict(self.model({"images": canvases, "image_info": image_info},
+                                  roi_align_impl="by_level"))
         if self.include_full_masks:
             largest = tf.cast(tf.reduce_max(image_info[:, 3:5], axis=0), tf.int32)
             outputs["detection_full_masks"] = tf.cast(paste_masks(

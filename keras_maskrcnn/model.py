@@ -28,7 +28,8 @@ from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
 from keras_maskrcnn.ops.replicas import replica_index, sum_over_replicas
-from keras_maskrcnn.ops.roi_align import multilevel_roi_align, multilevel_roi_align_gather
+from keras_maskrcnn.ops.roi_align import (multilevel_roi_align, multilevel_roi_align_by_level,
+                                          multilevel_roi_align_gather)
 
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box", "mask")
@@ -41,6 +42,9 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # image gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
 # about the same time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
+# Faster on the host, with run-time shapes that TFLite and XLA cannot take: what `call` may use
+# for one call (`inference.compiled_forward` does), never what a model is built with.
+HOST_ROI_ALIGN_IMPLS = {**ROI_ALIGN_IMPLS, "by_level": multilevel_roi_align_by_level}
 
 
 def make_backbone(config):
@@ -116,32 +120,36 @@ class MaskRCNN(keras.Model):
         normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
         return self.fpn(self.backbone(normalized, training=training))
 
-    def _pool(self, features, boxes, output_size):
+    def _pool(self, features, boxes, output_size, roi_align_impl=None):
         roi = self.model_config.roi
-        return ROI_ALIGN_IMPLS[self.roi_align_impl](
+        return HOST_ROI_ALIGN_IMPLS[roi_align_impl or self.roi_align_impl](
             features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio, roi.aligned,
             self.model_config.fpn.min_level)
 
-    def box_branch(self, features, rois):
+    def box_branch(self, features, rois, roi_align_impl=None):
         """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
-        return self.box_head(self._pool(features, rois, self.model_config.roi.box_pool_size))
+        return self.box_head(self._pool(features, rois, self.model_config.roi.box_pool_size,
+                                        roi_align_impl))
 
-    def mask_branch(self, features, boxes):
+    def mask_branch(self, features, boxes, roi_align_impl=None):
         """Boxes [B, K, 4] → mask logits [B, K, M, M, C]."""
-        return self.mask_head(self._pool(features, boxes, self.model_config.roi.mask_pool_size))
+        return self.mask_head(self._pool(features, boxes, self.model_config.roi.mask_pool_size,
+                                         roi_align_impl))
 
     # Inference.
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, roi_align_impl=None):
+        """Inference (see the module docstring); `roi_align_impl` (HOST_ROI_ALIGN_IMPLS)
+        overrides the model's RoIAlign for this call."""
         images, image_info = inputs["images"], inputs["image_info"]
         features = self.extract_features(images, image_info)
         rpn_logits, rpn_deltas = self.rpn_head(features)
         proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info,
                                                         canvas_hw=canvas_size(images))
-        class_logits, box_deltas = self.box_branch(features, proposals)
+        class_logits, box_deltas = self.box_branch(features, proposals, roi_align_impl)
         boxes, scores, labels, valid = self.detection_layer(
             class_logits, box_deltas, proposals, proposal_valid, image_info)
-        mask_logits = self.mask_branch(features, boxes)
+        mask_logits = self.mask_branch(features, boxes, roi_align_impl)
         channel = tf.maximum(labels - 1, 0)
         masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
         masks = tf.sigmoid(tf.cast(masks, tf.float32)) * tf.cast(valid, tf.float32)[..., None, None]

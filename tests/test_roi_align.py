@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_maskrcnn.ops.roi_align import (assign_levels, multilevel_roi_align, multilevel_roi_align_gather,
+from keras_maskrcnn.ops.roi_align import (assign_levels, multilevel_roi_align,
+                                          multilevel_roi_align_by_level, multilevel_roi_align_gather,
                                           roi_align)
 from reference_roi_align import assign_level_reference, roi_align_reference
 
@@ -124,7 +125,8 @@ def test_assign_levels_random_vs_reference():
     assert set(np.unique(want)) == {2, 3, 4, 5}
 
 
-@pytest.mark.parametrize("implementation", [multilevel_roi_align, multilevel_roi_align_gather])
+@pytest.mark.parametrize("implementation", [multilevel_roi_align, multilevel_roi_align_gather,
+                                            multilevel_roi_align_by_level])
 @pytest.mark.parametrize("aligned", [True, False])
 def test_multilevel_roi_align_reads_assigned_level(aligned, implementation):
     rng = np.random.default_rng(11 + aligned)
@@ -152,10 +154,13 @@ def test_multilevel_roi_align_reads_assigned_level(aligned, implementation):
     assert levels_seen == {2, 3, 4, 5}
 
 
+@pytest.mark.parametrize("implementation", [multilevel_roi_align_gather,
+                                            multilevel_roi_align_by_level])
 @pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
 @pytest.mark.parametrize("aligned", [True, False])
-def test_gather_implementation_equals_crop_and_resize(aligned, sampling_ratio):
-    """The TFLite-friendly RoIAlign and the crop_and_resize one agree, boxes outside included."""
+def test_other_implementations_equal_crop_and_resize(aligned, sampling_ratio, implementation):
+    """The TFLite-friendly RoIAlign, the by-level one and the crop_and_resize one agree, boxes
+    outside included."""
     rng = np.random.default_rng(5)
     features = [tf.constant(rng.normal(size=(2, 128 // 2 ** l, 128 // 2 ** l, 8)), tf.float32)
                 for l in (2, 3, 4, 5)]
@@ -164,5 +169,23 @@ def test_gather_implementation_equals_crop_and_resize(aligned, sampling_ratio):
     boxes = tf.constant(np.concatenate([corners, corners + sizes], -1), tf.float32)
     for output_size in (7, 14):
         want = multilevel_roi_align(features, boxes, output_size, sampling_ratio, aligned, 2)
-        got = multilevel_roi_align_gather(features, boxes, output_size, sampling_ratio, aligned, 2)
+        got = implementation(features, boxes, output_size, sampling_ratio, aligned, 2)
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", [multilevel_roi_align_gather,
+                                            multilevel_roi_align_by_level])
+def test_level_sizes_known_only_at_run_time_give_the_same_pooling(implementation):
+    """A canvas per image traces the model with unknown map sizes (inference.compiled_forward)."""
+    rng = np.random.default_rng(6)
+    features = [tf.constant(rng.normal(size=(1, 96 // 2 ** l, 160 // 2 ** l, 4)), tf.float32)
+                for l in (2, 3, 4, 5)]
+    corners = rng.uniform(0, 90, size=(1, 30, 2))
+    boxes = tf.constant(np.concatenate([corners, corners + rng.uniform(2, 150, (1, 30, 2))], -1),
+                        tf.float32)
+    run_time = tf.function(
+        lambda maps, b: implementation(maps, b, 7, 2, False, 2),
+        input_signature=[[tf.TensorSpec([None, None, None, 4], tf.float32)] * 4,
+                         tf.TensorSpec([None, None, 4], tf.float32)])
+    want = implementation(features, boxes, 7, 2, False, 2)
+    np.testing.assert_allclose(run_time(features, boxes).numpy(), want.numpy(), atol=1e-4, rtol=0)
