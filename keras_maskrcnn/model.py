@@ -42,9 +42,6 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # image gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
 # about the same time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
-# Faster on the host, with run-time shapes that TFLite and XLA cannot take: what `call` may use
-# for one call (`inference.compiled_forward` does), never what a model is built with.
-HOST_ROI_ALIGN_IMPLS = {**ROI_ALIGN_IMPLS, "by_level": multilevel_roi_align_by_level}
 
 
 def make_backbone(config):
@@ -120,36 +117,46 @@ class MaskRCNN(keras.Model):
         normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
         return self.fpn(self.backbone(normalized, training=training))
 
-    def _pool(self, features, boxes, output_size, roi_align_impl=None):
+    def _pool(self, features, boxes, output_size, on_host=False):
         roi = self.model_config.roi
-        return HOST_ROI_ALIGN_IMPLS[roi_align_impl or self.roi_align_impl](
-            features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio, roi.aligned,
-            self.model_config.fpn.min_level)
+        pool = multilevel_roi_align_by_level if on_host else ROI_ALIGN_IMPLS[self.roi_align_impl]
+        return pool(features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio, roi.aligned,
+                    self.model_config.fpn.min_level)
 
-    def box_branch(self, features, rois, roi_align_impl=None):
+    def box_branch(self, features, rois, on_host=False):
         """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
         return self.box_head(self._pool(features, rois, self.model_config.roi.box_pool_size,
-                                        roi_align_impl))
+                                        on_host))
 
-    def mask_branch(self, features, boxes, roi_align_impl=None):
+    def mask_branch(self, features, boxes, on_host=False):
         """Boxes [B, K, 4] → mask logits [B, K, M, M, C]."""
         return self.mask_head(self._pool(features, boxes, self.model_config.roi.mask_pool_size,
-                                         roi_align_impl))
+                                         on_host))
 
     # Inference.
 
-    def call(self, inputs, training=False, roi_align_impl=None):
-        """Inference (see the module docstring); `roi_align_impl` (HOST_ROI_ALIGN_IMPLS)
-        overrides the model's RoIAlign for this call."""
+    def call(self, inputs, training=False, on_host=False):
+        """Inference (see the module docstring). `on_host` takes two shortcuts whose shapes are
+        known only at run time, which TFLite and XLA cannot take, so that only a host runs
+        them (`inference.compiled_forward`, the SavedModel): RoIAlign pools each box from its
+        own level only (`ops.roi_align.multilevel_roi_align_by_level`), and the mask head runs
+        on the detections only, as torchvision's does, not on every one of the K slots."""
         images, image_info = inputs["images"], inputs["image_info"]
         features = self.extract_features(images, image_info)
         rpn_logits, rpn_deltas = self.rpn_head(features)
         proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info,
                                                         canvas_hw=canvas_size(images))
-        class_logits, box_deltas = self.box_branch(features, proposals, roi_align_impl)
+        class_logits, box_deltas = self.box_branch(features, proposals, on_host)
         boxes, scores, labels, valid = self.detection_layer(
             class_logits, box_deltas, proposals, proposal_valid, image_info)
-        mask_logits = self.mask_branch(features, boxes, roi_align_impl)
+        if on_host:
+            # Detections come first in their slots (sorted by score); the rest are padding.
+            count = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
+            mask_logits = self.mask_branch(features, boxes[:, :count], on_host)
+            padding = tf.shape(boxes)[1] - count
+            mask_logits = tf.pad(mask_logits, [[0, 0], [0, padding], [0, 0], [0, 0], [0, 0]])
+        else:
+            mask_logits = self.mask_branch(features, boxes)
         channel = tf.maximum(labels - 1, 0)
         masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
         masks = tf.sigmoid(tf.cast(masks, tf.float32)) * tf.cast(valid, tf.float32)[..., None, None]

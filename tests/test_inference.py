@@ -118,3 +118,24 @@ def reference_box_iou(boxes_a, boxes_b):
     area_a = np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=-1)
     area_b = np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=-1)
     return inter / (area_a[:, None] + area_b[None] - inter)
+
+
+@pytest.mark.slow
+def test_on_host_shortcuts_give_the_same_outputs(untrained_tiny_model):
+    """`call(on_host=True)`: by-level RoIAlign and the mask head on the detections only."""
+    config = untrained_tiny_model.model_config
+    images = _noisy_images([(96, 160), (128, 100)], seed=3)
+    canvases, image_info = preprocessing.preprocess_for_model(images, config.input)
+    inputs = {"images": canvases, "image_info": image_info}
+    scores = np.sort(np.asarray(untrained_tiny_model(inputs)["detection_scores"]), axis=1)[:, ::-1]
+    # Just above the largest 10th score: every image keeps at most 9 of its K slots.
+    threshold = float(scores[:, 9].max()) + 1e-6
+    model = rebuild(untrained_tiny_model, config.replace(
+        detection=dataclasses.replace(config.detection, score_threshold=threshold)))
+    want = {name: np.asarray(value) for name, value in model(inputs).items()}
+    got = {name: np.asarray(value) for name, value in model(inputs, on_host=True).items()}
+    assert 0 < want["num_detections"].max() < config.detection.max_detections
+    np.testing.assert_array_equal(got["num_detections"], want["num_detections"])
+    np.testing.assert_array_equal(got["detection_classes"], want["detection_classes"])
+    for name in ("detection_boxes", "detection_scores", "detection_masks"):
+        np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
