@@ -140,7 +140,8 @@ def main():
             entry[precision] = {
                 "end_to_end_speedup_over_torch": round(torch_ms / end_to_end, 2),
                 "model_speedup_over_torch": round(torch_ms / model_ms, 2),
-                "paste_share_of_end_to_end": round(times[f"keras_{precision}_paste"][1] / end_to_end, 3),
+                "paste_share_of_end_to_end": round(
+                    times[f"keras_{precision}_paste"][1] / end_to_end, 3),
                 "detections": len(detections[precision]["boxes"]),
             }
         macs = multiply_adds(model, tuple(canvas.shape[1:3]))

@@ -159,7 +159,8 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
     """Draw detections scoring at least `score_threshold` on each image and save them as results.
 
     `inputs` are image files and folders of them (`image_files`); `model_path` is any kind
-    `load_predictor` opens; `num_threads` is for `.tflite` models, `precision` for `.keras` ones. An image that is missing or
+    `load_predictor` opens; `num_threads` is for `.tflite` models, `precision` for `.keras`
+    ones. An image that is missing or
     cannot be decoded is reported and skipped (`on_bad_image` "skip") or stops the run with
     UserError ("error"); so does finding no readable image at all.
 

@@ -39,8 +39,9 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
 
     With `size_limits` and a canvas that is not square, every image is resized and padded into
     the canvas turned to its orientation (`preprocessing.oriented_canvas`), so a portrait image
-    is resized by the limits as a landscape one is, as torchvision does: batches are then grouped by orientation, each holding one
-    canvas (torchvision's recipe groups its batches by aspect ratio too). Within an
+    is resized by the limits as a landscape one is, as torchvision does: batches are then
+    grouped by orientation, each holding one canvas (torchvision's recipe groups its batches
+    by aspect ratio too). Within an
     orientation the order stays the stream's, but the batches' composition is no longer
     `global_batch_size` consecutive images, so `start_batch` and sharding keep their images'
     order, not their exact batches.

@@ -63,7 +63,8 @@ class ProposalLayer(keras.layers.Layer):
                 zip(level_logits, level_deltas, level_anchors)):
             # The level's anchor count when the canvas is static; else top-k of at most that.
             count = anchors_l.shape[0] if anchors_l.shape[0] is not None else tf.shape(logits)[1]
-            k = min(pre_nms_topk, count) if isinstance(count, int) else tf.minimum(pre_nms_topk, count)
+            k = (min(pre_nms_topk, count) if isinstance(count, int)
+                 else tf.minimum(pre_nms_topk, count))
             top = tf.math.top_k(logits, k=k)
             top_deltas = tf.gather(deltas, top.indices, batch_dims=1)
             top_anchors = tf.gather(tf.convert_to_tensor(anchors_l), top.indices)

@@ -131,8 +131,8 @@ def multilevel_roi_align_by_level(features, boxes, output_size, sampling_ratio, 
     level are gathered, `roi_align`ed and put back in place.
 
     L× less pooling than `multilevel_roi_align` and much less memory traffic than
-    `multilevel_roi_align_gather` (r50_fpn's 1000 proposals at 800×1344: 74 against 231 ms), but the
-    per-level counts are known only at run time, which TFLite's builtin ops and XLA cannot
+    `multilevel_roi_align_gather` (r50_fpn's 1000 proposals at 800×1344: 74 against 231 ms),
+    but the per-level counts are known only at run time, which TFLite's builtin ops and XLA cannot
     take: for inference on the host (`inference.compiled_forward`).
     Args/Returns: as `multilevel_roi_align`.
     """
