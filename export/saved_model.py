@@ -9,9 +9,10 @@ Both resize and pad in the graph with the host's own `preprocessing` functions (
 model's canvas, or with `InputConfig.canvas_per_image` into the batch's own, as
 `preprocessing.preprocess_for_model` does), and return the export contract: `detection_boxes`
 [B, K, 4] (pixels of the given images), `detection_scores` [B, K], `detection_classes` int32
-[B, K], `num_detections` int32 [B], `detection_masks` [B, K, M, M]. With `include_full_masks`, also `detection_full_masks` uint8
-[B, K, h_max, w_max]: `ops.paste.paste_masks` by the model's `detection.paste_method` (1 inside
-the mask), the masks the host predictors paste, padded to the largest image of the batch.
+[B, K], `num_detections` int32 [B], `detection_masks` [B, K, M, M]. With
+`include_full_masks`, also `detection_full_masks` uint8 [B, K, h_max, w_max]:
+`ops.paste.paste_masks` by the model's `detection.paste_method` (1 inside the mask), the masks
+the host predictors paste, padded to the largest image of the batch.
 
 The model's config JSON (class names, category ids, canvas) is written to CONFIG_FILE, under
 `assets.extra/`: SavedModel's place for files that go with the model but not into its graph.
