@@ -27,8 +27,8 @@ from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.inference import Predictor
 from keras_maskrcnn.ops.paste import paste_masks
-from keras_maskrcnn.preprocessing import (IMAGE_INFO_SIZE, canvas_for, oriented_canvas, resize,
-                                          resize_and_pad)
+from keras_maskrcnn.preprocessing import (IMAGE_INFO_SIZE, canvas_for, resize_and_pad,
+                                          resize_oriented)
 
 CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 
@@ -49,7 +49,7 @@ class _Server(tf.Module):
         self.size_limits = input_config.size_limits
         self.canvas_per_image = input_config.canvas_per_image
         # Each image is padded to this, and a canvas per image then cut from it: the canvas
-        # in either orientation (`preprocessing.oriented_canvas`) fits in.
+        # in either orientation (`preprocessing.resize_oriented`) fits in.
         self.padded_size = ((max(self.image_size),) * 2 if self.canvas_per_image
                             else self.image_size)
         self.paste_method = model.model_config.detection.paste_method
@@ -73,10 +73,7 @@ class _Server(tf.Module):
     def _preprocess(self, image):
         if not self.canvas_per_image:
             return resize_and_pad(image, self.image_size, self.size_limits)
-        resized, image_info = tf.cond(
-            tf.shape(image)[0] > tf.shape(image)[1],
-            lambda: resize(image, oriented_canvas(True, self.image_size), self.size_limits),
-            lambda: resize(image, oriented_canvas(False, self.image_size), self.size_limits))
+        resized, image_info = resize_oriented(image, self.image_size, self.size_limits)
         return tf.image.pad_to_bounding_box(resized, 0, 0, *self.padded_size), image_info
 
     def _preprocess_each(self, fn, elements):

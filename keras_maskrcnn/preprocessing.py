@@ -69,6 +69,19 @@ def resize(image, image_size, size_limits=None):
     return resized, tf.concat([[scale], valid_hw, shape], axis=0)
 
 
+def is_portrait(image):
+    """Whether an image or canvas [h, w, 3] is taller than wide: a bool tensor."""
+    return tf.shape(image)[0] > tf.shape(image)[1]
+
+
+def resize_oriented(image, image_size, size_limits):
+    """`resize` into image_size turned to the image's orientation (`oriented_canvas`), the
+    rule of a canvas per image; in the graph or eagerly. Args/Returns as `resize`."""
+    return tf.cond(is_portrait(image),
+                   lambda: resize(image, oriented_canvas(True, image_size), size_limits),
+                   lambda: resize(image, oriented_canvas(False, image_size), size_limits))
+
+
 def canvas_for(valid_hw):
     """The canvas of a canvas per image: int (h, w) sides (or a tensor [..., 2] of them, the
     batch's largest taken over leading axes) rounded up to BACKBONE_STRIDE → (H, W) ints or
@@ -130,9 +143,8 @@ def preprocess_for_model(images, input_config):
     `canvas_per_image` into the batch's own (`canvas_for`)."""
     if not input_config.canvas_per_image:
         return preprocess_batch(images, input_config.image_size, input_config.size_limits)
-    resized, infos = zip(*(resize(image, oriented_canvas(image.shape[0] > image.shape[1],
-                                                         input_config.image_size),
-                                  input_config.size_limits) for image in images))
+    resized, infos = zip(*(resize_oriented(image, input_config.image_size,
+                                           input_config.size_limits) for image in images))
     infos = np.stack([info.numpy() for info in infos])
     height, width = canvas_for(tuple(infos[:, 1:3].max(axis=0)))
     canvases = np.zeros((len(images), height, width, 3), np.float32)

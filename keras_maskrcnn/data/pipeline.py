@@ -164,7 +164,7 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
 
         if by_orientation:
             canvas, image_info, boxes, classes, mini_masks = tf.cond(
-                _is_portrait(image),
+                preprocessing.is_portrait(image),
                 lambda: fit_into(preprocessing.oriented_canvas(True, image_size)),
                 lambda: fit_into(preprocessing.oriented_canvas(False, image_size)))
         else:
@@ -184,17 +184,13 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
     examples = examples.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     if by_orientation:
         examples = examples.group_by_window(
-            key_func=lambda example: tf.cast(_is_portrait(example["images"]), tf.int64),
+            key_func=lambda example: tf.cast(preprocessing.is_portrait(example["images"]),
+                                             tf.int64),
             reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=training),
             window_size=batch_size)
     else:
         examples = examples.batch(batch_size, drop_remainder=training)
     return examples.prefetch(tf.data.AUTOTUNE)
-
-
-def _is_portrait(image):
-    """Whether an image or canvas [h, w, 3] is taller than wide."""
-    return tf.shape(image)[0] > tf.shape(image)[1]
 
 
 def _flip_left_right(image, boxes, mini_masks):
