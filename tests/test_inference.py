@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import reference_paste
+from reference_boxes import pairwise_iou
 
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import PASTE_METHODS, DetectionConfig, tiny
@@ -100,7 +101,7 @@ def test_bfloat16_predictor_computes_in_bfloat16_and_finds_what_float32_finds(un
             assert g["boxes"].dtype == np.float32 and g["masks"].dtype == np.float32
             # Random weights score near-ties, so ranks may swap; the objects stay (measured
             # 90–100 % of float32's 20 found again, best scores within 0.005).
-            found = ((reference_box_iou(w["boxes"], g["boxes"]) >= 0.5)
+            found = ((pairwise_iou(w["boxes"], g["boxes"]) >= 0.5)
                      & (w["category_ids"][:, None] == g["category_ids"][None])).any(axis=1)
             assert len(w["boxes"]) > 0 and found.mean() >= 0.8
             np.testing.assert_allclose(np.sort(g["scores"])[::-1][:5],
@@ -108,16 +109,6 @@ def test_bfloat16_predictor_computes_in_bfloat16_and_finds_what_float32_finds(un
     with pytest.raises(ValueError, match="float16.*choose one of"):
         with_precision(untrained_tiny_model, "float16")
     assert keras.config.dtype_policy().name == "float32"
-
-
-def reference_box_iou(boxes_a, boxes_b):
-    """[N, 4] × [M, 4] (y1 x1 y2 x2) → [N, M], in numpy."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area_a = np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=-1)
-    area_b = np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=-1)
-    return inter / (area_a[:, None] + area_b[None] - inter)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import pytest
 from keras_maskrcnn import cli, postprocess, preprocessing
 from keras_maskrcnn.config import TORCHVISION_COCO_CLASS_NAMES
 from keras_maskrcnn.model import rebuild
+from reference_boxes import pairwise_iou
 from torch_imports import import_torch as _torch
 
 pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.ini
@@ -146,19 +147,9 @@ def parity(state_dict, tmp_path_factory):
     return {"image": image, "torch": want, "keras": got, "model": model, "torch_model": torch_model}
 
 
-def _iou(boxes_a, boxes_b):
-    """[N, 4] × [M, 4] → [N, M]."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area_a = np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=-1)
-    area_b = np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 def _matched_detections(want, got):
     """Index into `got` of the same-label detection overlapping each of `want`'s the most."""
-    overlaps = _iou(want["boxes"], got["boxes"])
+    overlaps = pairwise_iou(want["boxes"], got["boxes"])
     overlaps[want["labels"][:, None] != got["labels"][None, :]] = -1
     return overlaps.argmax(axis=1), overlaps.max(axis=1)
 
@@ -197,12 +188,12 @@ def test_backbone_and_fpn_features_match(parity):
 def test_rpn_proposals_match(parity):
     want, got = parity["torch"]["proposals"], parity["keras"]["proposals"]
     assert len(want) == len(got) == 1000  # post-NMS top-k: the proposals are not degenerate
-    overlaps = _iou(want[:NUM_COMPARED_PROPOSALS], got[:NUM_COMPARED_PROPOSALS])
+    overlaps = pairwise_iou(want[:NUM_COMPARED_PROPOSALS], got[:NUM_COMPARED_PROPOSALS])
     best = overlaps.max(axis=1)
     same_rank = np.mean(overlaps.argmax(axis=1) == np.arange(NUM_COMPARED_PROPOSALS))
     _report(f"top {NUM_COMPARED_PROPOSALS} proposals", min_iou=best.min(), same_rank_fraction=same_rank,
             max_corner_diff=np.abs(want[:NUM_COMPARED_PROPOSALS] - got[:NUM_COMPARED_PROPOSALS]).max())
-    everywhere = _iou(want, got).max(axis=1)
+    everywhere = pairwise_iou(want, got).max(axis=1)
     _report("all proposals", fraction_matched=np.mean(everywhere >= 0.99))
     assert best.min() >= 0.99
 
@@ -397,73 +388,6 @@ def test_torchvision_paste_method_equals_paste_masks_in_image():
     np.testing.assert_allclose(got, want, atol=1e-5)  # torch interpolates in float32
     np.testing.assert_array_equal(postprocess.paste_masks(masks, boxes, image_hw, method="torchvision"),
                                   got >= 0.5)
-
-
-# ImageNet ResNets as backbones.
-
-BACKBONE_IMAGE_HW = (64, 96)
-
-
-@pytest.fixture(scope="module")
-def resnet50_checkpoint(tmp_path_factory):
-    """A seeded random torchvision resnet50 with random batch-norm statistics (in eval mode)
-    and the path of its saved state dict."""
-    torch, torchvision = _torch()
-    torch.manual_seed(0)
-    resnet = torchvision.models.resnet50(weights=None).eval()
-    with torch.no_grad():
-        for module in resnet.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 2.0)
-    path = tmp_path_factory.mktemp("resnet50") / "resnet50.pth"
-    torch.save(resnet.state_dict(), path)
-    return resnet, path
-
-
-def test_torchvision_imagenet_resnet_becomes_the_backbone(resnet50_checkpoint):
-    torch, _ = _torch()
-    from keras_maskrcnn.config import InputConfig, r50_fpn
-    from keras_maskrcnn.convert.torchvision import load_resnet_backbone
-    from keras_maskrcnn.model import MaskRCNN
-
-    resnet, path = resnet50_checkpoint
-    config = r50_fpn(num_classes=2, input=InputConfig(image_size=BACKBONE_IMAGE_HW))
-    model = MaskRCNN(config)
-    load_resnet_backbone(model, str(path))
-
-    image = np.random.default_rng(1).uniform(0, 255, size=(1, *BACKBONE_IMAGE_HW, 3))
-    normalised = ((image - config.input.pixel_mean) / config.input.pixel_std).astype(np.float32)
-    with torch.no_grad():
-        x = torch.from_numpy(normalised).permute(0, 3, 1, 2)
-        x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
-        want = []
-        for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
-            x = stage(x)
-            want.append(x.permute(0, 2, 3, 1).numpy())
-    got = model.backbone(normalised)
-    for level, (w, g) in enumerate(zip(want, got), 2):
-        g = np.asarray(g)
-        assert w.shape == g.shape
-        scale, diff = np.abs(w).max(), np.abs(w - g).max()
-        _report(f"torchvision resnet50 C{level} {w.shape[1:3]}", max_abs_diff=diff, scale=scale)
-        assert diff <= 1e-4 * scale
-
-
-def test_a_resnet_checkpoint_that_does_not_fit_is_refused(resnet50_checkpoint):
-    from keras_maskrcnn.config import InputConfig, keras_imagenet_r50_fpn, r101_fpn
-    from keras_maskrcnn.convert.torchvision import load_resnet_backbone
-    from keras_maskrcnn.model import MaskRCNN
-
-    _, path = resnet50_checkpoint
-    small = InputConfig(image_size=BACKBONE_IMAGE_HW)
-    with pytest.raises(ValueError, match=r"resnet50.pth: .*has no layer3.6.conv1.weight"):
-        load_resnet_backbone(MaskRCNN(r101_fpn(num_classes=2, input=small)), str(path))
-    with pytest.raises(ValueError, match="resnet50.pth: a torchvision ResNet needs torchvision's "
-                                         "backbone layout"):
-        load_resnet_backbone(MaskRCNN(keras_imagenet_r50_fpn(num_classes=2, input=small)), str(path))
 
 
 def test_legacy_key_names_convert_alike(state_dict):
