@@ -65,6 +65,8 @@ def stage_times(model, inputs, repeats):
     gt_masks = tf.cast(inputs["gt_masks"], tf.float32)
     seeds = model.image_sampling_seeds(0, tf.shape(images)[0])
     fg_slots = model.num_fg_slots
+    anchors = tf.constant(np.concatenate(
+        model.proposal_layer.level_anchors(tuple(images.shape[1:3])), axis=0))
 
     features = model.extract_features(images, image_info, training=True)
     rpn_logits, rpn_deltas = model.rpn_head(features)
@@ -87,7 +89,7 @@ def stage_times(model, inputs, repeats):
         "proposals_topk_nms": (lambda: model.proposal_layer(
             rpn_logits, rpn_deltas, image_info, training=True), None),
         "rpn_targets": (lambda: targets.rpn_targets(
-            tf.constant(model.anchors), gt_boxes, gt_classes > 0, c.rpn.fg_iou_threshold,
+            anchors, gt_boxes, gt_classes > 0, c.rpn.fg_iou_threshold,
             c.rpn.bg_iou_threshold, c.rpn.samples_per_image, c.rpn.positive_fraction,
             c.rpn.box_coder_weights, seeds[0]), None),
         "roi_targets": (lambda: targets.roi_targets(
