@@ -246,7 +246,7 @@ def tiny(num_classes=3, **changes):
 
     Widths: doubling the earlier 8–64 (16-channel stem) raised bbox AP on the shapes set by
     0.08 after 6 epochs, for a fifth more step time; widening them by half again, or doubling
-    the FPN's or the mask head's channels, gained at most 0.012 for 18–60 % more (README,
+    the FPN's or the mask head's channels, gained at most 0.012 for 18–62 % more (README,
     "What `make demo` does").
     One RoIAlign sample per bin costs no AP there and takes a fifth off the step.
     """
