@@ -11,24 +11,21 @@ The benchmarks use it to train a preset as it was before a change next to the pr
 """
 
 import argparse
-import dataclasses
 import json
 
 import keras
 
-from keras_maskrcnn.config import preset
+from keras_maskrcnn.config import MaskRCNNConfig, preset
 from keras_maskrcnn.model import MaskRCNN
 
 
 def changed_config(name, changes):
-    """Preset `name` with {section: {field: value}} replaced (JSON lists become tuples)."""
-    config = preset(name)
-    sections = {}
+    """Preset `name` with {section: {field: value}} replaced, read back through
+    `MaskRCNNConfig.from_dict` (which turns JSON lists into tuples and checks the result)."""
+    values = preset(name).to_dict()
     for section, fields in changes.items():
-        fields = {key: tuple(value) if isinstance(value, list) else value
-                  for key, value in fields.items()}
-        sections[section] = dataclasses.replace(getattr(config, section), **fields)
-    return config.replace(**sections)
+        values[section].update(fields)
+    return MaskRCNNConfig.from_dict(values)
 
 
 def main():
