@@ -24,7 +24,7 @@ from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZE
                                    INFERENCE_PRECISIONS, PRESETS,
                                    QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON)
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
-from keras_maskrcnn.train_config import (BAD_DATA_MODES, DISTRIBUTE_MODES, LR_SCHEDULES,
+from keras_maskrcnn.train_config import (BAD_DATA_MODES, DISTRIBUTE_MODES, FLIPS, LR_SCHEDULES,
                                          OPTIMIZERS, PRECISIONS, PRETRAINED_TRAINABLE_STAGES,
                                          WEIGHT_DECAY_MODES)
 
@@ -203,6 +203,10 @@ def build_parser():
     train.add_argument("--check-images", action="store_true",
                        help="decode every image before training, so truncated files are found "
                        "up front (slow on large sets; otherwise they are skipped when met)")
+    train.add_argument("--flips", metavar="|".join(FLIPS),
+                       help="training flips: left-right (default) mirrors half the images; all "
+                       "also flips up-down and swaps the axes, for data with no up and no "
+                       "handedness (aerial, microscope, the shapes set)")
     train.add_argument("--scale-jitter", type=float, nargs=2, metavar=("MIN", "MAX"),
                        help="scale each training image by a random factor in [MIN, MAX] on top "
                        "of fitting it to the canvas, cropping what overflows (e.g. 0.8 1.25)")

@@ -24,6 +24,10 @@ LR_SCHEDULES = ("cosine", "step")
 # "decoupled": w -= lr·wd·w beside the gradient step (Keras' `weight_decay`, AdamW's).
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 BAD_DATA_MODES = ("skip", "error")
+# Training flips (`data.make_dataset`): "left-right" mirrors half the images; "all" also flips
+# up-down and swaps the axes, each with probability 0.5, so all 8 symmetries of a square are
+# equally likely: for data with no up and no handedness (aerial, microscope, the shapes set).
+FLIPS = ("left-right", "all")
 # Where a run trains (`distribute` module): one device, the GPUs (or logical CPU devices) of
 # this machine, or the machines of a TF_CONFIG cluster.
 DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
@@ -130,6 +134,7 @@ class TrainConfig:
     seed: int = 0
     on_bad_data: str = "skip"
     check_images: bool = False
+    flips: str = "left-right"
     scale_jitter: Optional[Tuple[float, float]] = None
     cache: Union[bool, str] = False
     eval_every: Optional[int] = None
@@ -253,7 +258,8 @@ def _problems(config):
         yield f"{option('preset')} is required; choose one of {sorted(PRESETS)}"
     elif c.preset not in PRESETS:
         yield f"{option('preset')}: unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}"
-    for name, choices in (("on_bad_data", BAD_DATA_MODES), ("optimizer", OPTIMIZERS),
+    for name, choices in (("on_bad_data", BAD_DATA_MODES), ("flips", FLIPS),
+                          ("optimizer", OPTIMIZERS),
                           ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS),
                           ("weight_decay_mode", WEIGHT_DECAY_MODES),
                           ("box_normalizer", BOX_NORMALIZERS),

@@ -105,7 +105,8 @@ def train(config):
     counts printed. With `val`, the five losses are also computed on the validation set after
     every epoch (`val_` keys in the history), and with `eval_every` N its COCO AP every N
     epochs and after the last (`val_bbox_AP`, `val_segm_AP`, `val_bbox_AP50`, `val_segm_AP50`).
-    `scale_jitter` (min, max) and `cache` are passed to `data.make_dataset`.
+    `flips` (one of FLIPS), `scale_jitter` (min, max) and `cache` are passed to
+    `data.make_dataset`.
     With `init_from` (a .keras file) the model is that model's configuration with the training
     set's classes, and starts from its weights (see `finetune`); the preset then gives only the
     schedule defaults. `input_size` (H, W) replaces the canvas, and `rois_per_image` the number
@@ -190,8 +191,8 @@ def _train(config, strategy, run_dir, initial_epoch):
         return make_dataset(
             train_set, model_config.input.image_size, batch_size, config.max_instances,
             model_config.mask_head.gt_mask_size, training=True, seed=config.seed,
-            scale_jitter=config.scale_jitter, cache=config.cache, bad_data=train_policy,
-            repeat=True, size_limits=model_config.input.size_limits,
+            flips=config.flips, scale_jitter=config.scale_jitter, cache=config.cache,
+            bad_data=train_policy, repeat=True, size_limits=model_config.input.size_limits,
             start_batch=initial_epoch * config.steps_per_epoch,
             global_batch_size=config.batch_size, shard_index=shard_index, num_shards=num_shards)
 

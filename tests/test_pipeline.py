@@ -220,6 +220,47 @@ def test_flip_and_scale_jitter_keep_masks_on_the_object(handmade):
     assert cut > 0 and len(flips) == 2 and compared >= 10
 
 
+def _orientation(red):
+    """Which of the 8 symmetries of the square the handmade L (16 wide, 20 high, its bars at the
+    top and the left) shows in a bool [h, w] image: (lies on its side, more of it on the left,
+    more of it at the top)."""
+    rows, cols = np.nonzero(red)
+    middle_row, middle_col = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    return (bool(np.ptp(cols) > np.ptp(rows)),
+            bool((cols < middle_col).sum() > (cols > middle_col).sum()),
+            bool((rows < middle_row).sum() > (rows > middle_row).sum()))
+
+
+@pytest.mark.parametrize("flips, orientations", [
+    ("all", {(side, left, top) for side in (False, True) for left in (False, True)
+             for top in (False, True)}),
+    ("left-right", {(False, True, True), (False, False, True)}),
+])
+def test_flips_give_their_orientations_with_masks_on_the_object(handmade, flips, orientations):
+    tf.random.set_seed(0)
+    dataset = make_dataset(handmade, (64, 64), 1, 3, 28, training=True, seed=3, shuffle=False,
+                           flips=flips)
+    seen = []
+    for batch in _as_numpy(dataset.repeat(48)):
+        if batch["image_id"][0] != 1:
+            continue
+        image, box = batch["images"][0], batch["gt_boxes"][0, 0]
+        red = (image[..., 0] > 128) & (image[..., 1] < 128)
+        pasted = _paste(batch["gt_masks"][0, 0], box, image.shape[:2])
+        assert (red & ~_dilate(pasted)).sum() <= 0.05 * red.sum()
+        assert (pasted & ~_dilate(red)).sum() <= 0.05 * pasted.sum()
+        rows, cols = np.nonzero(red)
+        np.testing.assert_allclose(box, [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1],
+                                   atol=1.5)
+        seen.append(_orientation(red))
+    assert set(seen) == orientations, seen
+
+
+def test_unknown_flips_are_refused(handmade):
+    with pytest.raises(ValueError, match="unknown flips 'up-down'"):
+        make_dataset(handmade, (64, 64), 1, 3, 28, training=True, flips="up-down")
+
+
 @pytest.mark.parametrize("cache", [False, True])
 def test_start_batch_continues_the_stream(shapes, cache):
     def stream(start_batch):

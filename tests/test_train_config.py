@@ -34,7 +34,7 @@ def test_resolved_fills_the_presets_schedule_and_keeps_overrides(tmp_path):
 
 
 def test_round_trip_through_its_file(tmp_path):
-    config = TrainConfig(train="a.json", preset="tiny", scale_jitter=(0.8, 1.25),
+    config = TrainConfig(train="a.json", preset="tiny", flips="all", scale_jitter=(0.8, 1.25),
                          input_size=(96, 128), lr_steps=(0.5,), cache="c.cache").resolved()
     path = str(tmp_path / CONFIG_FILE)
     config.save(path)
@@ -60,6 +60,7 @@ def test_a_bad_file_is_refused_naming_it(tmp_path, text, problem):
     ({"eval_every": 1}, "eval_every (--eval-every) needs val (--val), the set to evaluate on"),
     ({"val_images": "v"}, "val_images (--val-images) needs val (--val)"),
     ({"scale_jitter": (2.0, 1.0)}, "scale_jitter (--scale-jitter): MIN 2.0 exceeds MAX 1.0"),
+    ({"flips": "up-down"}, "flips (--flips): unknown value 'up-down'; choose one of"),
     ({"preset": None}, "preset (--preset) is required"),
     ({"preset": "r18"}, "unknown preset 'r18'"),
     ({"trainable_stages": 6}, "trainable_stages (--trainable-stages) must lie in 0..5"),

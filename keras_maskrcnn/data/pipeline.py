@@ -20,6 +20,7 @@ from keras_maskrcnn import preprocessing
 from keras_maskrcnn.data.coco import DataError
 from keras_maskrcnn.data.validation import report_decode_failure
 from keras_maskrcnn.ops.masks import crop_and_resize_masks, reframe_mini_masks
+from keras_maskrcnn.train_config import FLIPS
 
 # With `cache`, decoded images are shuffled in a buffer of this many (they no longer fit a
 # permutation of ids); without it the ids are shuffled whole before decoding.
@@ -27,15 +28,16 @@ CACHE_SHUFFLE_BUFFER = 512
 
 
 def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, training,
-                 seed=0, shuffle=True, scale_jitter=None, cache=False, bad_data=None,
+                 seed=0, shuffle=True, flips="left-right", scale_jitter=None, cache=False,
+                 bad_data=None,
                  repeat=False, start_batch=0, size_limits=None, global_batch_size=None,
                  shard_index=0, num_shards=1):
     """Batched, prefetched `tf.data.Dataset` of the dicts in the module docstring.
 
     Crowd regions and empty boxes are left out of the targets, and only the `max_instances`
     largest instances (by mask area) are kept. With `training`, images are shuffled (if
-    `shuffle`), flipped left-right with probability 0.5 and, with `scale_jitter`, scaled,
-    all fixed by `seed`; the last partial batch is dropped so the batch size is static.
+    `shuffle`), flipped (`flips`, one of FLIPS) and, with `scale_jitter`, scaled, all fixed
+    by `seed`; the last partial batch is dropped so the batch size is static.
 
     With `size_limits` and a canvas that is not square, every image is resized and padded into
     the canvas turned to its orientation (`preprocessing.oriented_canvas`), so a portrait image
@@ -70,6 +72,8 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
         shards' batches put together in order are the single-worker batches. `start_batch`
         counts global batches.
     """
+    if flips not in FLIPS:
+        raise ValueError(f"unknown flips {flips!r}; choose one of {FLIPS}")
     global_batch_size = global_batch_size or batch_size
     if training and (global_batch_size % num_shards
                      or (global_batch_size // num_shards) % batch_size):
@@ -151,6 +155,15 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
             image, boxes, mini_masks = tf.cond(
                 draws[0] < 0.5, lambda: _flip_left_right(image, boxes, mini_masks),
                 lambda: (image, boxes, mini_masks))
+            if flips == "all":
+                # Drawn apart from `draws`, which keep their values for "left-right".
+                turns = tf.random.stateless_uniform([2], seed=element_seed + [0, 1])
+                image, boxes, mini_masks = tf.cond(
+                    turns[0] < 0.5, lambda: _flip_up_down(image, boxes, mini_masks),
+                    lambda: (image, boxes, mini_masks))
+                image, boxes, mini_masks = tf.cond(
+                    turns[1] < 0.5, lambda: _transpose(image, boxes, mini_masks),
+                    lambda: (image, boxes, mini_masks))
 
         def fit_into(canvas_size):
             if training and scale_jitter is not None:
@@ -200,6 +213,21 @@ def _flip_left_right(image, boxes, mini_masks):
     # Mini-masks live in their box's frame, so mirroring the box only reverses their width axis.
     return (tf.reverse(image, axis=[1]), tf.stack([y1, width - x2, y2, width - x1], axis=-1),
             tf.reverse(mini_masks, axis=[2]))
+
+
+def _flip_up_down(image, boxes, mini_masks):
+    """Mirror an original-size image top to bottom with its boxes and mini-masks."""
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
+    return (tf.reverse(image, axis=[0]), tf.stack([height - y2, x1, height - y1, x2], axis=-1),
+            tf.reverse(mini_masks, axis=[1]))
+
+
+def _transpose(image, boxes, mini_masks):
+    """Swap an original-size image's axes (an [h, w, 3] image becomes [w, h, 3]) with its boxes
+    and mini-masks."""
+    return (tf.transpose(image, [1, 0, 2]), tf.gather(boxes, [1, 0, 3, 2], axis=-1),
+            tf.transpose(mini_masks, [0, 2, 1]))
 
 
 def _scale_and_crop(image, boxes, classes, mini_masks, image_size, size_limits, factor, offset):
