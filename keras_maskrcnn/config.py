@@ -249,6 +249,9 @@ def tiny(num_classes=3, **changes):
     the FPN's or the mask head's channels, gained at most 0.012 for 18–62 % more (README,
     "What `make demo` does").
     One RoIAlign sample per bin costs no AP there and takes a fifth off the step.
+    A box head of FC 512 rather than 256: over three training seeds on the demo's set, 0.005
+    more bbox AP on average (0.829 against 0.824) for about 4 % more step time; FC 1024 gave
+    no more (README, "What `make demo` does").
     """
     sections = dict(
         input=InputConfig(image_size=(128, 128)),
@@ -258,7 +261,7 @@ def tiny(num_classes=3, **changes):
         anchors=AnchorConfig(sizes=(8, 16, 32, 64, 128)),
         rpn=RPNConfig(pre_nms_topk_train=512, pre_nms_topk_test=256, post_nms_topk_train=256,
                       post_nms_topk_test=128, samples_per_image=128),
-        roi=RoIConfig(samples_per_image=32, sampling_ratio=1, fc_dim=256, aligned=True),
+        roi=RoIConfig(samples_per_image=32, sampling_ratio=1, fc_dim=512, aligned=True),
         mask_head=MaskHeadConfig(conv_dim=64, gt_mask_size=32),
         detection=DetectionConfig(max_detections=20, pre_nms_topk=256),
     )

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # builds, converts or trains models: see pytest.i
 
 SHAPES_CLASSES = 3
 SOURCE_CLASSES = 5
-SOURCE_FC_DIM = 128  # tiny's is 256: a model built from the preset would not fit the source
+SOURCE_FC_DIM = 128  # tiny's is 512: a model built from the preset would not fit the source
 RESNET_PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
