@@ -250,8 +250,8 @@ def tiny(num_classes=3, **changes):
     "What `make demo` does").
     One RoIAlign sample per bin costs no AP there and takes a fifth off the step.
     A box head of FC 512 rather than 256: over three training seeds on the demo's set, 0.005
-    more bbox AP on average (0.829 against 0.824) for about 4 % more step time; FC 1024 gave
-    no more (README, "What `make demo` does").
+    more bbox AP on average (0.829 against 0.824) for 7 % more training time; FC 1024 gave no
+    more (README, "What `make demo` does").
     """
     sections = dict(
         input=InputConfig(image_size=(128, 128)),
