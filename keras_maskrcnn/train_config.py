@@ -259,8 +259,8 @@ def _problems(config):
     elif c.preset not in PRESETS:
         yield f"{option('preset')}: unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}"
     for name, choices in (("on_bad_data", BAD_DATA_MODES), ("flips", FLIPS),
-                          ("optimizer", OPTIMIZERS),
-                          ("lr_schedule", LR_SCHEDULES), ("backbone_norm", BACKBONE_NORMS),
+                          ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                          ("backbone_norm", BACKBONE_NORMS),
                           ("weight_decay_mode", WEIGHT_DECAY_MODES),
                           ("box_normalizer", BOX_NORMALIZERS),
                           ("distribute", DISTRIBUTE_MODES), ("precision", PRECISIONS)):

@@ -29,9 +29,8 @@ CACHE_SHUFFLE_BUFFER = 512
 
 def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, training,
                  seed=0, shuffle=True, flips="left-right", scale_jitter=None, cache=False,
-                 bad_data=None,
-                 repeat=False, start_batch=0, size_limits=None, global_batch_size=None,
-                 shard_index=0, num_shards=1):
+                 bad_data=None, repeat=False, start_batch=0, size_limits=None,
+                 global_batch_size=None, shard_index=0, num_shards=1):
     """Batched, prefetched `tf.data.Dataset` of the dicts in the module docstring.
 
     Crowd regions and empty boxes are left out of the targets, and only the `max_instances`
