@@ -6,7 +6,7 @@ The benchmarks use it to train a preset as it was before a change next to the pr
 
   .venv/bin/python bench/untrained_model.py --preset tiny --out outputs/tiny_before.keras \\
       --changes '{"backbone": {"stem_filters": 16, "bottleneck_widths": [8, 16, 32, 64]},
-                  "roi": {"sampling_ratio": 2}}'
+                  "roi": {"sampling_ratio": 2, "fc_dim": 256}}'
   .venv/bin/python bench/tiny_shapes.py --variant before="--init-from outputs/tiny_before.keras" ...
 """
 
