@@ -182,6 +182,14 @@ def test_preprocess_batch_resizes_and_pads_each_image():
     assert canvases[0, :, :16].min() == 200 and canvases[0, :, 16:].max() == 0
 
 
+def _assert_mask_on_object(pasted, drawn):
+    """The pasted mini-mask (bool [h, w]) covers the drawn object's pixels (bool [h, w]).
+    Resizing blurs edges by a pixel and a mini-mask cut by a crop is coarse, so a 1-pixel band
+    is allowed and a few stray pixels beyond it."""
+    assert (drawn & ~_dilate(pasted)).sum() <= 0.05 * drawn.sum()
+    assert (pasted & ~_dilate(drawn)).sum() <= 0.05 * pasted.sum()
+
+
 def test_flip_and_scale_jitter_keep_masks_on_the_object(handmade):
     # tf.data's random streams also depend on the global seed, which other tests change.
     tf.random.set_seed(0)
@@ -207,10 +215,7 @@ def test_flip_and_scale_jitter_keep_masks_on_the_object(handmade):
             # The crop kept a sliver of the L: too few pixels to compare shapes.
             assert red.sum() < 40
             continue
-        # Resizing blurs edges by a pixel and a mini-mask cut by the crop is coarse, so a
-        # 1-pixel band is allowed and a few stray pixels beyond it.
-        assert (red & ~_dilate(pasted)).sum() <= 0.05 * red.sum()
-        assert (pasted & ~_dilate(red)).sum() <= 0.05 * pasted.sum()
+        _assert_mask_on_object(pasted, red)
         compared += 1
         # The full L is 16 wide × 20 high; a box that is not is one the crop cut.
         cut += not np.isclose((box[3] - box[1]) / (box[2] - box[0]), 16 / 20, atol=0.05)
@@ -247,8 +252,7 @@ def test_flips_give_their_orientations_with_masks_on_the_object(handmade, flips,
         image, box = batch["images"][0], batch["gt_boxes"][0, 0]
         red = (image[..., 0] > 128) & (image[..., 1] < 128)
         pasted = _paste(batch["gt_masks"][0, 0], box, image.shape[:2])
-        assert (red & ~_dilate(pasted)).sum() <= 0.05 * red.sum()
-        assert (pasted & ~_dilate(red)).sum() <= 0.05 * pasted.sum()
+        _assert_mask_on_object(pasted, red)
         rows, cols = np.nonzero(red)
         np.testing.assert_allclose(box, [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1],
                                    atol=1.5)
