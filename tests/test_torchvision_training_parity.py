@@ -1,5 +1,6 @@
 """Training parity with torchvision: our five losses against torchvision's own loss code on
-identical tensors, and coupled-decay SGD against torch.optim.SGD.
+identical tensors, coupled-decay SGD against torch.optim.SGD and Adam with decoupled decay
+against torch.optim.AdamW.
 
 What is compared, on seeded random tensors for batches of 1 to 3 images with many, few and no
 positives and different counts per image:
@@ -171,11 +172,11 @@ WEIGHT_DECAY = 1e-4
 SGD_STEPS = 100
 
 
-def _sgd_runs(optimizer, schedule=None):
-    """Run `optimizer` and torch.optim.SGD (momentum 0.9, L2 decay but on "gamma") for
-    SGD_STEPS on a kernel [5, 3] and a scale [3] with one seeded gradient sequence, torch's
-    learning rate set from `schedule` (step → rate) before each step when given.
-    Returns (ours, torch's) final values, each a list of arrays."""
+def _optimizer_runs(optimizer, reference_name, schedule=None, **reference_options):
+    """Run `optimizer` and torch.optim's `reference_name` (given `reference_options`, its
+    weight decay off for "gamma") for SGD_STEPS on a kernel [5, 3] and a scale [3] with one
+    seeded gradient sequence, torch's learning rate set from `schedule` (step → rate) before
+    each step when given. Returns (ours, torch's) final values, each a list of arrays."""
     torch, _ = import_torch()
     rng = np.random.default_rng(0)
     initial = [rng.normal(size=(5, 3)), rng.uniform(0.5, 1.5, size=3)]
@@ -184,9 +185,8 @@ def _sgd_runs(optimizer, schedule=None):
     ours = [keras.Variable(value.astype(np.float32), name=name)
             for value, name in zip(initial, ("kernel", "gamma"))]
     theirs = [torch.tensor(value, dtype=torch.float32, requires_grad=True) for value in initial]
-    reference = torch.optim.SGD([{"params": theirs[:1]}, {"params": theirs[1:], "weight_decay": 0.0}],
-                                lr=LEARNING_RATE, momentum=optimization.SGD_MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
+    reference = getattr(torch.optim, reference_name)(
+        [{"params": theirs[:1]}, {"params": theirs[1:], "weight_decay": 0.0}], **reference_options)
     for index, step in enumerate(gradients):
         optimizer.apply([value.astype(np.float32) for value in step], ours)
         for parameter, value in zip(theirs, step):
@@ -196,6 +196,12 @@ def _sgd_runs(optimizer, schedule=None):
                 group["lr"] = float(schedule(index))
         reference.step()
     return [v.numpy() for v in ours], [p.detach().numpy() for p in theirs]
+
+
+def _sgd_runs(optimizer, schedule=None):
+    """`_optimizer_runs` against torch.optim.SGD (momentum 0.9, L2 decay WEIGHT_DECAY)."""
+    return _optimizer_runs(optimizer, "SGD", schedule, lr=LEARNING_RATE,
+                           momentum=optimization.SGD_MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
 def test_coupled_weight_decay_sgd_equals_torch_sgd():
@@ -222,3 +228,17 @@ def test_decoupled_weight_decay_differs_from_torch_sgd_measurably():
         "sgd", LEARNING_RATE, weight_decay=WEIGHT_DECAY, weight_decay_mode="decoupled"))
     assert np.abs(ours[0] - theirs[0]).max() > 1e-4
     np.testing.assert_allclose(ours[1], theirs[1], rtol=0, atol=1e-6)
+
+
+def test_decoupled_weight_decay_adam_equals_torch_adamw():
+    """`tiny`'s optimiser (Adam 1e-3, decoupled weight decay 0.05, cosine decay) is AdamW."""
+    rate, decay = 1e-3, 0.05
+    schedule = optimization.WarmupSchedule(rate, total_steps=SGD_STEPS)
+    adamw = dict(lr=rate, betas=(0.9, 0.999), eps=1e-7)  # Keras' Adam defaults
+    ours, theirs = _optimizer_runs(optimization.make_optimizer("adam", schedule, weight_decay=decay),
+                                   "AdamW", schedule, weight_decay=decay, **adamw)
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-6)
+    undecayed, _ = _optimizer_runs(optimization.make_optimizer("adam", schedule), "AdamW",
+                                   schedule, weight_decay=decay, **adamw)
+    assert np.abs(undecayed[0] - theirs[0]).max() > 1e-4  # the comparison sees the decay

@@ -20,6 +20,7 @@ def test_every_training_preset_has_a_schedule():
 def test_resolved_fills_the_presets_schedule_and_keeps_overrides(tmp_path):
     tiny = TrainConfig(train="a.json", preset="tiny").resolved()
     assert tiny.optimizer == "adam" and tiny.batch_size == 8
+    assert tiny.weight_decay == 0.05 and tiny.weight_decay_mode == "decoupled"  # AdamW's form
     r50 = TrainConfig(train="a.json", preset="r50_fpn", weight_decay=0.0,
                       backbone_weights="imagenet").resolved()
     assert r50.optimizer == "sgd" and r50.lr_schedule == "step" and r50.weight_decay == 0.0
