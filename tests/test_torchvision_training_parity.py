@@ -169,18 +169,19 @@ def test_positives_normalizer_keeps_the_mean_per_positive():
 
 LEARNING_RATE = 0.02
 WEIGHT_DECAY = 1e-4
-SGD_STEPS = 100
+OPTIMIZER_STEPS = 100
 
 
 def _optimizer_runs(optimizer, reference_name, schedule=None, **reference_options):
     """Run `optimizer` and torch.optim's `reference_name` (given `reference_options`, its
-    weight decay off for "gamma") for SGD_STEPS on a kernel [5, 3] and a scale [3] with one
-    seeded gradient sequence, torch's learning rate set from `schedule` (step → rate) before
-    each step when given. Returns (ours, torch's) final values, each a list of arrays."""
+    weight decay off for "gamma") for OPTIMIZER_STEPS on a kernel [5, 3] and a scale [3] with
+    one seeded gradient sequence, torch's learning rate set from `schedule` (step → rate)
+    before each step when given. Returns (ours, torch's) final values, each a list of arrays."""
     torch, _ = import_torch()
     rng = np.random.default_rng(0)
     initial = [rng.normal(size=(5, 3)), rng.uniform(0.5, 1.5, size=3)]
-    gradients = [[rng.normal(size=value.shape) for value in initial] for _ in range(SGD_STEPS)]
+    gradients = [[rng.normal(size=value.shape) for value in initial]
+                 for _ in range(OPTIMIZER_STEPS)]
 
     ours = [keras.Variable(value.astype(np.float32), name=name)
             for value, name in zip(initial, ("kernel", "gamma"))]
@@ -214,8 +215,8 @@ def test_coupled_weight_decay_sgd_equals_torch_sgd():
 def test_torch_sgd_follows_torch_through_warmup_and_rate_steps():
     """Keras' SGD keeps the rate inside its velocity and drifts from torch's whenever the rate
     changes (by 1.2 at step 100 here); TorchSGD applies the current rate to torch's buffer."""
-    schedule = optimization.WarmupSchedule(LEARNING_RATE, total_steps=SGD_STEPS, warmup_steps=10,
-                                           kind="step", step_fractions=(0.5, 0.8))
+    schedule = optimization.WarmupSchedule(LEARNING_RATE, total_steps=OPTIMIZER_STEPS,
+                                           warmup_steps=10, kind="step", step_fractions=(0.5, 0.8))
     ours, theirs = _sgd_runs(optimization.make_optimizer(
         "sgd", schedule, weight_decay=WEIGHT_DECAY, weight_decay_mode="coupled"), schedule)
     for mine, reference in zip(ours, theirs):
@@ -233,7 +234,7 @@ def test_decoupled_weight_decay_differs_from_torch_sgd_measurably():
 def test_decoupled_weight_decay_adam_equals_torch_adamw():
     """`tiny`'s optimiser (Adam 1e-3, decoupled weight decay 0.05, cosine decay) is AdamW."""
     rate, decay = 1e-3, 0.05
-    schedule = optimization.WarmupSchedule(rate, total_steps=SGD_STEPS)
+    schedule = optimization.WarmupSchedule(rate, total_steps=OPTIMIZER_STEPS)
     adamw = dict(lr=rate, betas=(0.9, 0.999), eps=1e-7)  # Keras' Adam defaults
     ours, theirs = _optimizer_runs(optimization.make_optimizer("adam", schedule, weight_decay=decay),
                                    "AdamW", schedule, weight_decay=decay, **adamw)
