@@ -49,10 +49,25 @@ def run_cli(argv):
 
 
 def machine_info(**versions):
-    """CPU count, processor, the CPU's model name and the given library versions, for the
-    report (bfloat16's speed, for one, differs between CPU models that both have AVX512-BF16)."""
+    """CPU count, processor, the CPU's model name, the checkout's git commit and the given
+    library versions, for the report (bfloat16's speed, for one, differs between CPU models
+    that both have AVX512-BF16)."""
     return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "cpu_model": _cpu_model(), **versions}
+            "cpu_model": _cpu_model(), "commit": _git_commit(), **versions}
+
+
+def _git_commit():
+    """The checkout's short commit, with "-dirty" when tracked files differ from it; None
+    outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
 
 
 def _cpu_model():
