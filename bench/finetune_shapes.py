@@ -1,4 +1,4 @@
-"""Fine-tuning on the shapes set through the command line, as the README's worked example, for
+"""Fine-tuning on the shapes set through the command line, as docs/training.md's worked example, for
 three starting points side by side; writes AP, commands and wall times to JSON (default
 bench/results/finetune_shapes.json).
 

@@ -246,12 +246,12 @@ def tiny(num_classes=3, **changes):
 
     Widths: doubling the earlier 8–64 (16-channel stem) raised bbox AP on the shapes set by
     0.08 after 6 epochs, for a fifth more step time; widening them by half again, or doubling
-    the FPN's or the mask head's channels, gained at most 0.012 for 18–62 % more (README,
-    "What `make demo` does").
+    the FPN's or the mask head's channels, gained at most 0.012 for 18–62 % more
+    (docs/training.md, "How `tiny` was chosen").
     One RoIAlign sample per bin costs no AP there and takes a fifth off the step.
     A box head of FC 512 rather than 256: over three training seeds on the demo's set, 0.005
     more bbox AP on average (0.829 against 0.824) for 7 % more training time; FC 1024 gave no
-    more (README, "What `make demo` does").
+    more (docs/training.md, "How `tiny` was chosen").
     """
     sections = dict(
         input=InputConfig(image_size=(128, 128)),

@@ -89,7 +89,7 @@ MOBILENET_320_SCHEDULE = dataclasses.replace(COCO_1X, epochs=26, lr_steps=(16 / 
 PRESET_SCHEDULES = {
     # Adam with decoupled weight decay 0.05 (AdamW's form, Keras' `weight_decay`): over four
     # training seeds on the demo's shapes set 0.005 more bbox AP and 0.003 more segm AP50 than
-    # without (README, "What `make demo` does").
+    # without (docs/training.md, "How `tiny` was chosen").
     "tiny": Schedule(epochs=16, steps_per_epoch=150, batch_size=8, learning_rate=1e-3,
                      max_instances=16, optimizer="adam", warmup_steps=0, lr_schedule="cosine",
                      lr_steps=(2 / 3, 8 / 9), weight_decay=0.05, weight_decay_mode="decoupled",
