@@ -84,8 +84,9 @@ def _cpu_model():
 
 def write_report(report, path):
     """Write `report` as indented JSON to `path` (folders created) and print it; the command
-    that ran is recorded as `command` unless the report has one."""
-    report = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]), **report}
+    that ran is recorded as `command` and today's UTC date as `date`, unless the report has them."""
+    report = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()), **report}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(report, f, indent=2)

@@ -1,9 +1,12 @@
 """Writes docs/benchmarks.md from bench/results/*.json, and checks the figures the docs quote.
 
-docs/benchmarks.md lists every benchmark script (its docstring's first line) and every result
-file: its description, the command that wrote it, the commit and the CPU model, then each
-figure it holds. Nothing in it is written by hand; `tests/test_docs_figures.py` fails when it
-differs from what this script writes.
+docs/benchmarks.md has one section per benchmark script (its docstring's first sentence), and
+under it one per result file the script wrote: the file's description, its commit, date, CPU
+model and command, and a table of its headline figures. Which figures are headline is said per
+file in SPECS below (a row path and the keys tabulated per row); a file without a spec gets its
+top-level numbers. Every cell is a value of the file at the row's path and the column's key,
+rounded to 4 significant digits. Nothing in the page is written by hand:
+`tests/test_docs_figures.py` fails when it differs from what this script writes.
 
 A figure quoted in README.md or docs/*.md is checked when it is written as a link to its
 result file, e.g. `[0.840 / 0.968](bench/results/make_demo.json)` (from docs/:
@@ -21,21 +24,96 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join("bench", "results")
 PAGE = os.path.join("docs", "benchmarks.md")
-# Keys whose scalar values name an entry of a list of runs, in the order they are shown.
-LABEL_KEYS = ("name", "preset", "variant", "model", "image", "roi_align_impl", "precision",
-              "replicas", "xla", "jit_compile", "rois_per_image", "data_seed", "training_seed",
-              "seed", "size", "quantize")
 NOT_RECORDED = "not recorded"
+# Marks a provenance field the bench did not record (the file's `*_note` says where it is from).
+RECONSTRUCTED = "†"
 # A number as the docs write it: optional sign (ASCII or Unicode minus), digits, decimals.
 NUMBER = re.compile(r"[-\u2212]?\d+(?:\.\d+)?")
 # Inline links [text](target) and reference links [text][ref] with their definitions.
 INLINE_LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
 REFERENCE_LINK = re.compile(r"\[([^\]\n]+)\]\[([^\]\n]+)\]")
 REFERENCE_DEFINITION = re.compile(r"^\s*\[([^\]\n]+)\]:\s*(\S+)", re.MULTILINE)
+# Top-level keys that are provenance, not settings.
+# Where a script's docstring says where it writes its JSON: "; writes JSON (default ...)".
+WRITES_JSON = re.compile(r"(;|\.)? [Ww]rites [^;]*?\(default [^)]*\)\.?$")
+PROVENANCE_KEYS = ("command", "commit", "date", "description", "removed")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of one result file's figures.
+
+    rows: a dotted path into the report whose `*` parts iterate a list or a dict ("" is the
+      report itself, one row), e.g. "runs.*.results.*".
+    columns: dotted keys of each row's item, tabulated as they are named.
+    labels: one header per `*` of rows: a dict's keys show under it; for a list it names a
+      field of each item to show first (None: no column)."""
+    rows: str
+    columns: tuple
+    labels: tuple = ()
+
+
+def _training_runs(*extra):
+    """The table of a bench/tiny_shapes.py report: one row per run."""
+    return Table("runs.*", extra + ("train_images", "images_per_second", "metrics.bbox.AP",
+                                    "metrics.bbox.AP50", "metrics.bbox.AP75", "metrics.segm.AP",
+                                    "metrics.segm.AP50", "metrics.segm.AP75"), labels=("variant",))
+
+
+_EXPORT = Table("results.*", ("preset", "image_size", "variant", "file_bytes", "export_seconds", "latency_ms"))
+_MOBILE = Table("variants.*", ("file_bytes", "latency_ms.1", "latency_ms.2"), labels=("quantization",))
+# The headline figures of each result file.
+SPECS = {
+    "bfloat16_inference.json": (
+        Table("runs.*.results.*", ("seconds", "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"),
+              labels=("model", "precision")),
+        Table("largest_drop_float32_to_bfloat16", ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"))),
+    "box_normalizer_shapes.json": (_training_runs("data_seed"),),
+    "export.json": (_EXPORT,),
+    "export_accuracy.json": (
+        Table("runs.*.results.*", ("file_bytes", "bbox.AP", "bbox.AP50", "segm.AP", "segm.AP50"),
+              labels=("model", "variant")),
+        Table("worst_int8_drop.*", ("AP", "AP50", "AP75"), labels=("task",))),
+    "export_tiny.json": (_EXPORT,),
+    "finetune_shapes.json": (
+        Table("models.*", ("epochs", "seconds.train", "first_loss", "final_loss", "bbox_AP",
+                           "bbox_AP50", "segm_AP", "segm_AP50"), labels=("model",)),),
+    "make_demo.json": (
+        Table("", ("epochs", "train_seconds", "train_images_per_second", "metrics.bbox.AP",
+                   "metrics.bbox.AP50", "metrics.bbox.AP75", "metrics.segm.AP", "metrics.segm.AP50",
+                   "metrics.segm.AP75")),),
+    "mobile.json": (_MOBILE,),
+    "mobile_mobilenetv3_fpn.json": (_MOBILE,),
+    "paste.json": (
+        Table("results.*", ("ops_paste_ms.median", "numpy_ms.median", "ops_paste_ms.min", "numpy_ms.min"),
+              labels=("masks/boxes",)),),
+    "precision_shapes.json": (_training_runs("data_seed"),),
+    "rois_per_image.json": (
+        Table("results.*", ("rois_per_image", "mask_head_rois_per_image", "seconds_per_step",
+                            "images_per_second", "speed_up_over_512")),),
+    "scale.json": (
+        Table("results.*", ("preset", "image_side", "batch_per_replica", "precision", "xla",
+                            "replicas", "images_per_second")),),
+    "tiny_box_head_seeds.json": (_training_runs("data_seed", "training_seed"),),
+    "tiny_box_head_shapes.json": (_training_runs("data_seed"),),
+    "tiny_preset_shapes.json": (_training_runs("data_seed"),),
+    "tiny_preset_shapes_seed1.json": (_training_runs("data_seed"),),
+    "tiny_schedule_shapes.json": (_training_runs("data_seed"),),
+    "tiny_schedule_shapes_seed1.json": (_training_runs("data_seed"),),
+    "tiny_weight_decay_seeds.json": (_training_runs("data_seed", "training_seed"),),
+    "tiny_weight_decay_sets.json": (_training_runs("data_seed"),),
+    "tiny_weight_decay_shapes.json": (_training_runs("data_seed"),),
+    "torchvision.json": (
+        Table("results.*", ("median_ms.torch", "median_ms.keras_float32_end_to_end",
+                            "median_ms.keras_float32_model", "median_ms.keras_float32_paste",
+                            "median_ms.keras_bfloat16_end_to_end", "float32.end_to_end_speedup_over_torch",
+                            "bfloat16.end_to_end_speedup_over_torch"), labels=("image",)),),
+}
 
 
 def result_files(root=ROOT):
@@ -44,120 +122,219 @@ def result_files(root=ROOT):
 
 
 def provenance(report):
-    """(command, commit, CPU model) of a report, each NOT_RECORDED where the file has none.
+    """(commands, commit, CPU model, date) of a report, each NOT_RECORDED where the file has none
+    and marked RECONSTRUCTED where the file notes the bench did not record it.
 
     Commands come from `command`, `commands` or `reproduce`; the commit from `commit` or
-    `machine.commit`; the CPU model from `machine.cpu_model`, or its `cpu_model_note`."""
+    `machine.commit`; the CPU model from `machine.cpu_model`; the date from `date`."""
     machine = report.get("machine") or {}
     commands = []
     for key in ("reproduce", "commands", "command"):
         value = report.get(key)
         commands += value if isinstance(value, list) else [value] if value else []
     commit = report.get("commit") or machine.get("commit") or NOT_RECORDED
-    note = report.get("commit_note")
-    if note:
-        commit = f"{commit} ({note})"
     cpu = machine.get("cpu_model") or NOT_RECORDED
+    date = report.get("date") or NOT_RECORDED
+    marks = [RECONSTRUCTED if report.get(note) else "" for note in ("commit_note", "date_note")]
     if machine.get("cpu_model_note"):
-        cpu = f"{cpu} ({machine['cpu_model_note']})"
-    return commands or [NOT_RECORDED], commit, cpu
+        cpu += RECONSTRUCTED
+    if report.get("command_note"):
+        commands = [c + " " + RECONSTRUCTED for c in commands]
+    return commands or [NOT_RECORDED], commit + marks[0], cpu, date + marks[1]
 
 
-def _label(item, index):
-    """How an entry of a list shows in a figure's path: its naming keys, else its index."""
+def _get(item, key):
+    """The value at dotted `key` inside `item`, or KeyError."""
+    for part in key.split(".") if key else []:
+        if isinstance(item, dict) and part in item:
+            item = item[part]
+        elif isinstance(item, list) and part.isdigit() and int(part) < len(item):
+            item = item[int(part)]
+        else:
+            raise KeyError(key)
+    return item
+
+
+def _rows(item, parts, labels):
+    """[(((label header, label value), ...), row item)] at the path `parts` below `item`."""
+    if not parts:
+        return [((), item)]
+    head, rest = parts[0], parts[1:]
+    if head != "*":
+        return _rows(_get(item, head), rest, labels)
+    label, labels = (labels[0] if labels else None), labels[1:]
     if isinstance(item, dict):
-        parts = [f"{key}={item[key]}" for key in LABEL_KEYS
-                 if isinstance(item.get(key), (str, int, float)) and not isinstance(item.get(key), bool)]
-        if parts:
-            return "[" + ", ".join(parts) + "]"
-    return f"[{index}]"
+        entries = [(((label or "key", key),), value) for key, value in item.items()]
+    elif isinstance(item, list):
+        entries = [(((label, entry.get(label)),) if label and isinstance(entry, dict) else (), entry)
+                   for entry in item]
+    else:
+        raise KeyError("*")
+    return [(cells + more, row) for cells, entry in entries for more, row in _rows(entry, rest, labels)]
 
 
-def figures(value, path=""):
-    """[(path, number or list of numbers)]: every numeric value of a report, depth first.
+def table(report, spec, name="report"):
+    """(header, rows of values) of one Table of `report`; None where a row lacks a key.
 
-    A list of numbers (a curve, a size) is one figure; booleans are not figures."""
-    if isinstance(value, dict):
-        return [f for key, item in value.items() for f in figures(item, f"{path}.{key}" if path else key)]
-    if isinstance(value, list):
-        if value and all(_is_number(v) or v is None for v in value):
-            return [(path, value)] if any(_is_number(v) for v in value) else []
-        return [f for i, item in enumerate(value) for f in figures(item, path + _label(item, i))]
-    return [(path, value)] if _is_number(value) else []
+    A row path that is not in the report, or a column no row has, raises ValueError naming
+    `name`: the spec no longer fits its file."""
+    try:
+        rows = _rows(report, spec.rows.split(".") if spec.rows else [], spec.labels)
+    except KeyError as error:
+        raise ValueError(f"{name}: rows {spec.rows!r} are not in the file (at {error})") from None
+    if not rows:
+        raise ValueError(f"{name}: rows {spec.rows!r} are empty")
+    values = []
+    for labels, item in rows:
+        row = [value for _, value in labels]
+        for key in spec.columns:
+            try:
+                row.append(_get(item, key))
+            except KeyError:
+                row.append(None)
+        values.append(row)
+    header = [label for label, _ in rows[0][0]] + list(spec.columns)
+    for column, key in enumerate(spec.columns, start=len(rows[0][0])):
+        if all(row[column] is None for row in values):
+            raise ValueError(f"{name}: no row of {spec.rows or 'the report'!r} has {key!r}")
+    return header, values
+
+
+def _generic(report):
+    """The table of a file without a spec: its top-level numbers."""
+    keys = tuple(key for key, value in report.items() if _is_number(value) or _is_numbers(value))
+    return (Table("", keys),) if keys else ()
 
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_numbers(value):
+    return isinstance(value, list) and bool(value) and all(_is_number(v) for v in value)
+
+
 def _numbers(value):
     """Every number inside a report, flat."""
-    found = []
-    for _, figure in figures(value):
-        found += [v for v in (figure if isinstance(figure, list) else [figure]) if _is_number(v)]
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in _numbers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in _numbers(item)]
+    return [value] if _is_number(value) else []
+
+
+def format_value(value):
+    """A cell: a float to 4 significant digits (whole above 1000), an integer with thousands
+    separated, a list of numbers joined by ×, None as –."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value).replace("|", "/")
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if _is_numbers(value):
+        return " × ".join(format_value(v) for v in value)
+    return json.dumps(value).replace("|", "/")
+
+
+def _settings(report, specs):
+    """Top-level scalars (and short lists of numbers) that are no table's column."""
+    used = {key.split(".")[0] for spec in specs if not spec.rows for key in spec.columns}
+    return [f"`{key}` {format_value(value)}" for key, value in report.items()
+            if key not in used and key not in PROVENANCE_KEYS and not key.endswith("_note")
+            and (_is_number(value) or _is_numbers(value) or isinstance(value, (bool, str)))]
+
+
+def _docstrings(root):
+    """{script file name: its docstring's first paragraph, less where it writes its JSON}."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(root, "bench", "*.py"))):
+        with open(path, encoding="utf-8") as f:
+            doc = " ".join((ast.get_docstring(ast.parse(f.read())) or "").split("\n\n")[0].split())
+        found[os.path.basename(path)] = _sentence(WRITES_JSON.sub("", doc))
     return found
 
 
-def _format(figure):
-    if isinstance(figure, list):
-        return ", ".join("–" if v is None else _format(v) for v in figure)
-    return f"{figure:.6g}" if isinstance(figure, float) else str(figure)
+def _sentence(text):
+    """`text` ending in a full stop."""
+    text = text.strip()
+    return text + ("" if not text or text.endswith(".") else ".")
 
 
-def _script_summaries(root):
-    """[(script, its docstring's first line)] for every bench/*.py that is a benchmark."""
-    rows = []
-    for path in sorted(glob.glob(os.path.join(root, "bench", "*.py"))):
-        with open(path, encoding="utf-8") as f:
-            doc = ast.get_docstring(ast.parse(f.read())) or ""
-        rows.append((os.path.basename(path), " ".join(doc.split("\n\n")[0].split())))
-    return rows
+def _script(commands, scripts):
+    """The bench script that wrote a report: the last one its commands run; None if none."""
+    named = [s for c in commands for s in re.findall(r"bench/(\w+\.py)", c) if s in scripts]
+    return named[-1] if named else None
+
+
+def _markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
+
+
+def _section(path, report):
+    """The lines of one result file's section."""
+    name = os.path.basename(path)
+    commands, commit, cpu, date = provenance(report)
+    lines = [f"### {name}", ""]
+    text = " ".join(_sentence(report[key]) for key in ("description", "removed") if report.get(key))
+    if text:
+        lines += [text, ""]
+    lines += [f"- [{path}](../{path}) · commit {commit} · {date} · CPU: {cpu}"]
+    lines += [f"- command: `{c.removesuffix(' ' + RECONSTRUCTED)}`" + (" " + RECONSTRUCTED) * c.endswith(RECONSTRUCTED)
+              for c in commands]
+    specs = SPECS.get(name) or _generic(report)
+    settings = _settings(report, specs)
+    lines += ["- settings: " + ", ".join(settings)] if settings else []
+    for i, spec in enumerate(specs):
+        where = f"`{spec.rows}`" if spec.rows else "the file's top level"
+        lines += [f"- rows: {where}", ""] if i == 0 else [f"Rows: {where}", ""]
+        lines += _markdown_table(*table(report, spec, path)) + [""]
+    if not specs:
+        lines.append("")
+    return lines
 
 
 def render(root=ROOT):
     """The text of docs/benchmarks.md."""
+    scripts = _docstrings(root)
+    reports = {}
+    for path in result_files(root):
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            reports[path] = json.load(f)
+    by_script = {}
+    for path, report in reports.items():
+        by_script.setdefault(_script(provenance(report)[0], scripts), []).append(path)
+    order = sorted(s for s in by_script if s) + ([None] if None in by_script else [])
     lines = [
         "# Benchmarks",
         "",
         "<!-- Generated by bench/make_benchmarks_md.py from bench/results/*.json: do not edit. -->",
         "",
-        "Every figure the benchmarks measured, with the command that wrote it, the commit and the",
-        "CPU model, as its result file records them (\"not recorded\" where it does not). Timings",
-        "depend on the machine and on what else ran on it: compare figures of one file only. The",
-        "docs quote a figure as a link to its file, and `make test` checks it is there",
-        "(`bench/make_benchmarks_md.py --check`). Regenerate this page after adding a result:",
+        "Generated by `bench/make_benchmarks_md.py` from `bench/results/*.json` (run it after adding",
+        "a result; `make test` fails when this page is stale). Per result file: what it measured,",
+        "the commit, date, CPU model and command that wrote it, and its headline figures: each cell",
+        "is the file's value at the row's path and the column's key, to 4 significant digits; the",
+        "file holds the rest. " + RECONSTRUCTED + " marks what the bench did not record (the file's",
+        "`*_note` says where it comes from). Timings depend on the machine and on what else ran on",
+        "it: compare figures of one file only. **A bfloat16 speed figure names its CPU model**",
+        "wherever it is quoted: bfloat16's speed differs between CPU models that both have",
+        "AVX512-BF16. The docs quote a figure as a link to its result file; `make test` checks it.",
         "",
-        "```sh",
-        ".venv/bin/python bench/make_benchmarks_md.py",
-        "```",
-        "",
-        "## Scripts",
-        "",
-        "| script | what it does |",
-        "| --- | --- |",
     ]
-    lines += [f"| `bench/{name}` | {summary.replace('|', '/')} |" for name, summary in _script_summaries(root)]
-    lines += ["", "## Results", ""]
-    files = result_files(root)
-    lines += [", ".join(f"[{os.path.basename(p)}](#{_anchor(os.path.basename(p))})" for p in files), ""]
-    for path in files:
-        with open(os.path.join(root, path), encoding="utf-8") as f:
-            report = json.load(f)
-        commands, commit, cpu = provenance(report)
-        lines += [f"### {os.path.basename(path)}", "", f"File: [{path}](../{path})", ""]
-        if report.get("description"):
-            lines += [report["description"], ""]
-        lines += [f"- commit: {commit}", f"- CPU model: {cpu}", "- command:", "", "```sh"]
-        lines += commands + ["```", "", "| figure | value |", "| --- | --- |"]
-        lines += [f"| `{name}` | {_format(value)} |" for name, value in figures(report)
-                  if not name.startswith("machine.")]
-        lines.append("")
+    idle = sorted(s for s in scripts if s not in by_script and s not in ("benchutil.py", "make_benchmarks_md.py"))
+    lines += [f"Scripts with no result here: {', '.join(f'`bench/{s}`' for s in idle)}.", ""] if idle else []
+    for script in order:
+        files = by_script[script]
+        if script:
+            lines += [f"## bench/{script}", "", scripts[script], ""]
+        else:
+            lines += ["## Not written by a bench script", ""]
+        for path in files:
+            lines += _section(path, reports[path])
     return "\n".join(lines)
-
-
-def _anchor(title):
-    """GitHub's anchor of a heading (lower case, punctuation other than - and _ dropped)."""
-    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 def quoted_figures(markdown_path, root=ROOT):
