@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_maskrcnn import cli, training
+from keras_maskrcnn import cli, training, visualize
 from keras_maskrcnn.evaluation import IOU_TYPES, METRIC_NAMES
 from keras_maskrcnn.model import LOSS_NAMES
 from keras_maskrcnn.train_config import TrainConfig
@@ -122,7 +122,10 @@ def test_predict_writes_pngs_and_results(shapes, detecting_model, tmp_path, run_
     assert code == 0
     for image in images:
         with Image.open(out_dir / image.name) as drawn:
-            assert drawn.size == (IMAGE_SIZE, IMAGE_SIZE) and drawn.mode == "RGB"
+            # Small images are drawn on an upscaled canvas.
+            side = IMAGE_SIZE * visualize.canvas_scale(IMAGE_SIZE, IMAGE_SIZE)
+            assert drawn.size == (side, side) and side >= visualize.MIN_CANVAS_SIDE
+            assert drawn.mode == "RGB"
     with open(out_dir / "predictions.json") as f:
         results = json.load(f)
     assert results, "the model predicted nothing: this test would check nothing"

@@ -385,11 +385,14 @@ def test_show_data_draws_ground_truth(root, tmp_path, capsys):
     assert code == 0 and "missing_image" in stdout and "drew 1 images" in stdout
     assert os.listdir(out) == ["1_big.png"]
     drawn = np.asarray(Image.open(out / "1_big.png")).astype(float)
-    # Inside the mask, away from the box outline (the label sits above the box), the image
-    # is blended half and half with the first instance colour.
+    scale = visualize.canvas_scale(64, 64)  # drawn upscaled, pixel for pixel
+    assert drawn.shape == (64 * scale, 64 * scale, 3)
+    # Inside the mask, away from its outline and the box's (the label sits above the box),
+    # the image is blended half and half with the first instance colour.
     blended = 0.5 * 100 + 0.5 * np.array(visualize.instance_color(0))
-    np.testing.assert_allclose(drawn[35:55, 25:45], np.broadcast_to(blended, (20, 20, 3)), atol=1)
-    assert (drawn[:, :15] == 100).all() and (drawn[:, 55:] == 100).all()
+    inside = drawn[35 * scale:55 * scale, 25 * scale:45 * scale]
+    np.testing.assert_allclose(inside, np.broadcast_to(blended, inside.shape), atol=1)
+    assert (drawn[:, :15 * scale] == 100).all() and (drawn[:, 55 * scale:] == 100).all()
 
 
 def test_train_in_error_mode_stops_naming_the_file(root, tmp_path, capsys):
