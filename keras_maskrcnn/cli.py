@@ -59,8 +59,31 @@ def _print_metrics(metrics):
     print(format_metrics_table(metrics))
 
 
+# make-shapes' options for harder sets, named as ShapesOptions' fields.
+SHAPES_OPTION_FIELDS = ("min_colour_distance", "min_visible_pixels", "min_visible_fraction",
+                        "background", "category_ids", "rle_shapes")
+
+
+def shapes_options(args):
+    """make-shapes' arguments → a ShapesOptions: --hard's preset (or the plain set's
+    defaults) with the options given on top. Raises UserError naming the option."""
+    import dataclasses
+
+    from keras_maskrcnn.data.shapes import HARD, ShapesOptions
+    given = {field: getattr(args, field) for field in SHAPES_OPTION_FIELDS
+             if getattr(args, field) is not None}
+    try:
+        return dataclasses.replace(HARD if args.hard else ShapesOptions(), **given)
+    except ValueError as error:
+        message = str(error)
+        for field in SHAPES_OPTION_FIELDS:
+            message = message.replace(field, "--" + field.replace("_", "-"))
+        raise UserError(message) from error
+
+
 def _run_make_shapes(args):
-    train_ann, val_ann = make_shapes(args.out, args.train, args.val, args.size, args.seed)
+    train_ann, val_ann = make_shapes(args.out, args.train, args.val, args.size, args.seed,
+                                     shapes_options(args))
     print(f"wrote {train_ann} and {val_ann}")
 
 
@@ -161,6 +184,37 @@ def build_parser():
     shapes.add_argument("--size", type=_positive_int, default=DEMO_IMAGE_SIZE, metavar="PX",
                         help="image side in pixels (default: %(default)s)")
     shapes.add_argument("--seed", type=int, default=0, metavar="S", help="default: %(default)s")
+    from keras_maskrcnn.data.shapes import (BACKGROUNDS, HARD, MAX_COLOUR_DISTANCE, SHAPE_NAMES,
+                                            ShapesOptions)
+    plain = ShapesOptions()
+    hard = shapes.add_argument_group(
+        "harder sets", "Each option below overrides the plain set's value (shown) or, with "
+        "--hard, the preset's.")
+    hard.add_argument("--hard", action="store_true",
+                      help=f"the hard preset: --min-colour-distance {HARD.min_colour_distance} "
+                      f"--min-visible-fraction {HARD.min_visible_fraction} --background "
+                      f"{HARD.background} --category-ids {' '.join(map(str, HARD.category_ids))} "
+                      f"--rle-shapes {' '.join(HARD.rle_shapes)}")
+    hard.add_argument("--min-colour-distance", type=_checked(
+        int, lambda value: 0 <= value <= MAX_COLOUR_DISTANCE, f"must lie in [0, {MAX_COLOUR_DISTANCE}]"),
+        metavar="D", help="least sum of absolute RGB differences between a shape's colour and "
+        f"the background's; 0 lets them match (plain: {plain.min_colour_distance})")
+    hard.add_argument("--min-visible-pixels", type=_positive_int, metavar="N",
+                      help="shapes occluded below N visible pixels are left out "
+                      f"(plain: {plain.min_visible_pixels})")
+    hard.add_argument("--min-visible-fraction", type=_probability, metavar="F",
+                      help="...or below this fraction of their unoccluded area "
+                      f"(plain: {plain.min_visible_fraction})")
+    hard.add_argument("--background", choices=BACKGROUNDS,
+                      help="texture: smooth blotches, and camera noise over the whole image "
+                      f"(plain: {plain.background})")
+    hard.add_argument("--category-ids", type=_positive_int, nargs=len(SHAPE_NAMES),
+                      metavar=("SQUARE", "CIRCLE", "TRIANGLE"),
+                      help="the categories' ids (plain: "
+                      f"{' '.join(map(str, plain.category_ids))})")
+    hard.add_argument("--rle-shapes", nargs="*", choices=SHAPE_NAMES, metavar="SHAPE",
+                      help=f"shapes ({', '.join(SHAPE_NAMES)}) whose masks are written as RLE, "
+                      "the others' as polygons; none given: all polygons (plain: all RLE)")
     shapes.set_defaults(run=_run_make_shapes)
 
     train = commands.add_parser(

@@ -72,10 +72,14 @@ def _write_json(value, path):
         json.dump(value, f, indent=2)
 
 
-def make_shapes(out_dir, num_train, num_val, image_size, seed):
-    """Write the synthetic shapes set; returns (train JSON, val JSON) paths."""
+def make_shapes(out_dir, num_train, num_val, image_size, seed, options=None):
+    """Write the synthetic shapes set; returns (train JSON, val JSON) paths.
+
+    `options` is a `data.shapes.ShapesOptions` (None: the plain set)."""
     from keras_maskrcnn.data import make_shapes as write
-    return write(out_dir, num_train, num_val, image_size=image_size, seed=seed)
+    from keras_maskrcnn.data.shapes import ShapesOptions
+    return write(out_dir, num_train, num_val, image_size=image_size, seed=seed,
+                 options=ShapesOptions() if options is None else options)
 
 
 def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT):

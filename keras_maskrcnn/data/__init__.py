@@ -4,8 +4,16 @@ Shapes: B batch; H, W canvas; G padded instances; S mini-mask side (see `pipelin
 """
 
 from keras_maskrcnn.data.coco import CocoDataset, DataError
-from keras_maskrcnn.data.pipeline import make_dataset
 from keras_maskrcnn.data.shapes import make_shapes, write_shapes_split
 
 __all__ = ["CocoDataset", "DataError", "make_dataset", "make_shapes",
            "write_shapes_split"]
+
+
+def __getattr__(name):
+    """`make_dataset` imports TensorFlow, so only when asked for: the rest of the package (and
+    the command line's `--help`, which reads make-shapes' options) does without it."""
+    if name == "make_dataset":
+        from keras_maskrcnn.data.pipeline import make_dataset
+        return make_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
