@@ -108,13 +108,15 @@ def make_shapes(out_root, num_train, num_val, image_size=128, seed=0, options=Sh
 def write_shapes_split(out_dir, num_images, image_size, seed, options=ShapesOptions()):
     """Write `num_images` images and their `annotations.json` under out_dir; returns the JSON path."""
     rng = np.random.default_rng(seed)
+    # Textures draw from a stream of their own: a textured set holds the plain set's shapes.
+    texture_rng = np.random.default_rng([seed, 1])
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     images, annotations = [], []
     for index in tqdm(range(num_images), desc=f"shapes {os.path.basename(out_dir)}",
                       disable=num_images < PROGRESS_MIN_IMAGES):
         image_id = index + 1
         file_name = f"images/{index:06d}.png"
-        pixels, instances = _render_image(rng, image_size, options)
+        pixels, instances = _render_image(rng, texture_rng, image_size, options)
         Image.fromarray(pixels).save(os.path.join(out_dir, file_name), compress_level=1)
         images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size})
         for kind, visible in instances:
@@ -141,7 +143,7 @@ def write_shapes_split(out_dir, num_images, image_size, seed, options=ShapesOpti
     return path
 
 
-def _render_image(rng, image_size, options):
+def _render_image(rng, texture_rng, image_size, options):
     """Draw one image → (uint8 [S, S, 3], list of (shape kind, bool [S, S] visible mask))."""
     background = rng.integers(0, 256, size=3)
     shapes = []
@@ -169,10 +171,10 @@ def _render_image(rng, image_size, options):
         for _, visible, colour in kept:
             pixels[visible] = colour
     else:
-        canvas = background + _blotches(rng, image_size)
+        canvas = background + _blotches(texture_rng, image_size)
         for _, visible, colour in kept:
             canvas[visible] = colour
-        canvas += rng.normal(0.0, NOISE_STDDEV, size=canvas.shape)
+        canvas += texture_rng.normal(0.0, NOISE_STDDEV, size=canvas.shape)
         pixels = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return pixels, [(kind, visible) for kind, visible, _ in kept]
 
