@@ -120,9 +120,11 @@ def draw_detections(image, boxes, labels, scores=None, full_masks=None, class_na
         rect = place_label(size, box, shapes[k] if len(shapes) else None, coverage, scale,
                            placed, pixels.shape[:2])
         placed.append(rect)
-        draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=color)
+        # Framed in the text's colour, so a label stands out from a background of its hue.
+        text_color = _text_color(color)
+        draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=color, outline=text_color)
         draw.text((rect[0] + pad - text_box[0], rect[1] + pad - text_box[1]), text,
-                  fill=_text_color(color), font=font)
+                  fill=text_color, font=font)
     return np.asarray(canvas, np.uint8)
 
 
