@@ -5,13 +5,17 @@ Each set is `make-shapes` with its own seed (by default as `make demo` makes it:
 200 validation images at 128 px). Each variant runs `train --preset tiny --seed SET_SEED
 OPTIONS...` then `evaluate` (pycocotools), each in a process of its own, as a user would.
 Runs of other (set, variant) pairs already in the output file are kept, so sets and variants
-can be added one command at a time; compare times only between runs of one command.
+can be added one command at a time; compare times only between runs of one command. --hard
+makes the sets with `make-shapes --hard`; --val trains with `--val` (validation losses each
+epoch), the default command a user types.
 
   .venv/bin/python bench/tiny_shapes.py --variant sampled="--box-normalizer sampled" \\
       --variant positives="--box-normalizer positives" --seeds 0 1 \\
       --out bench/results/box_normalizer_shapes.json
   .venv/bin/python bench/tiny_shapes.py --variant float32= \\
       --variant bfloat16="--precision bfloat16" --out bench/results/precision_shapes.json
+  flock /tmp/heavy.lock .venv/bin/python bench/tiny_shapes.py --variant default= --hard --val \
+      --seeds 101 --out bench/results/tiny_hard_shapes.json
 """
 
 import argparse
@@ -39,11 +43,12 @@ def read_json(path):
         return json.load(f)
 
 
-def train_and_evaluate(data, run_dir, seed, options, eval_every):
+def train_and_evaluate(data, run_dir, seed, options, eval_every, with_val=False):
     """One variant on one set → the run's record (times, AP curve, final metrics)."""
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resumed one
     val = os.path.join(data, "val", "annotations.json")
-    curve_options = ["--val", val, "--eval-every", eval_every] if eval_every else []
+    curve_options = (["--val", val] if eval_every or with_val else []) + (
+        ["--eval-every", eval_every] if eval_every else [])
     process_seconds = run_cli([
         "train", "--train", os.path.join(data, "train", "annotations.json"), "--preset", "tiny",
         "--seed", seed, *curve_options, *options, "--out", run_dir])
@@ -80,6 +85,9 @@ def main():
     parser.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES)
     parser.add_argument("--eval-every", type=int, default=0,
                         help="COCO AP on the validation set every N epochs (the AP curve)")
+    parser.add_argument("--hard", action="store_true", help="make the sets with make-shapes --hard")
+    parser.add_argument("--val", action="store_true",
+                        help="train with --val: validation losses after each epoch")
     parser.add_argument("--work", default=os.path.join("outputs", "tiny_shapes"))
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -88,16 +96,21 @@ def main():
     report["machine"] = machine_info()
     report.setdefault("commands", []).append(" ".join(map(shlex.quote, sys.argv)))
     for seed in args.seeds:
-        data = os.path.join(args.work, f"shapes-{seed}-{args.train_images}")
+        kind = "hard-" if args.hard else ""
+        data = os.path.join(args.work, f"shapes-{kind}{seed}-{args.train_images}")
         run_cli(["make-shapes", data, "--seed", seed, "--train", args.train_images,
-                 "--val", args.val_images])
+                 "--val", args.val_images, *(["--hard"] if args.hard else [])])
         for name, options in variants.items():
-            run_dir = os.path.join(args.work, f"{name}-{seed}-{args.train_images}")
-            record = {"data_seed": seed, "variant": name, "options": options,
+            run_dir = os.path.join(args.work, f"{name}-{kind}{seed}-{args.train_images}")
+            record = {"data_seed": seed, "hard": args.hard, "variant": name, "options": options,
+                      "train_with_val": args.val or bool(args.eval_every),
                       "train_images": args.train_images, "val_images": args.val_images,
-                      **train_and_evaluate(data, run_dir, seed, options, args.eval_every)}
+                      **train_and_evaluate(data, run_dir, seed, options, args.eval_every,
+                                           args.val)}
+            key = (seed, args.hard, name)
             report["runs"] = [run for run in report["runs"] if
-                              (run["data_seed"], run["variant"]) != (seed, name)] + [record]
+                              (run["data_seed"], run.get("hard", False), run["variant"]) != key
+                              ] + [record]
             write_report(report, args.out)
 
 

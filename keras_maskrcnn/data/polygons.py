@@ -59,8 +59,8 @@ def _without_straight_vertices(loop):
 
 
 def exact_polygons(mask):
-    """COCO polygons of bool [H, W] `mask` when they rasterize back to it exactly, else None
-    (a mask with a hole: COCO's polygons are unioned, so a hole cannot be written)."""
+    """COCO polygons of bool [H, W] `mask` when they rasterize back to it exactly, else None:
+    an empty mask, or one with a hole (COCO's polygons are unioned: a hole cannot be written)."""
     mask = np.asarray(mask, bool)
     polygons = mask_outlines(mask)
     if not polygons:
