@@ -45,10 +45,10 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yolo_worker.p
 
 
 def merged_outline(loops):
-    """Outer outlines (flat [x1, y1, ...] lists) of one instance → one polygon [[x, y], ...]:
-    parts joined by zero-width bridges between their nearest vertices, there and back, as
+    """Outer outlines (flat [x1, y1, ...] lists) of one instance → one polygon [[x, y], ...]
+    for inclusive filling (`inclusive_vertices`), parts joined by zero-width bridges between their nearest vertices, there and back, as
     YOLO's format holds one polygon per instance."""
-    parts = [np.asarray(loop, float).reshape(-1, 2) for loop in loops]
+    parts = [inclusive_vertices(np.asarray(loop, float).reshape(-1, 2)) for loop in loops]
     parts.sort(key=lambda part: -_area(part))
     merged = parts[0]
     for part in parts[1:]:
@@ -56,6 +56,17 @@ def merged_outline(loops):
         i, j = np.unravel_index(np.argmin(distances), distances.shape)
         merged = np.concatenate([merged[:i + 1], part[j:], part[:j + 1], merged[i:]])
     return merged
+
+
+def inclusive_vertices(points):
+    """Pixel-edge outline [N, 2] (corners only, clockwise on screen) → the polygon whose filling
+    with boundary pixels included (cv2.fillPoly, which ultralytics uses for its masks, and PIL)
+    covers the same pixels: vertices on a right edge move left by 1, on a bottom edge up by 1."""
+    before, after = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
+    incoming, outgoing = points - before, after - points
+    horizontal = np.where((incoming[:, 1] == 0)[:, None], incoming, outgoing)
+    vertical = np.where((incoming[:, 0] == 0)[:, None], incoming, outgoing)
+    return points - np.stack([vertical[:, 1] > 0, horizontal[:, 0] < 0], axis=1)
 
 
 def _area(points):
