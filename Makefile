@@ -1,5 +1,6 @@
-# GNU make. `make demo` trains the tiny model on synthetic shapes; `make test` runs the tests,
-# `make test-fast` all but the slow ones.
+# GNU make. `make demo` trains the tiny model on synthetic shapes; `make test` checks the import
+# contracts (.importlinter) and runs the tests, `make test-fast` the contracts and all but the
+# slow tests.
 
 # Python 3.11 is what setup.py supports; plain python3 is the fallback when 3.11 is absent.
 PYTHON ?= $(if $(shell command -v python3.11),python3.11,python3)
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/installed.stamp
 TEST_INSTALLED := $(VENV)/test-installed.stamp
 
-.PHONY: $(VENV) demo test test-fast
+.PHONY: $(VENV) demo test test-fast lint-imports
 
 $(VENV): $(INSTALLED)
 
@@ -26,9 +27,13 @@ $(TEST_INSTALLED): $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/keras-maskrcnn demo --out outputs/demo
 
-test: $(TEST_INSTALLED)
+# import-linter's lint-imports over keras_maskrcnn/ and export/ (docs/design.md §2.2).
+lint-imports: $(TEST_INSTALLED)
+	$(BIN)/python tools/lint_imports.py
+
+test: lint-imports
 	$(BIN)/python -m pytest -q tests
 
 # The inner loop: everything but the tests marked slow (pytest.ini).
-test-fast: $(TEST_INSTALLED)
+test-fast: lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" tests

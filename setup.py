@@ -32,7 +32,8 @@ setup(
         "ai-edge-litert==2.3.0",
     ],
     extras_require={
-        "test": ["pytest==9.2.0"],
+        # import-linter checks the import contracts (.importlinter) in `make test`.
+        "test": ["pytest==9.2.0", "import-linter==2.17"],
         # Reading torchvision checkpoints (keras-maskrcnn convert-torchvision) and the parity test.
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
     },
