@@ -103,7 +103,7 @@ def stage_times(model, inputs, repeats):
         "box_head": (lambda: model.box_head(box_pooled), weights(model.box_head)),
         "mask_head": (lambda: model.mask_head(mask_pooled), weights(model.mask_head)),
         "mask_targets": (lambda: targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots,
-                                                      c.mask_head.mask_size), None),
+                                                      c.mask_size), None),
         "all_losses": (lambda: model.compute_losses(inputs, training=True)["loss"],
                        model.trainable_variables),
     }

@@ -120,11 +120,16 @@ class RoIConfig:
     box_coder_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
 
 
+# The mask head's deconvolution upsamples its RoIAlign features by this factor
+# (`layers.mask_head`): the mask size M is MASK_HEAD_UPSAMPLING × `roi.mask_pool_size`
+# (MaskRCNNConfig.mask_size), 28 from 14.
+MASK_HEAD_UPSAMPLING = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskHeadConfig:
     num_convs: int = 4
     conv_dim: int = 256
-    mask_size: int = 28
     gt_mask_size: int = 56  # resolution of ground-truth mini-masks in the input pipeline
 
 
@@ -199,6 +204,11 @@ class MaskRCNNConfig:
             if value is not None and len(value) != self.num_classes:
                 raise ValueError(f"{name} has {len(value)} entries for {self.num_classes} classes")
 
+    @property
+    def mask_size(self):
+        """M, the side of the box-frame masks the mask head predicts and trains on."""
+        return MASK_HEAD_UPSAMPLING * self.roi.mask_pool_size
+
     def dataset_category_ids(self):
         """Dataset category id of each label 1..C."""
         return tuple(self.category_ids or range(1, self.num_classes + 1))
@@ -215,6 +225,14 @@ class MaskRCNNConfig:
     @classmethod
     def from_dict(cls, values):
         values = dict(values)
+        if "mask_size" in values.get("mask_head", {}):
+            # Configs saved before the mask size was derived stored it; it must agree.
+            values["mask_head"] = dict(values["mask_head"])
+            mask_size = values["mask_head"].pop("mask_size")
+            pool_size = values.get("roi", {}).get("mask_pool_size", RoIConfig.mask_pool_size)
+            if mask_size != MASK_HEAD_UPSAMPLING * pool_size:
+                raise ValueError(f"mask_head.mask_size {mask_size} must be {MASK_HEAD_UPSAMPLING} × "
+                                 f"roi.mask_pool_size {pool_size}; leave it out (it is derived)")
         for name, section in _SECTIONS.items():
             if name in values:
                 values[name] = section(**_tuples(values[name]))

@@ -18,12 +18,11 @@ import keras
 import tensorflow as tf
 
 from keras_maskrcnn import losses as loss_fns, preprocessing, targets
+from keras_maskrcnn.backbones import get_backbone
 from keras_maskrcnn.config import BACKBONE_PARTS, MaskRCNNConfig
-from keras_maskrcnn.layers.backbones import ResNet
 from keras_maskrcnn.layers.detections import DetectionLayer
 from keras_maskrcnn.layers.fpn import FPN
 from keras_maskrcnn.layers.mask_head import MaskHead
-from keras_maskrcnn.layers.mobilenet import MobileNetV3Backbone
 from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
@@ -44,14 +43,6 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
 
 
-def make_backbone(config):
-    """The backbone layer a `BackboneConfig` describes: images → [C2, C3, C4, C5]."""
-    if config.kind == "mobilenet_v3_large":
-        return MobileNetV3Backbone(config.norm, name="backbone")
-    return ResNet(config.stage_blocks, config.stem_filters, config.bottleneck_widths, config.norm,
-                  config.stride_in_1x1, name="backbone")
-
-
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class MaskRCNN(keras.Model):
     """Mask R-CNN (He et al. 2017) with a ResNet- or MobileNetV3-FPN backbone; see the module
@@ -70,7 +61,7 @@ class MaskRCNN(keras.Model):
         self.seed = seed
         self.roi_align_impl = roi_align_impl
         c = config
-        self.backbone = make_backbone(c.backbone)
+        self.backbone = get_backbone(c.backbone.kind).build(c.backbone)
         self.fpn = FPN(c.fpn.channels, name="fpn")
         self.rpn_head = RPNHead(c.fpn.channels, len(c.anchors.aspect_ratios), name="rpn_head")
         self.proposal_layer = ProposalLayer(
@@ -232,7 +223,7 @@ class MaskRCNN(keras.Model):
         class_logits, box_deltas = self.box_branch(features, rois.rois)
         fg_slots = self.num_fg_slots
         mask_logits = self.mask_branch(features, rois.rois[:, :fg_slots])
-        mask_targets = targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots, c.mask_head.mask_size)
+        mask_targets = targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots, c.mask_size)
 
         # Losses in float32 whatever the heads compute in.
         class_logits, box_deltas, mask_logits = (tf.cast(t, tf.float32) for t in (
@@ -312,15 +303,15 @@ class MaskRCNN(keras.Model):
         if not 0 <= trainable_stages <= BACKBONE_PARTS:
             raise ValueError(f"trainable_stages must lie in 0..{BACKBONE_PARTS}, "
                              f"got {trainable_stages}")
-        if isinstance(self.backbone, ResNet):
-            parts = [self.backbone.stem, *self.backbone.stages]
+        stages = get_backbone(self.model_config.backbone.kind).stages
+        if stages is not None:
+            parts = stages(self.backbone)
         elif trainable_stages in (0, BACKBONE_PARTS):
             parts = [[self.backbone]]
         else:
             raise ValueError(f"trainable_stages {trainable_stages}: a "
                              f"{self.model_config.backbone.kind} backbone trains whole "
-                             f"({BACKBONE_PARTS}) or not at all (0); only a ResNet's stages can be "
-                             f"counted")
+                             f"({BACKBONE_PARTS}) or not at all (0); its stages cannot be counted")
         first_trainable = len(parts) - trainable_stages
         for index, part in enumerate(parts):
             for layer in part:

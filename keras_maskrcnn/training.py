@@ -24,6 +24,7 @@ import sys
 import keras
 import tensorflow as tf
 
+from keras_maskrcnn.backbones import get_backbone
 from keras_maskrcnn.callbacks import CocoEvaluation, EpochTimer, HistoryFile
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
@@ -294,8 +295,8 @@ def build_model(config, train_set):
             raise FinetuneError(f"{weights}: cannot load backbone weights ({error})") from error
         print(f"backbone initialised from {weights}", flush=True)
     trainable_stages = config.trainable_stages
-    backbone = model_config.backbone
-    if trainable_stages is None and backbone.kind == "resnet" and backbone.norm == "frozen_bn" and (
+    countable = get_backbone(model_config.backbone.kind).stages is not None
+    if trainable_stages is None and countable and model_config.backbone.norm == "frozen_bn" and (
             config.init_from or config.backbone_weights):
         trainable_stages = PRETRAINED_TRAINABLE_STAGES
         print(f"training the backbone's last {trainable_stages} stages, as torchvision does from "

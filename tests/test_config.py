@@ -1,5 +1,7 @@
 """Configuration: JSON round trips, the seed's sizes in r50_fpn, and clear validation errors."""
 
+import dataclasses
+
 import pytest
 
 from keras_maskrcnn.config import (DetectionConfig, InputConfig, LossConfig, MaskRCNNConfig,
@@ -18,7 +20,7 @@ def test_r50_fpn_has_the_seed_sizes():
     assert config.fpn.channels == 256
     assert (config.roi.box_pool_size, config.roi.mask_pool_size) == (7, 14)
     assert config.roi.fc_dim == 1024
-    assert (config.mask_head.num_convs, config.mask_head.conv_dim, config.mask_head.mask_size) == (4, 256, 28)
+    assert (config.mask_head.num_convs, config.mask_head.conv_dim, config.mask_size) == (4, 256, 28)
     assert config.backbone.stage_blocks == (3, 4, 6, 3)
     assert r101_fpn().backbone.stage_blocks == (3, 4, 23, 3)
 
@@ -27,7 +29,7 @@ def test_tiny_keeps_the_structure_but_is_narrow():
     small, big = tiny(), r50_fpn()
     assert small.input.image_size == (128, 128)
     assert small.fpn.channels < big.fpn.channels and small.roi.fc_dim < big.roi.fc_dim
-    assert (small.roi.box_pool_size, small.roi.mask_pool_size, small.mask_head.mask_size) == (7, 14, 28)
+    assert (small.roi.box_pool_size, small.roi.mask_pool_size, small.mask_size) == (7, 14, 28)
 
 
 def test_dataset_category_ids_default_to_one_to_c():
@@ -67,3 +69,16 @@ def test_a_saved_config_without_box_normalizer_loads_with_sampled():
     values = r50_fpn().to_dict()
     del values["loss"]["box_normalizer"]
     assert MaskRCNNConfig.from_dict(values).loss.box_normalizer == "sampled"
+
+
+def test_mask_size_is_derived_from_the_mask_pool_size():
+    config = tiny(roi=dataclasses.replace(tiny().roi, mask_pool_size=7))
+    assert config.mask_size == 14 and "mask_size" not in config.to_dict()["mask_head"]
+    # A config saved when the mask size was a field of its own loads when it agrees ...
+    values = tiny().to_dict()
+    values["mask_head"]["mask_size"] = 28
+    assert MaskRCNNConfig.from_dict(values) == tiny()
+    # ... and names both fields when it does not.
+    values["mask_head"]["mask_size"] = 32
+    with pytest.raises(ValueError, match=r"mask_head.mask_size 32 must be 2 × roi.mask_pool_size 14"):
+        MaskRCNNConfig.from_dict(values)

@@ -14,7 +14,7 @@ flips the kernel: both compute the transpose of a cross-correlation); linear wei
 [out, in] → [in, out]. Box deltas (dx, dy, dw, dh) → (dy, dx, dh, dw), in the RPN (per
 anchor) and the box predictor (per class). torch's box head flattens RoI features as
 (F, P, P), ours as (P, P, F). The mask predictor loses torchvision's background channel 0.
-Batch norms are written folded (`convert.batch_norm`), with the ε the checkpoint ran with.
+Batch norms are written folded (`layers.backbones.folded_batch_norm`), with the ε the checkpoint ran with.
 
 Shapes: C foreground classes (torchvision's labels 1..C), A anchors per location,
 F FPN channels, P box pool size.
@@ -29,7 +29,7 @@ from keras_maskrcnn.config import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD,
                                    TORCHVISION_BATCH_NORM_EPSILON, BackboneConfig,
                                    torchvision_r50_fpn)
 from keras_maskrcnn.convert.assign import assign_weights
-from keras_maskrcnn.convert.batch_norm import folded_batch_norm
+from keras_maskrcnn.layers.backbones import folded_batch_norm
 from keras_maskrcnn.model import MaskRCNN
 
 # torchvision's detection models run an ImageNet backbone with FrozenBatchNorm2d's default ε.

@@ -10,12 +10,28 @@ Shapes: B batch, H×W input; C_k has stride 2^k.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
 from keras_maskrcnn.ops.replicas import sum_over_replicas
 
 BATCH_NORM_EPSILON = 1e-5  # torchvision's FrozenBatchNorm2d and BatchNorm2d default
+
+
+def folded_batch_norm(gamma, beta, mean, variance, epsilon, conv_bias=0.0):
+    """`FrozenBatchNorm`'s weights for another framework's frozen batch norm and the bias of the
+    convolution before it → {"gamma", "beta", "moving_mean", "moving_variance"}, float64 [C] each.
+
+    That batch norm computes y = γ(x + b − mean)/√(var + ε) + β, the affine map y = γ'x + β'
+    with γ' = γ/√(var + ε) and β' = β + (b − mean)·γ'. Written with mean 0 and variance
+    1 − BATCH_NORM_EPSILON, FrozenBatchNorm computes exactly that map, whatever ε the source
+    ran with, and the bias-free convolutions before it lose nothing.
+    """
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64) + epsilon)
+    offset = np.asarray(beta, np.float64) + (np.asarray(conv_bias, np.float64) - mean) * scale
+    return {"gamma": scale, "beta": offset, "moving_mean": np.zeros_like(scale),
+            "moving_variance": np.full_like(scale, 1.0 - BATCH_NORM_EPSILON)}
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")

@@ -1,10 +1,13 @@
 """Mask head: RoI features → per-class mask logits.
 
-Shapes: B batch, K RoIs per image, P pool size (14), M = 2P mask size (28), C classes.
+Shapes: B batch, K RoIs per image, P pool size (14), M = 2P mask size (28, with
+`config.MASK_HEAD_UPSAMPLING` = 2), C classes.
 """
 
 import keras
 from keras import layers, ops
+
+from keras_maskrcnn.config import MASK_HEAD_UPSAMPLING
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
@@ -19,7 +22,8 @@ class MaskHead(layers.Layer):
         self.convs = [layers.Conv2D(conv_dim, 3, padding="same", activation="relu",
                                     kernel_initializer="he_normal", name=f"conv{i + 1}")
                       for i in range(num_convs)]
-        self.deconv = layers.Conv2DTranspose(conv_dim, 2, strides=2, activation="relu",
+        self.deconv = layers.Conv2DTranspose(conv_dim, MASK_HEAD_UPSAMPLING,
+                                             strides=MASK_HEAD_UPSAMPLING, activation="relu",
                                              kernel_initializer="he_normal", name="deconv")
         self.predictor = layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name="predictor")
 
@@ -31,7 +35,8 @@ class MaskHead(layers.Layer):
         for conv in self.convs:
             x = conv(x)
         x = self.predictor(self.deconv(x))
-        return ops.reshape(x, (batch, num_rois, 2 * pool, 2 * pool, self.num_classes))
+        side = MASK_HEAD_UPSAMPLING * pool
+        return ops.reshape(x, (batch, num_rois, side, side, self.num_classes))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
