@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchutil import machine_info, median_seconds, write_report
-from keras_maskrcnn.config import InputConfig, preset
+from keras_maskrcnn.config import preset
 from keras_maskrcnn.model import MaskRCNN
 
 MAX_GT = 8
@@ -57,9 +57,7 @@ def inference_latency(model, batch, repeats):
 
 
 def bench_preset(name, image_size, batch_size, train_steps, repeats, roi_align_impl="gather"):
-    config = preset(name)
-    if image_size is not None:
-        config = config.replace(input=InputConfig(image_size=image_size))
+    config = preset(name, **({} if image_size is None else {"input": {"image_size": image_size}}))
     keras.utils.set_random_seed(0)
     model = MaskRCNN(config, roi_align_impl=roi_align_impl)
     batch = synthetic_batch(config, batch_size)

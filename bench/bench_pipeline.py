@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from benchutil import machine_info, write_report
-from keras_maskrcnn.config import InputConfig, preset
+from keras_maskrcnn.config import preset
 from keras_maskrcnn.data import CocoDataset, make_dataset, write_shapes_split
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.train_config import PRESET_SCHEDULES
@@ -53,8 +53,7 @@ def bench_size(size, preset_name, num_images, batch_size, steps, work_dir):
     annotation_file = write_shapes_split(os.path.join(work_dir, f"shapes_{size}"), num_images,
                                          size, seed=0)
     dataset = CocoDataset(annotation_file)
-    config = preset(preset_name, num_classes=dataset.num_classes).replace(
-        input=InputConfig(image_size=(size, size)))
+    config = preset(preset_name, num_classes=dataset.num_classes, input={"image_size": (size, size)})
     max_instances = PRESET_SCHEDULES[preset_name].max_instances
     gt_mask_size = config.mask_head.gt_mask_size
     result = {"image_size": size, "preset": preset_name, "batch_size": batch_size,

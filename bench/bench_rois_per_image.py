@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from bench_core import synthetic_batch, training_throughput
 from benchutil import machine_info, write_report
-from keras_maskrcnn.config import InputConfig, r50_fpn
+from keras_maskrcnn.config import r50_fpn
 from keras_maskrcnn.model import MaskRCNN
 
 ROIS_PER_IMAGE = (512, 256, 128, 64)  # 512: r50_fpn's (torchvision's) default
@@ -31,7 +31,7 @@ def main():
 
     results = []
     for rois in ROIS_PER_IMAGE:
-        config = r50_fpn(num_classes=NUM_CLASSES, input=InputConfig(image_size=CANVAS))
+        config = r50_fpn(num_classes=NUM_CLASSES, input={"image_size": CANVAS})
         config = config.replace(roi=dataclasses.replace(config.roi, samples_per_image=rois))
         keras.utils.set_random_seed(0)
         model = MaskRCNN(config, seed=0)

@@ -14,7 +14,6 @@ On a GPU machine, 1..N GPUs (N visible):
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -36,7 +35,7 @@ def run_cell(preset_name, device, replicas, precision, jit_compile, steps):
     import tensorflow as tf
 
     from bench_core import synthetic_batch
-    from keras_maskrcnn.config import InputConfig, preset
+    from keras_maskrcnn.config import preset
     from keras_maskrcnn.distribute import make_strategy
     from keras_maskrcnn.model import MaskRCNN
     from keras_maskrcnn.optimization import make_optimizer
@@ -50,8 +49,7 @@ def run_cell(preset_name, device, replicas, precision, jit_compile, steps):
     else:
         gpus = [f"/gpu:{index}" for index in range(replicas)]
         strategy = tf.distribute.MirroredStrategy(gpus)
-    config = preset(preset_name, input=InputConfig(image_size=(side, side)))
-    config = config.replace(backbone=dataclasses.replace(config.backbone, norm="bn"))
+    config = preset(preset_name, input={"image_size": (side, side)}, backbone={"norm": "bn"})
     keras.utils.set_random_seed(0)
     with strategy.scope():
         with dtype_policy(precision):

@@ -4,10 +4,16 @@ Presets are plain functions: `r50_fpn()` has the seed's sizes (and torchvision's
 `maskrcnn_resnet50_fpn` hyperparameters), `tiny()` the same structure made narrow for
 128-px images and tests, `mobilenetv3_fpn()` a MobileNetV3-Large backbone for phones and
 `mobile()` the same with the lighter heads a phone's latency budget wants.
+
+A preset's keyword arguments change it: `num_classes`, `category_ids`, `class_names` as
+values, a section as a mapping of the fields to change, which keeps the preset's other fields
+of that section: `r50_fpn(input={"image_size": (512, 512)})` keeps r50's `size_limits`. To
+replace a whole section, use `MaskRCNNConfig.replace` on the preset's config.
 """
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Optional, Tuple
 
 # torchvision's ImageNet normalisation on the 0..255 scale.
@@ -248,6 +254,38 @@ def _tuples(values):
     return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
 
 
+def _merged(preset_changes, changes):
+    """A preset's changes with the caller's `changes` on top: a section's field changes
+    (mappings) merge field by field, other values replace."""
+    merged = dict(preset_changes)
+    for name, value in changes.items():
+        if name in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise TypeError(
+                    f"a preset's {name} takes the fields to change as a mapping, e.g. "
+                    f"{name}={{'field': value}}, which keeps the preset's other {name} fields; "
+                    f"got {type(value).__name__}. To replace the whole section use "
+                    f"config.replace({name}=...)")
+            merged[name] = {**merged.get(name, {}), **value}
+        else:
+            merged[name] = value
+    return merged
+
+
+def _from_changes(num_classes, changes):
+    """MaskRCNNConfig's defaults with `changes` (see `_merged`) applied."""
+    values = {}
+    for name, value in changes.items():
+        if name in _SECTIONS:
+            fields = {field.name for field in dataclasses.fields(_SECTIONS[name])}
+            unknown = sorted(set(value) - fields)
+            if unknown:
+                raise ValueError(f"{name} has no field {unknown[0]!r}; its fields: {sorted(fields)}")
+            value = _SECTIONS[name](**value)
+        values[name] = value
+    return MaskRCNNConfig(num_classes=num_classes, **values)
+
+
 # GeneralizedRCNNTransform's min_size and max_size in maskrcnn_resnet50_fpn.
 TORCHVISION_SIZE_LIMITS = (800, 1333)
 
@@ -255,8 +293,8 @@ TORCHVISION_SIZE_LIMITS = (800, 1333)
 def r50_fpn(num_classes=80, **changes):
     """ResNet-50-FPN with the seed's head sizes and torchvision's hyperparameters, resizing
     images by torchvision's rule (short side 800, long side ≤ 1333) in either orientation."""
-    changes.setdefault("input", InputConfig(size_limits=TORCHVISION_SIZE_LIMITS))
-    return MaskRCNNConfig(num_classes=num_classes, **changes)
+    return _from_changes(num_classes, _merged({"input": {"size_limits": TORCHVISION_SIZE_LIMITS}},
+                                              changes))
 
 
 def tiny(num_classes=3, **changes):
@@ -272,19 +310,18 @@ def tiny(num_classes=3, **changes):
     more (docs/training.md, "How `tiny` was chosen").
     """
     sections = dict(
-        input=InputConfig(image_size=(128, 128)),
-        backbone=BackboneConfig(stage_blocks=(1, 1, 1, 1), stem_filters=32,
-                                bottleneck_widths=(16, 32, 64, 128), norm="bn"),
-        fpn=FPNConfig(channels=64),
-        anchors=AnchorConfig(sizes=(8, 16, 32, 64, 128)),
-        rpn=RPNConfig(pre_nms_topk_train=512, pre_nms_topk_test=256, post_nms_topk_train=256,
-                      post_nms_topk_test=128, samples_per_image=128),
-        roi=RoIConfig(samples_per_image=32, sampling_ratio=1, fc_dim=512, aligned=True),
-        mask_head=MaskHeadConfig(conv_dim=64, gt_mask_size=32),
-        detection=DetectionConfig(max_detections=20, pre_nms_topk=256),
+        input=dict(image_size=(128, 128)),
+        backbone=dict(stage_blocks=(1, 1, 1, 1), stem_filters=32,
+                      bottleneck_widths=(16, 32, 64, 128), norm="bn"),
+        fpn=dict(channels=64),
+        anchors=dict(sizes=(8, 16, 32, 64, 128)),
+        rpn=dict(pre_nms_topk_train=512, pre_nms_topk_test=256, post_nms_topk_train=256,
+                 post_nms_topk_test=128, samples_per_image=128),
+        roi=dict(samples_per_image=32, sampling_ratio=1, fc_dim=512, aligned=True),
+        mask_head=dict(conv_dim=64, gt_mask_size=32),
+        detection=dict(max_detections=20, pre_nms_topk=256),
     )
-    sections.update(changes)
-    return MaskRCNNConfig(num_classes=num_classes, **sections)
+    return _from_changes(num_classes, _merged(sections, changes))
 
 
 # torchvision loads its published COCO weights with `overwrite_eps(model, 0.0)`: their frozen
@@ -313,33 +350,31 @@ def torchvision_r50_fpn(num_classes=len(TORCHVISION_COCO_CLASS_NAMES), **changes
     num_classes is its 90. Images are resized by torchvision's rule (short side 800, long side
     ≤ 1333) and masks pasted its way; Keras and SavedModel inference pad each image only to
     multiples of 32, as torchvision does (`InputConfig.canvas_per_image`)."""
+    own = {"detection": {"paste_method": "torchvision"}}
     if num_classes == len(TORCHVISION_COCO_CLASS_NAMES):
-        changes.setdefault("class_names", TORCHVISION_COCO_CLASS_NAMES)
-    changes.setdefault("detection", DetectionConfig(paste_method="torchvision"))
-    return r50_fpn(num_classes, **changes)
+        own["class_names"] = TORCHVISION_COCO_CLASS_NAMES
+    return r50_fpn(num_classes, **_merged(own, changes))
 
 
 def r101_fpn(num_classes=80, **changes):
     """r50_fpn with ResNet-101 (23 blocks in the third stage), torchvision's layout: for
     torchvision's ImageNet resnet101 weights (`convert.torchvision.load_resnet_backbone`)."""
-    changes.setdefault("backbone", BackboneConfig(stage_blocks=RESNET101_STAGE_BLOCKS))
-    return r50_fpn(num_classes, **changes)
+    return r50_fpn(num_classes, **_merged({"backbone": {"stage_blocks": RESNET101_STAGE_BLOCKS}},
+                                          changes))
 
 
 def keras_imagenet_r50_fpn(num_classes=80, **changes):
     """r50_fpn with keras.applications' ResNet50 as backbone, to start from its ImageNet
     weights (`convert.keras_applications`): ResNet v1 and Caffe's pixel normalisation."""
-    changes.setdefault("input", InputConfig(pixel_mean=CAFFE_PIXEL_MEAN, pixel_std=CAFFE_PIXEL_STD,
-                                            size_limits=TORCHVISION_SIZE_LIMITS))
-    changes.setdefault("backbone", BackboneConfig(stride_in_1x1=True))
-    return r50_fpn(num_classes, **changes)
+    own = {"input": {"pixel_mean": CAFFE_PIXEL_MEAN, "pixel_std": CAFFE_PIXEL_STD},
+           "backbone": {"stride_in_1x1": True}}
+    return r50_fpn(num_classes, **_merged(own, changes))
 
 
 def keras_imagenet_r101_fpn(num_classes=80, **changes):
     """keras_imagenet_r50_fpn with keras.applications' ResNet101."""
-    changes.setdefault("backbone", BackboneConfig(stage_blocks=RESNET101_STAGE_BLOCKS,
-                                                  stride_in_1x1=True))
-    return keras_imagenet_r50_fpn(num_classes, **changes)
+    return keras_imagenet_r50_fpn(
+        num_classes, **_merged({"backbone": {"stage_blocks": RESNET101_STAGE_BLOCKS}}, changes))
 
 
 def mobilenetv3_fpn(num_classes=80, **changes):
@@ -361,18 +396,17 @@ def mobilenetv3_fpn(num_classes=80, **changes):
     backbone's batch norm is frozen.
     """
     sections = dict(
-        input=InputConfig(image_size=(320, 320), pixel_mean=MOBILENET_PIXEL_MEAN,
-                          pixel_std=MOBILENET_PIXEL_STD),
-        backbone=BackboneConfig(kind="mobilenet_v3_large"),
-        fpn=FPNConfig(channels=128),
-        anchors=AnchorConfig(sizes=(16, 32, 64, 128, 256)),
-        rpn=RPNConfig(pre_nms_topk_train=1000, pre_nms_topk_test=300, post_nms_topk_train=1000,
-                      post_nms_topk_test=300),
-        roi=RoIConfig(fc_dim=512),
-        mask_head=MaskHeadConfig(conv_dim=128),
+        input=dict(image_size=(320, 320), pixel_mean=MOBILENET_PIXEL_MEAN,
+                   pixel_std=MOBILENET_PIXEL_STD),
+        backbone=dict(kind="mobilenet_v3_large"),
+        fpn=dict(channels=128),
+        anchors=dict(sizes=(16, 32, 64, 128, 256)),
+        rpn=dict(pre_nms_topk_train=1000, pre_nms_topk_test=300, post_nms_topk_train=1000,
+                 post_nms_topk_test=300),
+        roi=dict(fc_dim=512),
+        mask_head=dict(conv_dim=128),
     )
-    sections.update(changes)
-    return MaskRCNNConfig(num_classes=num_classes, **sections)
+    return _from_changes(num_classes, _merged(sections, changes))
 
 
 def mobile(num_classes=80, **changes):
@@ -385,27 +419,25 @@ def mobile(num_classes=80, **changes):
     Where its int8 time goes: bench/bench_mobile.py.
     """
     sections = dict(
-        fpn=FPNConfig(channels=64),
-        rpn=RPNConfig(pre_nms_topk_train=1000, pre_nms_topk_test=200, post_nms_topk_train=1000,
-                      post_nms_topk_test=50),
-        roi=RoIConfig(fc_dim=256),
-        mask_head=MaskHeadConfig(num_convs=2, conv_dim=64),
-        detection=DetectionConfig(max_detections=10, pre_nms_topk=200),
+        fpn=dict(channels=64),
+        rpn=dict(pre_nms_topk_train=1000, pre_nms_topk_test=200, post_nms_topk_train=1000,
+                 post_nms_topk_test=50),
+        roi=dict(fc_dim=256),
+        mask_head=dict(num_convs=2, conv_dim=64),
+        detection=dict(max_detections=10, pre_nms_topk=200),
     )
-    sections.update(changes)
-    return mobilenetv3_fpn(num_classes, **sections)
+    return mobilenetv3_fpn(num_classes, **_merged(sections, changes))
 
 
 def mobilenetv3_fpn_tiny(num_classes=3, **changes):
     """mobilenetv3_fpn at tiny's 128-px canvas, widths and proposal counts: for tests and CPU
     runs on the shapes set. MobileNetV3 keeps its full width; its batch norm trains."""
     sections = dict(
-        input=InputConfig(image_size=(128, 128), pixel_mean=MOBILENET_PIXEL_MEAN,
-                          pixel_std=MOBILENET_PIXEL_STD),
-        backbone=BackboneConfig(kind="mobilenet_v3_large", norm="bn"),
+        input=dict(pixel_mean=MOBILENET_PIXEL_MEAN, pixel_std=MOBILENET_PIXEL_STD),
+        # The ResNet fields MobileNetV3 does not read are left at their defaults.
+        backbone=dataclasses.asdict(BackboneConfig(kind="mobilenet_v3_large", norm="bn")),
     )
-    sections.update(changes)
-    return tiny(num_classes, **sections)
+    return tiny(num_classes, **_merged(sections, changes))
 
 
 # Training presets. torchvision_r50_fpn describes weights that `convert-torchvision` writes,

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from keras_maskrcnn import cli
-from keras_maskrcnn.config import DetectionConfig, tiny
+from keras_maskrcnn.config import tiny
 from keras_maskrcnn.model import MaskRCNN
 
 SHAPES_IMAGE_SIZE = 64
@@ -36,5 +36,5 @@ def untrained_tiny_model():
     enough for it to detect something, built once; tests must not change it."""
     keras.utils.set_random_seed(0)
     config = tiny(num_classes=2, category_ids=(3, 7),
-                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
+                  detection=dict(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
     return MaskRCNN(config, seed=0)

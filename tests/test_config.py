@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from keras_maskrcnn.config import (DetectionConfig, InputConfig, LossConfig, MaskRCNNConfig,
-                                   PRESETS, mobilenetv3_fpn_tiny, preset, r50_fpn, r101_fpn, tiny,
-                                   torchvision_r50_fpn)
+from keras_maskrcnn.config import (TORCHVISION_SIZE_LIMITS, InputConfig, MaskRCNNConfig, PRESETS,
+                                   keras_imagenet_r101_fpn, mobilenetv3_fpn_tiny, preset, r50_fpn,
+                                   r101_fpn, tiny, torchvision_r50_fpn)
 
 
 @pytest.mark.parametrize("make", [*PRESETS.values(), torchvision_r50_fpn, mobilenetv3_fpn_tiny])
@@ -39,13 +39,13 @@ def test_dataset_category_ids_default_to_one_to_c():
 
 def test_invalid_configs_are_rejected_with_a_reason():
     with pytest.raises(ValueError, match="multiples of 32"):
-        tiny(input=InputConfig(image_size=(100, 128)))
+        tiny(input=dict(image_size=(100, 128)))
     with pytest.raises(ValueError, match="category_ids has 2 entries for 3 classes"):
         tiny(num_classes=3, category_ids=(1, 2))
     with pytest.raises(ValueError, match="unknown detection.paste_method 'nearest'"):
-        tiny(detection=DetectionConfig(paste_method="nearest"))
+        tiny(detection=dict(paste_method="nearest"))
     with pytest.raises(ValueError, match="unknown loss.box_normalizer 'images'"):
-        tiny(loss=LossConfig(box_normalizer="images"))
+        tiny(loss=dict(box_normalizer="images"))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("r18")
 
@@ -72,7 +72,7 @@ def test_a_saved_config_without_box_normalizer_loads_with_sampled():
 
 
 def test_mask_size_is_derived_from_the_mask_pool_size():
-    config = tiny(roi=dataclasses.replace(tiny().roi, mask_pool_size=7))
+    config = tiny(roi=dict(mask_pool_size=7))
     assert config.mask_size == 14 and "mask_size" not in config.to_dict()["mask_head"]
     # A config saved when the mask size was a field of its own loads when it agrees ...
     values = tiny().to_dict()
@@ -82,3 +82,18 @@ def test_mask_size_is_derived_from_the_mask_pool_size():
     values["mask_head"]["mask_size"] = 32
     with pytest.raises(ValueError, match=r"mask_head.mask_size 32 must be 2 × roi.mask_pool_size 14"):
         MaskRCNNConfig.from_dict(values)
+
+
+def test_a_preset_section_override_keeps_the_sections_other_fields():
+    assert r50_fpn(input={"image_size": (512, 512)}).input == InputConfig(
+        image_size=(512, 512), size_limits=TORCHVISION_SIZE_LIMITS)
+    # Through two presets: keras_imagenet_r101_fpn's Caffe normalisation and r50's limits stay.
+    config = keras_imagenet_r101_fpn(input={"image_size": (512, 512)}, backbone={"norm": "bn"})
+    assert config.input == dataclasses.replace(keras_imagenet_r101_fpn().input,
+                                               image_size=(512, 512))
+    assert config.backbone.stage_blocks == (3, 4, 23, 3) and config.backbone.stride_in_1x1
+    assert preset("tiny", roi={"fc_dim": 256}).roi.sampling_ratio == tiny().roi.sampling_ratio
+    with pytest.raises(TypeError, match=r"input takes the fields to change as a mapping.*config\.replace"):
+        r50_fpn(input=InputConfig(image_size=(512, 512)))
+    with pytest.raises(ValueError, match=r"input has no field 'imagesize'"):
+        r50_fpn(input={"imagesize": (512, 512)})

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from keras_maskrcnn import cli, commands
-from keras_maskrcnn.config import DetectionConfig, tiny
+from keras_maskrcnn.config import tiny
 from keras_maskrcnn.data.shapes import CATEGORIES
 from keras_maskrcnn.evaluation import IOU_TYPES
 from keras_maskrcnn.export import litert, tflite
@@ -46,7 +46,7 @@ def keras_path(tmp_path_factory):
     keras.utils.set_random_seed(0)
     config = tiny(num_classes=len(CATEGORIES), category_ids=tuple(c["id"] for c in CATEGORIES),
                   class_names=tuple(c["name"] for c in CATEGORIES),
-                  detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
+                  detection=dict(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
     path = tmp_path_factory.mktemp("keras") / "model.keras"
     MaskRCNN(config, seed=0).save(path)
     return path

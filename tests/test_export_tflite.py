@@ -7,7 +7,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_maskrcnn import postprocess, preprocessing
-from keras_maskrcnn.config import DetectionConfig, tiny
+from keras_maskrcnn.config import tiny
 from keras_maskrcnn.export.int8 import layer_paths
 from keras_maskrcnn.export.litert import TFLitePredictor, list_operators, read_config, read_int8_report
 from keras_maskrcnn.export.tflite import (QUANTIZATIONS, FixedCanvasNotice, builtin_ops_model,
@@ -39,8 +39,8 @@ def converted(tmp_path_factory, untrained_tiny_model):
     untrained score passes (threshold 0.99): its calibration sees only dropped candidates and
     padded empty boxes, whose -inf markers and log(0) levels once made int8 conversion fail.
     """
-    silent = MaskRCNN(tiny(detection=DetectionConfig(score_threshold=0.99, max_detections=20,
-                                                     pre_nms_topk=256)), seed=0)
+    silent = MaskRCNN(tiny(detection=dict(score_threshold=0.99, max_detections=20,
+                                          pre_nms_topk=256)), seed=0)
     models = {quantize: silent if quantize == "int8" else untrained_tiny_model
               for quantize in QUANTIZATIONS}
     root = tmp_path_factory.mktemp("tflite")

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from keras_maskrcnn import cli, training
-from keras_maskrcnn.config import (BackboneConfig, RoIConfig, mobilenetv3_fpn_tiny, tiny,
-                                   torchvision_r50_fpn)
+from keras_maskrcnn.config import mobilenetv3_fpn_tiny, tiny, torchvision_r50_fpn
 from keras_maskrcnn.finetune import (CLASS_SPECIFIC_LAYERS, TRAINED_PASTE_METHOD, FinetuneError,
                                      copy_matching_weights, describe_copy, finetune_config,
                                      load_source_model)
@@ -40,7 +39,7 @@ def source_path(tmp_path_factory):
     initialisation (each scaled by a factor in [0.5, 1.5], plus noise), saved."""
     keras.utils.set_random_seed(1)
     model = MaskRCNN(tiny(SOURCE_CLASSES,
-                          roi=RoIConfig(samples_per_image=64, fc_dim=SOURCE_FC_DIM)))
+                          roi=dict(samples_per_image=64, fc_dim=SOURCE_FC_DIM)))
     rng = np.random.default_rng(1)
     for variable in model.weights:
         if variable is not model.sampling_step:
@@ -146,8 +145,7 @@ def test_freezing_counts_resnet_stages_from_the_deepest():
 
 
 def test_frozen_batch_norms_of_mobilenet_stay_frozen_when_unfreezing():
-    model = MaskRCNN(mobilenetv3_fpn_tiny(backbone=BackboneConfig(kind="mobilenet_v3_large",
-                                                                  norm="frozen_bn")))
+    model = MaskRCNN(mobilenetv3_fpn_tiny(backbone=dict(norm="frozen_bn")))
     built = {v.path for v in model.backbone.trainable_weights}
     assert built and not any("gamma" in path or "beta" in path for path in built)
     model.freeze_backbone_stages(0)

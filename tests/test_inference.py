@@ -8,7 +8,7 @@ import reference_paste
 from reference_boxes import pairwise_iou
 
 from keras_maskrcnn import preprocessing
-from keras_maskrcnn.config import PASTE_METHODS, DetectionConfig, tiny
+from keras_maskrcnn.config import PASTE_METHODS, tiny
 from keras_maskrcnn.inference import KerasPredictor, Predictor, predict_in_batches, with_precision
 from keras_maskrcnn.model import rebuild
 
@@ -20,7 +20,7 @@ class _FixedPredictor(Predictor):
     """Detects the same two objects in every image."""
 
     def __init__(self, paste_method):
-        self.config = tiny(detection=DetectionConfig(paste_method=paste_method))
+        self.config = tiny(detection=dict(paste_method=paste_method))
 
     def detect(self, images):
         return [{"boxes": BOXES, "scores": np.array([0.9, 0.8], np.float32),

@@ -12,8 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_maskrcnn.config import (InputConfig, keras_imagenet_r50_fpn, keras_imagenet_r101_fpn,
-                                   r50_fpn)
+from keras_maskrcnn.config import keras_imagenet_r50_fpn, keras_imagenet_r101_fpn, r50_fpn
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.model import MaskRCNN
 from random_statistics import randomise_batch_norms
@@ -73,8 +72,8 @@ def test_backbone_reproduces_keras_applications_resnets(name, resnet_weights, tm
 def test_other_configs_are_refused(resnet_weights):
     resnet, _ = resnet_weights
     with pytest.raises(ValueError, match="stride_in_1x1=True"):
-        load_imagenet_backbone(MaskRCNN(r50_fpn(input=InputConfig(image_size=IMAGE_HW))), resnet)
-    config = keras_imagenet_r50_fpn(input=InputConfig(image_size=IMAGE_HW))
+        load_imagenet_backbone(MaskRCNN(r50_fpn(input=dict(image_size=IMAGE_HW))), resnet)
+    config = keras_imagenet_r50_fpn(input=dict(image_size=IMAGE_HW))
     config = config.replace(backbone=dataclasses.replace(config.backbone, stage_blocks=(2, 2, 2, 2)))
     with pytest.raises(ValueError, match=r"ResNets have \[\(3, 4, 6, 3\), \(3, 4, 23, 3\)\] blocks"):
         load_imagenet_backbone(MaskRCNN(config), resnet)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from keras_maskrcnn import preprocessing
-from keras_maskrcnn.config import (BackboneConfig, DetectionConfig, InputConfig, MaskRCNNConfig,
-                                   mobilenetv3_fpn, mobilenetv3_fpn_tiny, tiny)
+from keras_maskrcnn.config import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, BackboneConfig,
+                                   MaskRCNNConfig, mobilenetv3_fpn, mobilenetv3_fpn_tiny, tiny)
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.export.litert import TFLitePredictor, list_operators
 from keras_maskrcnn.export.tflite import export_tflite
@@ -58,7 +58,7 @@ def stepped():
     keras.utils.set_random_seed(0)
     # A low threshold so that the untrained model still detects something to compare.
     config = mobilenetv3_fpn_tiny(
-        num_classes=2, detection=DetectionConfig(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
+        num_classes=2, detection=dict(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
     model = MaskRCNN(config, seed=0)
     before = _weights_by_path(model)
     model.compile(optimizer=keras.optimizers.SGD(1e-2))
@@ -169,8 +169,7 @@ def imagenet_file(tmp_path_factory):
 
 def test_imagenet_weights_reproduce_keras_applications(imagenet_file):
     network, path = imagenet_file
-    config = mobilenetv3_fpn(num_classes=2, input=dataclasses.replace(
-        mobilenetv3_fpn().input, image_size=(IMAGE_SIZE, IMAGE_SIZE)))
+    config = mobilenetv3_fpn(num_classes=2, input=dict(image_size=(IMAGE_SIZE, IMAGE_SIZE)))
     model = MaskRCNN(config)
     load_imagenet_backbone(model, str(path))
 
@@ -186,7 +185,8 @@ def test_imagenet_weights_reproduce_keras_applications(imagenet_file):
 
 def test_imagenet_weights_need_the_mobilenet_normalisation(imagenet_file):
     network, _ = imagenet_file
-    config = mobilenetv3_fpn_tiny(input=InputConfig(image_size=(IMAGE_SIZE, IMAGE_SIZE)))
+    config = mobilenetv3_fpn_tiny(input=dict(image_size=(IMAGE_SIZE, IMAGE_SIZE),
+                                             pixel_mean=IMAGENET_PIXEL_MEAN, pixel_std=IMAGENET_PIXEL_STD))
     with pytest.raises(ValueError, match="expects pixel mean"):
         load_imagenet_backbone(MaskRCNN(config), network)
 
@@ -198,7 +198,7 @@ def test_backbone_kind_defaults_to_resnet_and_is_checked():
     del values["backbone"]["kind"]
     assert MaskRCNNConfig.from_dict(values) == tiny()
     with pytest.raises(ValueError, match="unknown backbone.kind 'vgg'"):
-        tiny(backbone=BackboneConfig(kind="vgg"))
+        tiny(backbone=dict(kind="vgg"))
 
 
 def test_mobilenetv3_fpn_normalises_to_minus_one_one():

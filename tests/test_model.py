@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_maskrcnn import postprocess
-from keras_maskrcnn.config import InputConfig, r50_fpn, tiny
+from keras_maskrcnn.config import r50_fpn, tiny
 from keras_maskrcnn.inference import KerasPredictor
 from keras_maskrcnn.model import MaskRCNN, rebuild
 from keras_maskrcnn.ops.masks import crop_and_resize_masks
@@ -151,7 +151,7 @@ def test_validation_leaves_the_training_state_alone():
 def test_r50_fpn_heads_have_the_seed_sizes():
     """Seed summary table: RoIAlign 7×7×256 → 2×FC 1024 → C+1 classes and 4(C+1) deltas;
     14×14×256 → 4 convs → deconv → 28×28×C masks."""
-    config = r50_fpn(num_classes=80, input=InputConfig(image_size=(256, 256)))
+    config = r50_fpn(num_classes=80, input=dict(image_size=(256, 256)))
     model = MaskRCNN(config)
     images = tf.zeros((1, 256, 256, 3))
     image_info = tf.constant([[1.0, 256, 256, 256, 256]])

@@ -36,12 +36,12 @@ def resnet50_checkpoint(tmp_path_factory):
 
 def test_torchvision_imagenet_resnet_becomes_the_backbone(resnet50_checkpoint):
     torch, _ = _torch()
-    from keras_maskrcnn.config import InputConfig, r50_fpn
+    from keras_maskrcnn.config import r50_fpn
     from keras_maskrcnn.convert.torchvision import load_resnet_backbone
     from keras_maskrcnn.model import MaskRCNN
 
     resnet, path = resnet50_checkpoint
-    config = r50_fpn(num_classes=2, input=InputConfig(image_size=BACKBONE_IMAGE_HW))
+    config = r50_fpn(num_classes=2, input=dict(image_size=BACKBONE_IMAGE_HW))
     model = MaskRCNN(config)
     load_resnet_backbone(model, str(path))
 
@@ -65,12 +65,12 @@ def test_torchvision_imagenet_resnet_becomes_the_backbone(resnet50_checkpoint):
 
 
 def test_a_resnet_checkpoint_that_does_not_fit_is_refused(resnet50_checkpoint):
-    from keras_maskrcnn.config import InputConfig, keras_imagenet_r50_fpn, r101_fpn
+    from keras_maskrcnn.config import keras_imagenet_r50_fpn, r101_fpn
     from keras_maskrcnn.convert.torchvision import load_resnet_backbone
     from keras_maskrcnn.model import MaskRCNN
 
     _, path = resnet50_checkpoint
-    small = InputConfig(image_size=BACKBONE_IMAGE_HW)
+    small = dict(image_size=BACKBONE_IMAGE_HW)
     with pytest.raises(ValueError, match=r"resnet50.pth: .*has no layer3.6.conv1.weight"):
         load_resnet_backbone(MaskRCNN(r101_fpn(num_classes=2, input=small)), str(path))
     with pytest.raises(ValueError, match="resnet50.pth: a torchvision ResNet needs torchvision's "
