@@ -18,10 +18,11 @@ import dataclasses
 import re
 
 import numpy as np
-from tensorflow.lite.python import convert as lite_convert
-from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_maskrcnn.ops.boxes import pairwise_iou
+from keras_maskrcnn.private_api import calibrate_only, mlir_quantize, tflite_schema
+
+schema = tflite_schema()
 
 # Layers whose ops int8 quantizes: the convolutions and FC layers, where the time goes. The
 # rest (box decoding and clipping, score thresholds, NMS inputs, RoIAlign sampling) stays
@@ -86,15 +87,14 @@ def quantize_int8(converter):
     quantization, without building its instrumented debug model: calibrate once, then
     quantize as often as needed with the named ops kept float.
     """
-    converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    calibrate_only(converter)
     calibrated = converter.convert()
     op_names = set(_op_output_names(calibrated))
     outside_layers = [name for name in op_names if not _INT8_SCOPE.search(name)]
     fallbacks = []
     for _ in range(MAX_FALLBACK_ROUNDS):
         # A top-k named here still follows its int8 input; only listing the op type keeps it float.
-        quantized = lite_convert.mlir_quantize(
+        quantized = mlir_quantize(
             calibrated, denylisted_ops=["TOPK_V2"], denylisted_nodes=outside_layers + fallbacks)
         coarse = sorted(name for name, levels in int8_levels(calibrated, quantized).items()
                         if levels < MIN_INT8_LEVELS and name in op_names and name not in fallbacks)

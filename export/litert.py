@@ -6,14 +6,16 @@ Shapes: H×W the canvas the file was converted for, K detections, M mask size.
 import json
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.export.int8 import Int8Report
 from keras_maskrcnn.export.tflite import CONFIG_METADATA_NAME, INT8_REPORT_METADATA_NAME, OUTPUT_NAMES
 from keras_maskrcnn.inference import Predictor
+from keras_maskrcnn.private_api import tflite_schema
 from keras_maskrcnn.tf_logging import native_stderr_hidden
+
+schema = tflite_schema()
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}

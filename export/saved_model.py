@@ -27,6 +27,7 @@ from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.inference import Predictor
 from keras_maskrcnn.ops.paste import paste_masks
+from keras_maskrcnn.private_api import no_automatic_dependency_tracking
 from keras_maskrcnn.preprocessing import (IMAGE_INFO_SIZE, canvas_for, resize_and_pad,
                                           resize_oriented)
 
@@ -54,7 +55,7 @@ class _Server(tf.Module):
                             else self.image_size)
         self.paste_method = model.model_config.detection.paste_method
 
-    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    @no_automatic_dependency_tracking
     def _hold_untracked(self, model):
         """Keep the model without saving it, which would store every weight a second time."""
         self.model = model

@@ -20,15 +20,17 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import QUANTIZATIONS
 from keras_maskrcnn.export import int8
 from keras_maskrcnn.model import rebuild
 from keras_maskrcnn.preprocessing import resize_and_pad, resize_exactly
+from keras_maskrcnn.private_api import tflite_flatbuffer_utils, tflite_schema
 from keras_maskrcnn.tf_logging import native_stderr_hidden
+
+schema = tflite_schema()
+flatbuffer_utils = tflite_flatbuffer_utils()
 
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
                 "detection_masks")

@@ -27,6 +27,7 @@ from keras_maskrcnn.layers.proposals import ProposalLayer
 from keras_maskrcnn.layers.roi_heads import BoxHead
 from keras_maskrcnn.layers.rpn import RPNHead
 from keras_maskrcnn.ops.replicas import replica_index, sum_over_replicas
+from keras_maskrcnn.private_api import BuildOptimizerBeforeFit, nested_layers
 from keras_maskrcnn.ops.roi_align import (multilevel_roi_align, multilevel_roi_align_by_level,
                                           multilevel_roi_align_gather)
 
@@ -44,7 +45,7 @@ ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
-class MaskRCNN(keras.Model):
+class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
     """Mask R-CNN (He et al. 2017) with a ResNet- or MobileNetV3-FPN backbone; see the module
     docstring."""
 
@@ -265,16 +266,6 @@ class MaskRCNN(keras.Model):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self._track(sum_over_replicas(self.compute_losses(inputs, training=False)))
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Build the optimiser before `fit` or `evaluate` starts; the model is built already.
-
-        Keras' own version first averages a batch of data over the replicas, which fails for
-        dict inputs under MultiWorkerMirroredStrategy (keras-team/keras#20329).
-        """
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
-
     def _track(self, losses):
         for tracker in self.loss_trackers:
             tracker.update_state(losses[tracker.name])
@@ -318,8 +309,8 @@ class MaskRCNN(keras.Model):
                 layer.trainable = index >= first_trainable
         if self.model_config.backbone.norm == "frozen_bn":
             # Setting `trainable` reaches every sublayer, keras' frozen BatchNormalizations too
-            # (FrozenBatchNorm's weights are never trainable). Keras has no public walk over them.
-            for layer in self.backbone._flatten_layers():
+            # (FrozenBatchNorm's weights are never trainable).
+            for layer in nested_layers(self.backbone):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
 

@@ -9,6 +9,7 @@ import math
 import keras
 from keras import ops
 
+from keras_maskrcnn.private_api import GlobalGradients
 from keras_maskrcnn.train_config import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_MODES
 
 SGD_MOMENTUM = 0.9
@@ -55,16 +56,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps, "kind": self.kind,
                 "step_fractions": self.step_fractions}
-
-
-class GlobalGradients:
-    """Mixin for an optimiser that is given the global batch's gradients: `MaskRCNN.train_step`
-    sums them over the replicas itself, before `apply`, so that global-norm clipping and the
-    float16 loss scale's finiteness test see the global gradient. Keras would sum them again
-    after clipping each replica's share; this skips that sum (a no-op on one replica)."""
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return grads_and_vars
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")

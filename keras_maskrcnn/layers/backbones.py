@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from keras_maskrcnn.ops.replicas import sum_over_replicas
+from keras_maskrcnn.private_api import BatchMoments
 
 BATCH_NORM_EPSILON = 1e-5  # torchvision's FrozenBatchNorm2d and BatchNorm2d default
 
@@ -60,7 +61,7 @@ class FrozenBatchNorm(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
-class BatchNormalization(layers.BatchNormalization):
+class BatchNormalization(BatchMoments, layers.BatchNormalization):
     """Keras' batch norm with the global batch's statistics under a tf.distribute strategy.
 
     It keeps Keras' class name on purpose: a `.keras` file stores the layers of a list under
@@ -73,11 +74,13 @@ class BatchNormalization(layers.BatchNormalization):
     of the same batch; these agree to 10⁻⁶.) Statistics are float32 whatever the compute dtype.
     """
 
-    def _moments(self, inputs, mask):
-        if mask is not None:
-            return super()._moments(inputs, mask)
+    def batch_moments(self, inputs):
+        """inputs [..., C] → the global batch's (mean, variance) [C] (`private_api.BatchMoments`)."""
         x = tf.cast(inputs, tf.float32)
-        axes = self._reduction_axes
+        rank = len(x.shape)
+        channel_axes = {axis % rank for axis in (self.axis if isinstance(self.axis, (list, tuple))
+                                                 else [self.axis])}
+        axes = [axis for axis in range(rank) if axis not in channel_axes]
         count = sum_over_replicas(tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)),
                                           tf.float32))
         mean = sum_over_replicas(tf.reduce_sum(x, axes)) / count
