@@ -13,11 +13,14 @@ each run's results and the largest drop of each int8 metric from float32 TFLite.
 """
 
 import argparse
-import json
 import os
 import tempfile
 
+import keras
+import tensorflow as tf
+
 from bench_export import size_bytes
+from benchutil import machine_info, write_report
 from keras_maskrcnn import commands
 from keras_maskrcnn.export.litert import read_int8_report
 from keras_maskrcnn.export.tflite import QUANTIZATIONS
@@ -82,12 +85,11 @@ def main():
                      "results": results, "int8_drop": int8_drops(results)})
     worst = {iou_type: {metric: max(run["int8_drop"][iou_type][metric] for run in runs)
                         for metric in METRICS} for iou_type in ("bbox", "segm")}
-    report = {"calibration_images": args.calibration_images,
+    report = {"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
+              "calibration_images": args.calibration_images,
               "int8_check_images": commands.INT8_CHECK_IMAGES, "tflite_threads": TFLITE_THREADS,
               "runs": runs, "worst_int8_drop": worst}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_report(report, args.out)
     print(f"largest int8 drop from float32 TFLite: {worst}")
     print(f"wrote {args.out}")
 
