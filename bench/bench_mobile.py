@@ -29,7 +29,7 @@ import tensorflow as tf
 from benchutil import machine_info, time_in_turn, write_report
 from keras_maskrcnn import commands, preprocessing
 from keras_maskrcnn.config import preset
-from keras_maskrcnn.data.coco import read_image
+from keras_maskrcnn.data.images import decode_image
 from keras_maskrcnn.export import int8, tflite
 from keras_maskrcnn.model import MaskRCNN
 
@@ -44,7 +44,7 @@ def shapes_images(size, count, work_dir):
     """`count` uint8 shapes images of size × size (the demo's generator)."""
     train_ann, _ = commands.make_shapes(os.path.join(work_dir, "shapes"), count, 1, size, seed=0)
     image_dir = os.path.join(os.path.dirname(train_ann), "images")
-    return [read_image(os.path.join(image_dir, name)) for name in sorted(os.listdir(image_dir))]
+    return [decode_image(os.path.join(image_dir, name)) for name in sorted(os.listdir(image_dir))]
 
 
 def stage_functions(model):

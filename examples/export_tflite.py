@@ -13,7 +13,7 @@ import sys
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_maskrcnn import postprocess, preprocessing
-from keras_maskrcnn.data.coco import read_image
+from keras_maskrcnn.data.images import decode_image
 from keras_maskrcnn.export.litert import read_config
 from keras_maskrcnn.export.tflite import OUTPUT_NAMES, export_tflite
 from keras_maskrcnn.inference import load_model
@@ -38,7 +38,7 @@ def main(model_path, image_path):
 
     # What the app does before each call: resize (keeping the aspect ratio) and zero-pad into
     # the fixed canvas, 0..255 floats, and describe the resize in image_info.
-    image = read_image(image_path)
+    image = decode_image(image_path)
     canvas, image_info = preprocessing.resize_and_pad(image, config.input.image_size,
                                                       config.input.size_limits)
     interpreter.set_tensor(inputs["images"]["index"], canvas.numpy()[None])

@@ -21,7 +21,7 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS,
-                                   INFERENCE_PRECISIONS, PRESETS,
+                                   DEFAULT_MAX_IMAGE_PIXELS, INFERENCE_PRECISIONS, PRESETS,
                                    QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON)
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
 from keras_maskrcnn.train_config import (BAD_DATA_MODES, DISTRIBUTE_MODES, FLIPS, LR_SCHEDULES,
@@ -32,6 +32,12 @@ PROG = "keras-maskrcnn"
 USER_ERROR_EXIT_CODE = 2  # argparse's code for bad usage
 MODEL_HELP = "a .keras file, a SavedModel folder or a .tflite file"
 THREADS_HELP = "LiteRT interpreter threads, for .tflite models (default: 1)"
+MAX_IMAGE_PIXELS_HELP = (f"an image whose header claims more pixels (width x height) is bad data, "
+                         f"refused before it is decoded (default: {DEFAULT_MAX_IMAGE_PIXELS}, "
+                         f"PIL's decompression-bomb limit)")
+BAD_DATA_HELP = ("missing, unreadable, truncated or too large images and invalid annotations: "
+                 "leave them out and count them, or stop at the first (default: skip; boxes "
+                 "past the image edge are clipped and counted either way)")
 PRECISION_HELP = ("what a .keras model computes in (default: %(default)s); bfloat16 pays only "
                   "where the CPU's bfloat16 convolutions beat float32 ones, which "
                   "bench/bench_torchvision.py measures")
@@ -103,13 +109,15 @@ def _run_train(args):
 
 
 def _run_show_data(args):
-    written = show_data(args.annotations, args.out, args.images, args.count)
+    written = show_data(args.annotations, args.out, args.images, args.count, args.on_bad_data,
+                        args.max_image_pixels)
     print(f"drew {len(written)} images to {args.out}")
 
 
 def _run_evaluate(args):
     _print_metrics(evaluate(args.model, args.data, args.images, args.batch_size, args.out,
-                            args.threads, args.precision))
+                            args.threads, args.precision, args.on_bad_data,
+                            args.max_image_pixels))
     if args.out is not None:
         print(f"wrote {args.out}")
 
@@ -117,7 +125,7 @@ def _run_evaluate(args):
 def _run_predict(args):
     run = predict(args.model, args.images, args.out, args.score_threshold,
                   num_threads=args.threads, on_bad_image=args.on_bad_image,
-                  precision=args.precision)
+                  precision=args.precision, max_image_pixels=args.max_image_pixels)
     print(f"{len(run.results)} detections in {run.predicted} images written to {args.out}"
           + (f"; {len(run.skipped)} images skipped (listed in "
              f"{os.path.join(args.out, SKIPPED_FILE)})" if run.skipped else ""))
@@ -250,10 +258,9 @@ def build_parser():
                        help="ground-truth instances kept per image, the largest; " + schedule_help)
     train.add_argument("--seed", type=int, metavar="S", help="default: 0")
     train.add_argument("--out", metavar="RUN_DIR", help="output folder (default: outputs/run)")
-    train.add_argument("--on-bad-data", metavar="|".join(BAD_DATA_MODES),
-                       help="missing, unreadable or truncated images and invalid annotations: "
-                       "leave them out and count them, or stop at the first (default: skip; "
-                       "boxes past the image edge are clipped and counted either way)")
+    train.add_argument("--on-bad-data", metavar="|".join(BAD_DATA_MODES), help=BAD_DATA_HELP)
+    train.add_argument("--max-image-pixels", type=_positive_int, metavar="N",
+                       help=MAX_IMAGE_PIXELS_HELP)
     train.add_argument("--check-images", action="store_true",
                        help="decode every image before training, so truncated files are found "
                        "up front (slow on large sets; otherwise they are skipped when met)")
@@ -354,6 +361,9 @@ def build_parser():
     show.add_argument("--count", type=_positive_int, default=DEFAULT_SHOW_COUNT, metavar="N",
                       help="images to draw (default: %(default)s)")
     show.add_argument("--out", required=True, metavar="OUT", help="output folder")
+    show.add_argument("--on-bad-data", choices=BAD_DATA_MODES, default="skip", help=BAD_DATA_HELP)
+    show.add_argument("--max-image-pixels", type=_positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                      metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     show.set_defaults(run=_run_show_data)
 
     evaluate_parser = commands.add_parser(
@@ -366,7 +376,14 @@ def build_parser():
     evaluate_parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                                  metavar="B", help="default: %(default)s")
     evaluate_parser.add_argument("--out", metavar="metrics.json",
-                                 help='write {"bbox": {...}, "segm": {...}} here')
+                                 help='write {"bbox": {...}, "segm": {...}} here, with '
+                                 '"images_evaluated", "images_skipped" and "bad_data" (what '
+                                 'was left out of the ground truth and the AP, and why)')
+    evaluate_parser.add_argument("--on-bad-data", choices=BAD_DATA_MODES, default="skip",
+                                 help=BAD_DATA_HELP + "; skipped images are left out of the AP")
+    evaluate_parser.add_argument("--max-image-pixels", type=_positive_int,
+                                 default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                                 help=MAX_IMAGE_PIXELS_HELP)
     evaluate_parser.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
     evaluate_parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="float32",
                                  help=PRECISION_HELP)
@@ -383,8 +400,11 @@ def build_parser():
                                 help="image files, or folders whose image files ("
                                 + " ".join(IMAGE_SUFFIXES) + ") are all read, sorted by name")
     predict_parser.add_argument("--on-bad-image", choices=BAD_IMAGE_MODES, default="skip",
-                                help="a missing, unreadable or truncated image: report it, skip "
-                                "it and go on, or stop (default: %(default)s)")
+                                help="a missing, unreadable, truncated or too large image: "
+                                "report it, skip it and go on, or stop (default: %(default)s)")
+    predict_parser.add_argument("--max-image-pixels", type=_positive_int,
+                                default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                                help=MAX_IMAGE_PIXELS_HELP)
     predict_parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     predict_parser.add_argument("--score-threshold", type=_probability,
                                 default=DEFAULT_SCORE_THRESHOLD, metavar="T",

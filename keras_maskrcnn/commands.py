@@ -12,7 +12,8 @@ import json
 import os
 from typing import NamedTuple
 
-from keras_maskrcnn.config import QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON
+from keras_maskrcnn.config import (DEFAULT_MAX_IMAGE_PIXELS, QUANTIZATIONS,
+                                   TORCHVISION_BATCH_NORM_EPSILON)
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 8
@@ -21,7 +22,7 @@ DEMO_VAL_IMAGES = 200
 DEMO_IMAGE_SIZE = 128  # the tiny preset's canvas
 DEMO_PREDICTED_IMAGES = 4
 DEFAULT_SHOW_COUNT = 16
-BAD_IMAGE_MODES = ("skip", "error")
+BAD_IMAGE_MODES = ("skip", "error")  # predict's --on-bad-image, as train's --on-bad-data
 # What `predict` reads from a folder.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PREDICTIONS_FILE = "predictions.json"
@@ -82,19 +83,22 @@ def make_shapes(out_dir, num_train, num_val, image_size, seed, options=None):
                  options=ShapesOptions() if options is None else options)
 
 
-def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT):
+def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT,
+              on_bad_data="skip", max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Draw the ground truth (masks, boxes, class names) of the first `count` usable images.
 
-    Bad data is skipped as training skips it, and the counts are printed. Writes
-    `out_dir/<image id>_<image stem>.png`; returns the paths written.
+    Bad data (images over `max_image_pixels` pixels among it) is skipped as training skips
+    it, and the counts are printed; with `on_bad_data` "error" the first stops the run with
+    UserError. Writes `out_dir/<image id>_<image stem>.png`; returns the paths written.
     """
     from keras_maskrcnn import training, visualize
     from keras_maskrcnn.data import DataError
     from keras_maskrcnn.data.validation import BadDataPolicy, report_decode_failure
 
-    policy = BadDataPolicy("skip")
     with _data_errors():
-        dataset = training.open_dataset(annotation_file, image_dir, policy)
+        policy = BadDataPolicy(on_bad_data)
+        dataset = training.open_dataset(annotation_file, image_dir, policy,
+                                        max_image_pixels=max_image_pixels)
     print(policy.summary(annotation_file))
     names = dict(zip(dataset.category_ids, dataset.class_names))
     written = []
@@ -104,7 +108,8 @@ def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT
         try:
             image = dataset.load_image(image_id)
         except DataError as error:
-            report_decode_failure(policy, error)
+            with _data_errors():
+                report_decode_failure(policy, error, image_id)
             continue
         annotations = dataset.load_annotations(image_id)
         category_ids = dataset.label_to_category_id(annotations["labels"])
@@ -119,25 +124,38 @@ def show_data(annotation_file, out_dir, image_dir=None, count=DEFAULT_SHOW_COUNT
 
 
 def evaluate(model_path, annotation_file, image_dir=None, batch_size=DEFAULT_BATCH_SIZE, out=None,
-             num_threads=None, precision="float32"):
+             num_threads=None, precision="float32", on_bad_data="skip",
+             max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """COCO bbox and segm AP of a saved model on a COCO-format set; writes `out` if given.
 
     `model_path` is any kind `load_predictor` opens; `num_threads` is for `.tflite` models,
-    `precision` (`inference.INFERENCE_PRECISIONS`) for `.keras` ones.
-    Returns {"bbox": {...}, "segm": {...}} as `evaluation.evaluate_coco` does.
+    `precision` (`inference.INFERENCE_PRECISIONS`) for `.keras` ones. The ground truth gets
+    training's bad-data checks (`data.validation`): with `on_bad_data` "skip" bad annotations
+    are left out of it, and bad images (missing, undecodable, over `max_image_pixels`) out of
+    the AP, all counted and printed; with "error" the first stops the run with UserError.
+    Returns {"bbox": {...}, "segm": {...}} as `evaluation.evaluate_coco` does; `out` also gets
+    `images_evaluated`, `images_skipped` and `bad_data` (`BadDataPolicy.to_dict`: which
+    images and annotations were left out, and why).
     """
     from tqdm import tqdm
 
     from keras_maskrcnn import evaluation, training
+    from keras_maskrcnn.data.validation import BadDataPolicy
 
     with _data_errors():
-        dataset = training.open_dataset(annotation_file, image_dir)
+        policy = BadDataPolicy(on_bad_data)
+        dataset = training.open_dataset(annotation_file, image_dir, policy,
+                                        max_image_pixels=max_image_pixels)
+        print(policy.summary(annotation_file), flush=True)
         predictor = _load_predictor(model_path, num_threads, precision)
         with tqdm(total=len(dataset.image_ids), desc="evaluate", unit="image") as progress:
-            metrics = evaluation.evaluate_predictor(predictor, dataset, batch_size,
+            metrics = evaluation.evaluate_predictor(predictor, dataset, batch_size, policy,
                                                     progress=progress.update)
     if out is not None:
-        _write_json(metrics, out)
+        evaluated = sum(image_id not in policy.dropped_images for image_id in dataset.image_ids)
+        _write_json(dict(metrics, images_evaluated=evaluated,
+                         images_skipped=len(policy.dropped_images), bad_data=policy.to_dict()),
+                    out)
     return metrics
 
 
@@ -159,13 +177,13 @@ def image_files(paths):
 
 def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD,
             batch_size=DEFAULT_BATCH_SIZE, num_threads=None, on_bad_image="skip",
-            precision="float32"):
+            precision="float32", max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Draw detections scoring at least `score_threshold` on each image and save them as results.
 
     `inputs` are image files and folders of them (`image_files`); `model_path` is any kind
     `load_predictor` opens; `num_threads` is for `.tflite` models, `precision` for `.keras`
-    ones. An image that is missing or
-    cannot be decoded is reported and skipped (`on_bad_image` "skip") or stops the run with
+    ones. An image that is missing, cannot be decoded or is over `max_image_pixels` pixels
+    (refused before decoding, `data.images`) is reported and skipped (`on_bad_image` "skip") or stops the run with
     UserError ("error"); so does finding no readable image at all.
 
     Writes `out_dir/<image stem>.png` per image, `out_dir/predictions.json`: COCO results
@@ -176,7 +194,7 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
     from tqdm import tqdm
 
     from keras_maskrcnn.data import DataError
-    from keras_maskrcnn.data.coco import missing_image, read_image
+    from keras_maskrcnn.data.images import decode_image, missing_image
 
     if on_bad_image not in BAD_IMAGE_MODES:
         raise UserError(f"unknown on_bad_image {on_bad_image!r}; choose one of {BAD_IMAGE_MODES}")
@@ -215,7 +233,7 @@ def predict(model_path, inputs, out_dir, score_threshold=DEFAULT_SCORE_THRESHOLD
             indices, images = [], []
             for index in readable[start:start + batch_size]:
                 try:
-                    images.append(read_image(image_paths[index]))
+                    images.append(decode_image(image_paths[index], max_image_pixels))
                     indices.append(index)
                 except DataError as error:
                     bad_image(index, error)

@@ -38,6 +38,11 @@ BACKBONE_PARTS = 5
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 # Weight quantizations of the TFLite export (`export.tflite`).
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+# Images whose header claims more pixels are bad data, refused before decoding
+# (`data.images`, `--max-image-pixels` of every command that reads images, and the server's):
+# PIL's decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS` (importing PIL here would slow
+# `--help`; tests/test_bad_images.py checks the two agree).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclasses.dataclass(frozen=True)

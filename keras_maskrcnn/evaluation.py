@@ -71,7 +71,7 @@ def evaluate_predictor(predictor, dataset, batch_size, bad_data=None, progress=N
             except DataError as error:
                 if bad_data is None:
                     raise
-                report_decode_failure(bad_data, error)
+                report_decode_failure(bad_data, error, image_id)
                 continue
             image_ids.append(image_id)
             yield image

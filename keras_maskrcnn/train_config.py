@@ -16,7 +16,7 @@ import os
 from typing import Optional, Tuple, Union
 
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRIDE,
-                                   BOX_NORMALIZERS, PRESETS)
+                                   BOX_NORMALIZERS, DEFAULT_MAX_IMAGE_PIXELS, PRESETS)
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step")
@@ -113,7 +113,8 @@ class TrainConfig:
     """Everything one training run depends on. See `training.train` for what each does.
 
     Data: `train` (required) and `val` are COCO annotation files; image folders left None
-    resolve against their annotation file's folder. `on_bad_data` is one of BAD_DATA_MODES.
+    resolve against their annotation file's folder. `on_bad_data` is one of BAD_DATA_MODES;
+    images over `max_image_pixels` pixels are bad data (`data.images`).
     Model: `preset` (required, one of `config.PRESETS`), or with `init_from` a `.keras` model
     to fine-tune (the preset then gives only the schedule); `input_size` (H, W) replaces the
     canvas, `rois_per_image` the RoIs sampled per image, `backbone_weights` "imagenet" or a
@@ -137,6 +138,7 @@ class TrainConfig:
     seed: int = 0
     on_bad_data: str = "skip"
     check_images: bool = False
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     flips: str = "left-right"
     scale_jitter: Optional[Tuple[float, float]] = None
     cache: Union[bool, str] = False
@@ -271,7 +273,7 @@ def _problems(config):
         if value is not None and value not in choices:
             yield f"{option(name)}: unknown value {value!r}; choose one of {choices}"
     for name in ("epochs", "steps_per_epoch", "batch_size", "max_instances", "eval_every",
-                 "cpu_replicas"):
+                 "cpu_replicas", "max_image_pixels"):
         value = getattr(c, name)
         if value is not None and (not _is_int(value) or value < 1):
             yield f"{option(name)} must be a whole number of at least 1, got {value!r}"

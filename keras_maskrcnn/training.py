@@ -26,11 +26,11 @@ import tensorflow as tf
 
 from keras_maskrcnn.backbones import get_backbone
 from keras_maskrcnn.callbacks import CocoEvaluation, EpochTimer, HistoryFile
-from keras_maskrcnn.config import preset
+from keras_maskrcnn.config import DEFAULT_MAX_IMAGE_PIXELS, preset
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.convert.torchvision import load_resnet_backbone
 from keras_maskrcnn.data import CocoDataset, DataError, make_dataset
-from keras_maskrcnn.data.validation import BadDataPolicy
+from keras_maskrcnn.data.validation import BadDataPolicy, image_folder_hint
 from keras_maskrcnn.distribute import (check_batch_split, distributed_batches, make_strategy,
                                        worker_role)
 from keras_maskrcnn.finetune import (FinetuneError, copy_matching_weights, describe_copy,
@@ -53,12 +53,15 @@ LOG_DIR = "logs"
 BACKUP_METADATA_FILE = "training_metadata.json"
 
 
-def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=False):
+def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=False,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, images_option="--images"):
     """A `CocoDataset`, checked so that a bad file fails here with a message naming it.
 
     With `bad_data` (a `BadDataPolicy`) every image and annotation is scanned and the dataset
     returned is the cleaned one (`check_pixels` also decodes every image up front); without
-    it any missing image file raises.
+    it any missing image file raises. Images over `max_image_pixels` pixels are bad data
+    (`data.images`). Messages about missing image files name `images_option`, the option
+    that gives the image folder.
 
     Raises:
       DataError: the annotation file is missing, is not COCO JSON, has no images or
@@ -67,14 +70,14 @@ def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=Fa
     if not os.path.isfile(annotation_file):
         raise DataError(f"{annotation_file}: annotation file not found")
     try:
-        dataset = CocoDataset(annotation_file, image_dir)
+        dataset = CocoDataset(annotation_file, image_dir, max_image_pixels=max_image_pixels)
     except (KeyError, TypeError) as error:
         # Structure is checked while reading; this is left for ids of unusable types.
         raise DataError(f"{annotation_file}: not a COCO annotation file ({error!r})") from error
     if not dataset.category_ids:
         raise DataError(f"{annotation_file}: no categories")
     if bad_data is not None:
-        dataset = bad_data.scan(dataset, check_pixels=check_pixels)
+        dataset = bad_data.scan(dataset, check_pixels, images_option)
     if not dataset.image_ids:
         raise DataError(f"{annotation_file}: no images" if bad_data is None else
                         f"{annotation_file}: no usable images\n{bad_data.summary(annotation_file)}")
@@ -84,8 +87,8 @@ def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=Fa
                    if not os.path.isfile(dataset.image_info(i)["path"])]
         if missing:
             raise DataError(f"{annotation_file}: {len(missing)} of {len(dataset.image_ids)} image "
-                            f"files not found, e.g. {missing[0]} (give the image folder if the "
-                            f"images are elsewhere)")
+                            f"files not found, e.g. {missing[0]}; "
+                            f"{image_folder_hint(dataset, images_option)}")
     return dataset
 
 
@@ -155,7 +158,7 @@ def _train(config, strategy, run_dir, initial_epoch):
 
     train_policy = BadDataPolicy(config.on_bad_data)
     train_set = open_dataset(config.train, config.train_images, train_policy,
-                             config.check_images)
+                             config.check_images, config.max_image_pixels, "--train-images")
     print(train_policy.summary(config.train), flush=True)
     if len(train_set.image_ids) < config.batch_size:
         # Training drops partial batches, so a smaller set would yield no batch at all.
@@ -163,7 +166,8 @@ def _train(config, strategy, run_dir, initial_epoch):
                         f"the batch size {config.batch_size}")
     val_set, val_policy = None, BadDataPolicy(config.on_bad_data)
     if config.val is not None:
-        val_set = open_dataset(config.val, config.val_images, val_policy, config.check_images)
+        val_set = open_dataset(config.val, config.val_images, val_policy, config.check_images,
+                               config.max_image_pixels, "--val-images")
         print(val_policy.summary(config.val), flush=True)
         # Labels 1..C come from the sorted category ids, so both sets must share them.
         if val_set.category_ids != train_set.category_ids:

@@ -98,6 +98,8 @@ def test_evaluate_writes_metrics(shapes, run_dir, tmp_path, run_cli):
     assert all(name in out for name in METRIC_NAMES)
     with open(metrics_path) as f:
         metrics = json.load(f)
+    assert (metrics.pop("images_evaluated"), metrics.pop("images_skipped")) == (2, 0)
+    assert metrics.pop("bad_data")["counts"] == {}
     assert sorted(metrics) == sorted(IOU_TYPES)
     for values in metrics.values():
         assert sorted(values) == sorted(METRIC_NAMES)
@@ -182,7 +184,7 @@ def test_demo_runs_every_step(run_dir, tmp_path, monkeypatch, run_cli):
                                  out=os.path.join(str(out), "run"), seed=0, cache=True)]
     assert (out / "data" / "val" / "annotations.json").is_file()
     with open(out / "metrics.json") as f:
-        assert sorted(json.load(f)) == sorted(IOU_TYPES)
+        assert set(IOU_TYPES) <= set(json.load(f))
     assert len(list((out / "predictions").glob("*.png"))) == 2
     assert (out / "predictions" / "predictions.json").is_file()
     assert "AP50" in stdout and "Training took" in stdout

@@ -17,9 +17,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from keras_maskrcnn import cli, visualize
-from keras_maskrcnn.data.coco import CocoDataset, DataError, load_coco_json, read_image
+from keras_maskrcnn.data.coco import CocoDataset, DataError, load_coco_json
+from keras_maskrcnn.data.images import decode_image
 from keras_maskrcnn.data.pipeline import make_dataset
 from keras_maskrcnn.data.validation import KINDS, BadDataPolicy
+
+from image_files import png_header
 
 H, W = 20, 30
 RED, CYAN = (220, 20, 20), (0, 255, 255)
@@ -81,6 +84,7 @@ def _write_images(root):
     Image.fromarray(stored).save(root / "rotated.jpg", quality=95, exif=exif)
     Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(root / "plain.png")
     (root / "garbage.png").write_bytes(b"this is not an image")
+    (root / "bomb.png").write_bytes(png_header(20000, 20000))
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(
         root / "full.png")
     data = (root / "full.png").read_bytes()
@@ -123,6 +127,8 @@ BAD_CASES = {
                       "missing.png"),
     "unreadable_image": ([{"id": 21, "file_name": "garbage.png", "height": H, "width": W}], [],
                          "garbage.png"),
+    "image_too_large": ([{"id": 25, "file_name": "bomb.png", "height": 20000, "width": 20000}],
+                        [], "bomb.png"),
     "image_size_mismatch": ([{"id": 23, "file_name": "plain.png", "height": W, "width": H}], [],
                             "plain.png"),
     "bad_image_size": ([{"id": 24, "file_name": "plain.png", "height": H, "width": 0}], [],
@@ -343,7 +349,7 @@ def test_truncated_image_found_up_front_with_check_pixels(root):
     assert policy.counts == {"truncated_image": 1}
     assert "truncated.png" in policy.messages["truncated_image"][0]
     with pytest.raises(DataError, match="truncated.png") as error:
-        read_image(str(root / "truncated.png"))
+        decode_image(str(root / "truncated.png"))
     assert error.value.kind == "truncated_image"
 
 

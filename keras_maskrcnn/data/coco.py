@@ -13,84 +13,16 @@ import json
 import os
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-# EXIF orientations 5..8 turn the stored pixels by 90° (or transpose them), swapping H and W.
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-# PIL's modes for one-channel 16-bit (and 32-bit integer) pixels; convert("RGB") would clip
-# them at 255, so they are scaled instead (PNG's 16-bit range maps onto 0..255).
-_WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-_UINT16_TO_UINT8 = 257.0  # 65535 / 255
+from keras_maskrcnn.config import DEFAULT_MAX_IMAGE_PIXELS
+from keras_maskrcnn.data.errors import DataError
+from keras_maskrcnn.data.images import decode_image
+
 # Keys pycocotools needs to index a file; without them it is not COCO (DataError, any policy).
 _REQUIRED_KEYS = {"images": ("id", "file_name"), "categories": ("id", "name"),
                   "annotations": ("id", "image_id", "category_id")}
-
-
-class DataError(ValueError):
-    """An image or annotation that cannot be read; the message names the file and the problem.
-
-    `kind` names the problem for counting (see `data.validation.KINDS`), or is None.
-    """
-
-    def __init__(self, message, kind=None):
-        super().__init__(message)
-        self.kind = kind
-
-
-def missing_image(path):
-    """The DataError of an image file that does not exist."""
-    return DataError(f"{path}: image file not found", "missing_image")
-
-
-def read_image(path):
-    """RGB pixels of an image file, EXIF orientation applied; uint8 [H, W, 3].
-
-    Grayscale, palette, RGBA and CMYK images are converted to RGB; 16-bit grayscale is scaled
-    to 8 bits. Raises DataError naming the file when it is missing or cannot be decoded.
-    """
-    if not os.path.isfile(path):
-        raise missing_image(path)
-    try:
-        image = Image.open(path)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read image ({error})", "unreadable_image") from error
-    try:
-        with image:
-            # The header parsed, so a failure here is in the pixel data: a cut-off download.
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode in _WIDE_INTEGER_MODES:
-                gray = np.asarray(image, np.float64)
-                gray = np.rint(np.clip(gray, 0, 65535) / _UINT16_TO_UINT8).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=-1)
-            image = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: image is truncated or corrupt ({error})",
-                        "truncated_image") from error
-    return np.asarray(image, np.uint8)
-
-
-def read_image_size(path):
-    """(height, width) of an image file as `read_image` returns it, from the header only.
-
-    Raises DataError naming the file when it is missing or its header cannot be parsed.
-    """
-    if not os.path.isfile(path):
-        raise missing_image(path)
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            # PNG's getexif() decodes the pixels to look for EXIF after them; a header check
-            # takes only EXIF stored before the pixels (where PIL writes it).
-            orientation = (None if image.format == "PNG" and "exif" not in image.info
-                           else image.getexif().get(ExifTags.Base.Orientation))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read image ({error})", "unreadable_image") from error
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        return width, height
-    return height, width
 
 
 def load_coco_json(annotation_file):
@@ -131,10 +63,14 @@ class CocoDataset:
       annotation_file: path of the COCO JSON.
       image_dir: folder the images' `file_name`s are relative to; defaults to the JSON's folder.
       data: the file's contents when already read (and cleaned, see `data.validation`).
+      max_image_pixels: images over this many pixels are refused before decoding
+        (`data.images`).
     """
 
-    def __init__(self, annotation_file, image_dir=None, data=None):
+    def __init__(self, annotation_file, image_dir=None, data=None,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
         self.annotation_file = annotation_file
+        self.max_image_pixels = max_image_pixels
         if image_dir is None:
             image_dir = os.path.dirname(os.path.abspath(annotation_file))
         self.image_dir = image_dir
@@ -167,10 +103,12 @@ class CocoDataset:
                 "path": os.path.join(self.image_dir, image["file_name"])}
 
     def load_image(self, image_id):
-        """RGB pixels of one image, EXIF orientation applied; uint8 [H, W, 3]."""
+        """RGB pixels of one image, EXIF orientation applied; uint8 [H, W, 3].
+
+        Raises DataError naming the file (`data.images.decode_image`)."""
         info = self.image_info(image_id)
         path = info["path"]
-        pixels = read_image(path)
+        pixels = decode_image(path, self.max_image_pixels)
         if pixels.shape[:2] != (info["height"], info["width"]):
             # Masks are decoded at the annotated size, so a mismatch would misalign every target.
             raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (w x h) but the "

@@ -88,7 +88,7 @@ def make_dataset(dataset, image_size, batch_size, max_instances, gt_mask_size, t
         except DataError as error:
             if bad_data is None:
                 raise
-            report_decode_failure(bad_data, error)
+            report_decode_failure(bad_data, error, int(image_id))
             # An empty image marks the element for the filter below.
             return (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 4), np.float32),
                     np.zeros((0,), np.int32), np.zeros((0, 0, 0), np.uint8))

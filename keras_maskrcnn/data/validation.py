@@ -20,7 +20,8 @@ import threading
 
 from pycocotools import mask as mask_utils
 
-from keras_maskrcnn.data.coco import CocoDataset, DataError, read_image, read_image_size
+from keras_maskrcnn.data.coco import CocoDataset, DataError
+from keras_maskrcnn.data.images import decode_image, read_image_size
 
 SKIP, ERROR = "skip", "error"
 MODES = (SKIP, ERROR)
@@ -28,6 +29,7 @@ MODES = (SKIP, ERROR)
 KINDS = {
     "missing_image": "image file not found (image dropped)",
     "unreadable_image": "image header cannot be read (image dropped)",
+    "image_too_large": "image over the pixel limit, --max-image-pixels (image dropped)",
     "truncated_image": "image pixels cannot be decoded (image dropped)",
     "image_size_mismatch": "image size differs from the annotated one (image dropped)",
     "bad_image_size": "zero, negative or missing image width/height (image dropped)",
@@ -47,13 +49,18 @@ HEADER_READ_THREADS = 8
 # A box past the image by less than this (pixels) is float rounding, not worth a count.
 CLIP_TOLERANCE = 1e-2
 EXAMPLES_PRINTED = 3
+# Kinds that leave an image out (of training, or of an evaluation's AP).
+IMAGE_KINDS = ("missing_image", "unreadable_image", "image_too_large", "truncated_image",
+               "image_size_mismatch", "bad_image_size")
 
 
 class BadDataPolicy:
     """What to do with bad images and annotations ("skip" or "error"), and what was found.
 
     Thread-safe: the tf.data pipeline reports decode failures from its worker threads.
-    Attributes: `mode`; `messages`, kind → list of messages in the order found; `raised`, the
+    Attributes: `mode`; `messages`, kind → list of messages in the order found; `hints`,
+    kind → what the user can do about it (said once, e.g. which option names the image
+    folder); `dropped_images`, image id → message of each image left out; `raised`, the
     DataError raised in mode "error" (None before), which a caller seeing it wrapped by
     TensorFlow can re-raise.
     """
@@ -63,15 +70,19 @@ class BadDataPolicy:
             raise ValueError(f"unknown bad-data mode {mode!r}; choose one of {MODES}")
         self.mode = mode
         self.messages = collections.defaultdict(list)
+        self.hints = {}
+        self.dropped_images = {}
         self.raised = None
         self._seen = set()
         self._lock = threading.Lock()
 
-    def report(self, kind, message):
+    def report(self, kind, message, image_id=None, hint=None):
         """Count one problem, or raise it as DataError in mode "error" (except "box_clipped").
 
-        A message already reported (the same image failing again next epoch) is not recounted.
-        Returns True when the problem is new.
+        `image_id` is the image left out by a kind of IMAGE_KINDS; `hint` what the user can do,
+        kept once per kind for `summary` and added to the raised message. A message already
+        reported (the same image failing again next epoch) is not recounted. Returns True when
+        the problem is new.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown bad-data kind {kind!r}")
@@ -80,8 +91,12 @@ class BadDataPolicy:
                 return False
             self._seen.add(message)
             self.messages[kind].append(message)
+            if hint is not None:
+                self.hints.setdefault(kind, hint)
+            if image_id is not None and kind in IMAGE_KINDS:
+                self.dropped_images.setdefault(image_id, message)
         if self.mode == ERROR and kind != "box_clipped":
-            self.raised = DataError(message, kind)
+            self.raised = DataError(message if hint is None else f"{message}\n{hint}", kind)
             raise self.raised
         return True
 
@@ -101,39 +116,51 @@ class BadDataPolicy:
             lines.append(f"  {count:6d} {kind}: {KINDS[kind]}")
             lines.extend(f"         e.g. {message}"
                          for message in self.messages[kind][:EXAMPLES_PRINTED])
+            if kind in self.hints:
+                lines.append(f"         {self.hints[kind]}")
         return "\n".join(lines)
 
     def to_dict(self):
-        """{"mode": ..., "counts": {...}, "messages": {kind: [...]}} for a JSON report."""
+        """{"mode", "counts": {kind: n}, "messages": {kind: [...]}, "hints": {kind: str},
+        "dropped_images": [{"image_id", "problem"}]} for a JSON report."""
         with self._lock:
             messages = {kind: list(found) for kind, found in self.messages.items() if found}
+            dropped = [{"image_id": image_id, "problem": message}
+                       for image_id, message in self.dropped_images.items()]
+            hints = dict(self.hints)
         return {"mode": self.mode, "counts": {k: len(v) for k, v in messages.items()},
-                "messages": messages}
+                "messages": messages, "hints": hints, "dropped_images": dropped}
 
-    def scan(self, dataset, check_pixels=False):
+    def scan(self, dataset, check_pixels=False, images_option="--images"):
         """Check every image and annotation of `dataset` once → a cleaned `CocoDataset`.
 
         Reads each image's header (size and EXIF orientation); with `check_pixels` also
         decodes the pixels, which finds truncated files up front at the cost of a full read.
         Images without annotations stay as negatives. A missing `iscrowd` is taken as 0 and a
         missing `area` is computed from the mask, as COCO evaluation needs both. The input
-        `dataset` is not modified.
+        `dataset` is not modified. Missing image files are reported with a hint saying where
+        they were looked for and that `images_option` names the image folder.
         """
         data = dataset.coco.dataset
         name = dataset.annotation_file
         images = self._check_image_entries(data["images"], name)
         paths = [os.path.join(dataset.image_dir, image["file_name"]) for image in images]
         with concurrent.futures.ThreadPoolExecutor(HEADER_READ_THREADS) as pool:
-            outcomes = list(pool.map(lambda path: _image_size(path, check_pixels), paths))
+            outcomes = list(pool.map(
+                lambda path: _image_size(path, check_pixels, dataset.max_image_pixels), paths))
         kept_images = {}
         for image, path, (size, error) in zip(images, paths, outcomes):
             if error is not None:
-                self.report(error.kind, f"{name}: image {image['id']}: {error}")
+                hint = (image_folder_hint(dataset, images_option)
+                        if error.kind == "missing_image" else None)
+                self.report(error.kind, f"{name}: image {image['id']}: {error}", image["id"],
+                            hint)
                 continue
             if size != (image["height"], image["width"]):
                 self.report("image_size_mismatch",
                             f"{name}: image {image['id']}: {path} is {size[1]}x{size[0]} (w x h) "
-                            f"but the annotations say {image['width']}x{image['height']}")
+                            f"but the annotations say {image['width']}x{image['height']}",
+                            image["id"])
                 continue
             kept_images[image["id"]] = image
         category_ids = {category["id"] for category in data["categories"]}
@@ -155,7 +182,8 @@ class BadDataPolicy:
             if cleaned is not None:
                 annotations.append(cleaned)
         kept = dict(data, images=list(kept_images.values()), annotations=annotations)
-        return CocoDataset(dataset.annotation_file, dataset.image_dir, data=kept)
+        return CocoDataset(dataset.annotation_file, dataset.image_dir, data=kept,
+                           max_image_pixels=dataset.max_image_pixels)
 
     def _check_image_entries(self, images, name):
         """Image entries with a positive integer size and an id not seen before → list."""
@@ -170,7 +198,7 @@ class BadDataPolicy:
             if not (_is_number(height) and _is_number(width) and height > 0 and width > 0
                     and height == int(height) and width == int(width)):
                 self.report("bad_image_size", f"{where}: width {width!r}, height {height!r}; "
-                            f"both must be positive whole numbers")
+                            f"both must be positive whole numbers", image["id"])
                 continue
             valid.append(image)
         return valid
@@ -241,12 +269,13 @@ class BadDataPolicy:
         return polygons or None
 
 
-def report_decode_failure(policy, error):
-    """Report a `DataError` met while training (a truncated file), saying so on stderr once.
+def report_decode_failure(policy, error, image_id=None):
+    """Report a `DataError` met while reading image `image_id` (a truncated file), saying so on
+    stderr once.
 
     Raises it in mode "error"; in mode "skip" the caller drops the image.
     """
-    if policy.report(error.kind or "truncated_image", str(error)):
+    if policy.report(error.kind or "truncated_image", str(error), image_id):
         print(f"skipping bad image: {error}", file=sys.stderr, flush=True)
 
 
@@ -259,10 +288,19 @@ def _to_rle(segmentation, height, width):
     return segmentation
 
 
-def _image_size(path, check_pixels):
+def image_folder_hint(dataset, images_option):
+    """Where `dataset`'s image files are looked for and which option names the folder → str."""
+    default = dataset.image_dir == os.path.dirname(os.path.abspath(dataset.annotation_file))
+    return (f"image files are looked for under {dataset.image_dir}"
+            + (", the annotation file's folder" if default else "")
+            + f"; {images_option} DIR names the image folder")
+
+
+def _image_size(path, check_pixels, max_pixels):
     """((height, width), None), or (None, the DataError met); decodes only with check_pixels."""
     try:
-        return (read_image(path).shape[:2] if check_pixels else read_image_size(path)), None
+        return (decode_image(path, max_pixels).shape[:2] if check_pixels
+                else read_image_size(path, max_pixels)), None
     except DataError as error:
         return None, error
 
