@@ -21,6 +21,7 @@ malformed file becomes a `DataError` naming the file, with the kind `data.valida
 import contextlib
 import io
 import os
+import re
 import threading
 
 import numpy as np
@@ -100,8 +101,7 @@ def decode_image(source, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, name=None):
             return np.asarray(image.convert("RGB"), np.uint8)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             # A GIF frame or TIFF tile larger than the header's size, over PIL's limit.
-            raise DataError(f"{name}: image is over the pixel limit ({error})",
-                            "image_too_large") from error
+            raise _over_pils_limit(name, error, max_pixels) from error
         except _DECODE_FAILURES as error:
             raise DataError(f"{name}: image is truncated or corrupt ({_describe(error)})",
                             "truncated_image") from error
@@ -119,8 +119,7 @@ def _opened(source, name, max_pixels):
     try:
         image = Image.open(source if is_path else io.BytesIO(source))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"{name}: image is over the limit of {max_pixels:,} pixels "
-                        f"(--max-image-pixels; {error})", "image_too_large") from error
+        raise _over_pils_limit(name, error, max_pixels) from error
     except _DECODE_FAILURES as error:
         raise DataError(f"{name}: cannot read image ({_describe(error)})",
                         "unreadable_image") from error
@@ -132,6 +131,15 @@ def _opened(source, name, max_pixels):
             raise DataError(f"{name}: image is {width}x{height} (w x h), it has no pixels",
                             "unreadable_image")
         yield image
+
+
+def _over_pils_limit(name, error, max_pixels):
+    """The DataError of PIL's own decompression-bomb refusal, which PIL makes only above its
+    limit, never below `max_pixels` (`_raise_pil_limit`)."""
+    claimed = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(claimed.group(1)):,} pixels" if claimed else "more pixels"
+    return DataError(f"{name}: image claims {size}, over the limit of {max_pixels:,} "
+                     f"(--max-image-pixels)", "image_too_large")
 
 
 def _raise_pil_limit(max_pixels):

@@ -96,7 +96,7 @@ class BadDataPolicy:
             if image_id is not None and kind in IMAGE_KINDS:
                 self.dropped_images.setdefault(image_id, message)
         if self.mode == ERROR and kind != "box_clipped":
-            self.raised = DataError(message if hint is None else f"{message}\n{hint}", kind)
+            self.raised = DataError(message if hint is None else f"{message}; {hint}", kind)
             raise self.raised
         return True
 
