@@ -12,7 +12,7 @@ user would:
 
 and records each one's wall time and peak resident memory (the child's ru_maxrss), so that
 growth in the data path (reading, the bad-data scan, indexing) shows up. Writes JSON (default
-bench/results/coco_scale.json) with the commit and the CPU. Not part of `make test`:
+bench/results/coco_scale.json) with the commit and the CPU (`benchutil.machine_info`). Not part of `make test`:
 
   flock /tmp/heavy.lock .venv/bin/python bench/bench_coco_scale.py
 """
@@ -29,7 +29,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from benchutil import git_commit, machine_info, write_report
+from benchutil import machine_info, write_report
 
 COCO_TRAIN_IMAGES = 118287
 ANNOTATIONS_PER_IMAGE = 7.3  # 860,001 in instances_train2017.json
@@ -154,7 +154,6 @@ def main():
                           "--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "5",
                           "--out", os.path.join(work, "run")], os.path.join(work, "train.log"))
         report = {
-            "commit": git_commit(),
             "machine": machine_info(python=sys.version.split()[0]),
             "data": {"images": args.images, "annotations": num_annotations,
                      "crowd_annotations": num_crowd,

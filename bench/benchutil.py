@@ -48,20 +48,6 @@ def run_cli(argv):
     return time.perf_counter() - start
 
 
-def git_commit():
-    """The checkout's commit, with "+dirty" when tracked files differ from it (None outside
-    git), so a report says what code it measured."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty.strip() else "")
-
-
 def machine_info(**versions):
     """CPU count, processor, the CPU's model name, the checkout's git commit and the given
     library versions, for the report (bfloat16's speed, for one, differs between CPU models

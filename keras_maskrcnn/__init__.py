@@ -30,7 +30,7 @@ _PUBLIC = {
         "r50_fpn", "r101_fpn", "tiny", "mobilenetv3_fpn", "mobile", "mobilenetv3_fpn_tiny",
         "keras_imagenet_r50_fpn", "keras_imagenet_r101_fpn", "torchvision_r50_fpn")},
     "CocoDataset": "keras_maskrcnn.data.coco",
-    "DataError": "keras_maskrcnn.data.coco",
+    "DataError": "keras_maskrcnn.data.errors",
     "make_shapes": "keras_maskrcnn.data.shapes",
     "TrainConfig": "keras_maskrcnn.train_config",
     "TrainConfigError": "keras_maskrcnn.train_config",
