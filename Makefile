@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/installed.stamp
 TEST_INSTALLED := $(VENV)/test-installed.stamp
 
-.PHONY: $(VENV) demo test test-fast lint-imports
+.PHONY: $(VENV) browser demo test test-fast lint-imports
 
 $(VENV): $(INSTALLED)
 
@@ -31,7 +31,15 @@ demo: $(INSTALLED)
 lint-imports: $(TEST_INSTALLED)
 	$(BIN)/python tools/lint_imports.py
 
-test: lint-imports
+# The serve page's browser test drives Debian's Chromium; apt-get installs it when missing
+# (through sudo unless root).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+
+test: lint-imports browser
 	$(BIN)/python -m pytest -q tests
 
 # The inner loop: everything but the tests marked slow (pytest.ini).

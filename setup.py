@@ -19,6 +19,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=packages,
     package_dir={"keras_maskrcnn.export": "export"},
+    # The serve command's browser page.
+    package_data={"keras_maskrcnn.serving": ["static/*.html"]},
     install_requires=[
         "tensorflow==2.21.0",
         "keras==3.15.1",
@@ -32,8 +34,10 @@ setup(
         "ai-edge-litert==2.3.0",
     ],
     extras_require={
-        # import-linter checks the import contracts (.importlinter) in `make test`.
-        "test": ["pytest==9.2.0", "import-linter==2.17"],
+        # import-linter checks the import contracts (.importlinter) in `make test`; selenium
+        # drives the serve page's browser test (Debian's chromium and chromium-driver: `make
+        # test` installs them).
+        "test": ["pytest==9.2.0", "import-linter==2.17", "selenium==4.51.0"],
         # Reading torchvision checkpoints (keras-maskrcnn convert-torchvision) and the parity test.
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
     },
