@@ -44,7 +44,7 @@ import urllib.request
 
 import numpy as np
 
-from benchutil import git_commit, machine_info, write_report
+from benchutil import machine_info, write_report
 
 MODEL_NAME = "bench"
 CONCURRENCY = 16  # closed-loop clients when measuring capacity
@@ -493,8 +493,7 @@ def main():
     overhead_batch_1 = round(batch_1["low_rate"]["rle"]["p50_ms"] - alone["predict_ms"], 2)
     import tensorflow as tf
     write_report({
-        "machine": machine_info(tensorflow=tf.__version__), "commit": git_commit(),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "machine": machine_info(tensorflow=tf.__version__),
         "model": {"path": args.model, "note": args.model_note},
         "images": {"folder": args.images, "count": len(images),
                    "mean_bytes": round(float(np.mean([len(d) for d, _ in images])))},

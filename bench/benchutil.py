@@ -70,20 +70,6 @@ def _git_commit():
     return commit + ("-dirty" if dirty else "")
 
 
-def git_commit():
-    """The repository's HEAD commit, with "+dirty" when tracked files have uncommitted changes;
-    None outside a git checkout."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
 def _cpu_model():
     """/proc/cpuinfo's model name, or None where there is none."""
     try:
