@@ -61,6 +61,7 @@ REQUEST_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 MODEL_ALONE_REPEATS = 50
+KEPT_BODY_BYTES = 100_000  # :detect answers are kept (for their timing_ms); :predict's are not
 ANSWER_FORMATS = ("rle", "png", "polygon", "box", "none")
 PR_SET_PDEATHSIG = 1
 
@@ -157,8 +158,7 @@ class Client:
         return self.loop.run_until_complete(coroutine)
 
     def close(self):
-        for _, writer in self.idle:
-            writer.close()
+        self.drop_idle()
         self.loop.close()
 
     def raw_request(self, path, body, content_type):
@@ -167,11 +167,17 @@ class Client:
                 f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
         return head.encode("ascii") + body
 
+    def drop_idle(self):
+        """Close the idle connections (between phases: the server may have timed them out)."""
+        for _, writer in self.idle:
+            writer.close()
+        self.idle = []
+
     async def send(self, raw):
         """Send one request → (status code, answer body bytes). A kept-alive connection that
-        the server closed meanwhile is replaced once."""
+        the server closed meanwhile is replaced by a new one."""
         for attempt in range(2):
-            reused = bool(self.idle)
+            reused = bool(self.idle) and attempt == 0
             reader, writer = (self.idle.pop() if reused
                               else await asyncio.open_connection("127.0.0.1", self.port))
             try:
@@ -183,7 +189,7 @@ class Client:
                 status, body, close = await self._read_answer(status_line, reader)
             except (ConnectionError, asyncio.IncompleteReadError):
                 writer.close()
-                if reused and attempt == 0:
+                if reused:
                     continue
                 raise
             except BaseException:
@@ -225,15 +231,15 @@ class Client:
         return status, body, close
 
     async def timed(self, raw, due, loop):
-        """Send `raw` → (due, latency s from `due`, status or "timeout"/"error", answer bytes)."""
+        """Send `raw` → (due, latency s from `due`, status or "timeout" or "error: TYPE",
+        answer bytes, answer body or None where longer than KEPT_BODY_BYTES)."""
         try:
             status, body = await asyncio.wait_for(self.send(raw), REQUEST_TIMEOUT_S)
-            size = len(body)
         except asyncio.TimeoutError:
-            status, size = "timeout", 0
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            status, size = "error", 0
-        return due, loop.time() - due, status, size
+            status, body = "timeout", b""
+        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+            status, body = f"error: {type(error).__name__}", b""
+        return due, loop.time() - due, status, len(body), body if len(body) <= KEPT_BODY_BYTES else None
 
 
 def open_loop(client, requests, rates_and_seconds):
@@ -283,17 +289,26 @@ def closed_loop(client, requests, concurrency, seconds=None, count=None):
     return records, wall, time.process_time() - cpu
 
 
-def summarize(records, wall, client_cpu, server, server_cpu_before):
-    """A phase's figures: latency percentiles of the 200s (ms), rates, codes, CPU, bytes."""
-    codes = collections.Counter(str(status) for _, _, status, _ in records)
-    ok = np.array([latency for _, latency, status, _ in records if status == 200]) * 1000
-    sizes = [size for _, _, status, size in records if status == 200]
+def summarize(records, wall, client_cpu, server, server_cpu_before, detect_answers):
+    """A phase's figures: latency percentiles of the 200s (ms), rates, codes, CPU, bytes, and
+    with `detect_answers`, the mean of each `timing_ms` part the server reported."""
+    codes = collections.Counter(str(status) for _, _, status, _, _ in records)
+    ok = np.array([latency for _, latency, status, _, _ in records if status == 200]) * 1000
+    sizes = [size for _, _, status, size, _ in records if status == 200]
+    timings = collections.defaultdict(list)
+    for _, _, status, _, body in records:
+        if detect_answers and status == 200 and body is not None:
+            for part, value in json.loads(body).get("timing_ms", {}).items():
+                timings[part].append(value)
     summary = {"sent": len(records), "status_counts": dict(codes),
                "count_503": codes.get("503", 0), "count_504": codes.get("504", 0),
                "achieved_rps": round(len(ok) / wall, 1), "seconds": round(wall, 2)}
     if len(ok):
         summary.update({f"p{q}_ms": round(float(np.percentile(ok, q)), 1) for q in (50, 90, 99)})
         summary.update(max_ms=round(float(ok.max()), 1), mean_answer_bytes=round(float(np.mean(sizes))))
+    if timings:
+        summary["server_timing_ms"] = {part: round(float(np.mean(values)), 2)
+                                       for part, values in timings.items()}
     server_cpu = server.cpu_seconds() - server_cpu_before
     summary.update(client_cpu_s=round(client_cpu, 2), server_cpu_s=round(server_cpu, 2),
                    client_cpu_ms_per_request=round(1000 * client_cpu / max(len(records), 1), 2),
@@ -324,10 +339,11 @@ class Session:
 
     def phase(self, kind, runner, *args, **kwargs):
         """Run `runner(client, requests of kind, ...)` → (summary, records)."""
+        self.client.drop_idle()
         before = self.server.cpu_seconds()
         records, wall, client_cpu = runner(self.client, self.requests[kind], *args, **kwargs)
         self.requests_sent += len(records)
-        summary = summarize(records, wall, client_cpu, self.server, before)
+        summary = summarize(records, wall, client_cpu, self.server, before, kind != "predict")
         print(f"  {kind} {runner.__name__} {args} {kwargs}: "
               f"{ {k: summary.get(k) for k in ('achieved_rps', 'p50_ms', 'p99_ms', 'max_ms', 'status_counts')} }",
               flush=True)
