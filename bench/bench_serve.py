@@ -52,6 +52,7 @@ WARM_UP_REQUESTS = 500  # RSS is read after these, and again after at least MANY
 MANY_REQUESTS = 5000
 LOW_RATE = 4.0  # requests/s at which the server's overhead is measured
 OPEN_LOOP_FRACTIONS = {"rle": (0.5, 0.8, 1.0, 1.2), "box": (0.5, 0.8), "predict": (0.5, 0.8)}
+BATCH_1_FRACTIONS = (0.5, 0.8)
 OVERLOAD_FACTOR = 4.0
 OVERLOAD_SECONDS = 10.0
 RECOVERY_SECONDS = 6.0  # at RECOVERY_FRACTION of capacity, straight after the overload
@@ -63,6 +64,8 @@ STOP_TIMEOUT_S = 30.0
 MODEL_ALONE_REPEATS = 50
 KEPT_BODY_BYTES = 100_000  # :detect answers are kept (for their timing_ms); :predict's are not
 ANSWER_FORMATS = ("rle", "png", "polygon", "box", "none")
+BATCH_1_FLAGS = ["--max-batch-size", "1"]
+FILL_SECONDS = 120  # the most the closed loop up to MANY_REQUESTS may take
 PR_SET_PDEATHSIG = 1
 
 
@@ -317,10 +320,11 @@ def summarize(records, wall, client_cpu, server, server_cpu_before, detect_answe
 
 
 class Session:
-    """One server and the client that drives it; counts the requests it has been sent."""
+    """One server, the client that drives it and the points measured; counts the requests
+    the server has been sent."""
 
-    def __init__(self, server, images):
-        self.server = server
+    def __init__(self, server, name, images, points):
+        self.server, self.name, self.points = server, name, points
         self.client = Client(server.port)
         self.requests_sent = 0
         detect = f"/v1/models/{MODEL_NAME}:detect"
@@ -337,26 +341,29 @@ class Session:
     def close(self):
         self.client.close()
 
-    def phase(self, kind, runner, *args, **kwargs):
-        """Run `runner(client, requests of kind, ...)` → (summary, records)."""
+    def phase(self, kind, label, runner, *args, rate=None, **kwargs):
+        """Run `runner(client, requests of kind, ...)`, add its point (`label`, the open-loop
+        `rate`) to the points → (point, records)."""
         self.client.drop_idle()
         before = self.server.cpu_seconds()
         records, wall, client_cpu = runner(self.client, self.requests[kind], *args, **kwargs)
         self.requests_sent += len(records)
-        summary = summarize(records, wall, client_cpu, self.server, before, kind != "predict")
-        print(f"  {kind} {runner.__name__} {args} {kwargs}: "
-              f"{ {k: summary.get(k) for k in ('achieved_rps', 'p50_ms', 'p99_ms', 'max_ms', 'status_counts')} }",
+        point = {"server": self.name, "kind": kind, "phase": label,
+                 "rate_rps": None if rate is None else round(rate, 1),
+                 **summarize(records, wall, client_cpu, self.server, before, kind != "predict")}
+        self.points.append(point)
+        print(f"  {self.name} {kind} {label}: "
+              f"{ {k: point.get(k) for k in ('rate_rps', 'achieved_rps', 'p50_ms', 'p99_ms', 'max_ms', 'status_counts')} }",
               flush=True)
-        return summary, records
+        return point, records
 
     def capacity(self, kind, seconds):
-        summary, _ = self.phase(kind, closed_loop, CONCURRENCY, seconds=seconds)
-        return summary
+        """Closed-loop requests/s of `kind` answered 200."""
+        return self.phase(kind, "capacity (closed loop)", closed_loop, CONCURRENCY,
+                          seconds=seconds)[0]["achieved_rps"]
 
-    def open_loop_points(self, kind, capacity, seconds):
-        return [dict(fraction_of_capacity=fraction, rate_rps=round(fraction * capacity, 1),
-                     **self.phase(kind, open_loop, [(fraction * capacity, seconds)])[0])
-                for fraction in OPEN_LOOP_FRACTIONS[kind]]
+    def at_rate(self, kind, label, rate, seconds):
+        return self.phase(kind, label, open_loop, [(rate, seconds)], rate=rate)[0]
 
 
 def answer_sizes(session):
@@ -379,8 +386,9 @@ def answer_sizes(session):
 def overload(session, capacity, baseline_p99_ms):
     """OVERLOAD_FACTOR x capacity for OVERLOAD_SECONDS, then RECOVERY_FRACTION of it, open loop:
     the codes during the overload, and the latency in bins after its end."""
-    _, records = session.phase("rle", open_loop, [(OVERLOAD_FACTOR * capacity, OVERLOAD_SECONDS),
-                                                  (RECOVERY_FRACTION * capacity, RECOVERY_SECONDS)])
+    _, records = session.phase("rle", "overload, then recovery", open_loop,
+                               [(OVERLOAD_FACTOR * capacity, OVERLOAD_SECONDS),
+                                (RECOVERY_FRACTION * capacity, RECOVERY_SECONDS)])
     during = [r for r in records if r[0] < OVERLOAD_SECONDS]
     after = [r for r in records if r[0] >= OVERLOAD_SECONDS]
     bins = []
@@ -400,53 +408,46 @@ def overload(session, capacity, baseline_p99_ms):
             "only_200_and_503": set(codes) <= {"200", "503"},
             "p50_ms_of_200s": round(float(np.median([1000 * r[1] for r in during if r[2] == 200])), 1),
             "recovery_rate_rps": round(RECOVERY_FRACTION * capacity, 1),
-            "after_end_bins": bins, "normal_latency_rule": "all 200 and <= 2 x p99 at 50 % capacity",
+            "after_end": bins, "normal_latency_rule": "all 200 and <= 2 x p99 at 50 % of capacity",
             "normal_within_2_s": normal}
 
 
-def fill_to(session, count, seconds_limit):
-    """Closed loop (rle) until the server has been sent `count` requests in all, or the limit."""
-    remaining = count - session.requests_sent
-    if remaining > 0:
-        session.phase("rle", closed_loop, CONCURRENCY, seconds=seconds_limit, count=remaining)
-
-
-def run_batched(model_dir, images, seconds, log_dir):
-    """Everything on the server with its default flags."""
-    results = {"flags": []}
+def run_default(model_dir, images, seconds, log_dir, points):
+    """Everything on the server with its default flags (micro-batching) → its findings."""
     with (Server(model_dir, [], os.path.join(log_dir, "serve_default.log")) as server,
-          contextlib.closing(Session(server, images)) as session):
+          contextlib.closing(Session(server, "default", images, points)) as session):
         rss = [{"requests": 0, "rss_mb": server.rss_mb()}]
-        session.phase("rle", closed_loop, CONCURRENCY, count=WARM_UP_REQUESTS)
+        session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=WARM_UP_REQUESTS)
         rss.append({"requests": session.requests_sent, "rss_mb": server.rss_mb()})
-        results["answer_sizes"] = answer_sizes(session)
-        results["low_rate"] = {kind: session.phase(kind, open_loop, [(LOW_RATE, 2 * seconds)])[0]
-                               for kind in ("rle", "box", "predict")}
-        results["capacity"] = {kind: session.capacity(kind, seconds) for kind in ("rle", "box", "predict")}
-        results["open_loop"] = {kind: session.open_loop_points(
-            kind, results["capacity"][kind]["achieved_rps"], seconds) for kind in OPEN_LOOP_FRACTIONS}
-        baseline_p99 = results["open_loop"]["rle"][0]["p99_ms"]
-        results["overload"] = overload(session, results["capacity"]["rle"]["achieved_rps"], baseline_p99)
-        fill_to(session, MANY_REQUESTS, seconds_limit=120)
+        sizes = answer_sizes(session)
+        for kind in ("rle", "box", "predict"):
+            session.at_rate(kind, "low rate", LOW_RATE, 2 * seconds)
+        capacity = {kind: session.capacity(kind, seconds) for kind in OPEN_LOOP_FRACTIONS}
+        for kind, fractions in OPEN_LOOP_FRACTIONS.items():
+            for fraction in fractions:
+                session.at_rate(kind, f"{fraction:.0%} of capacity", fraction * capacity[kind], seconds)
+        baseline_p99 = next(p["p99_ms"] for p in points if p["server"] == "default"
+                            and p["kind"] == "rle" and p["phase"] == "50% of capacity")
+        overloaded = overload(session, capacity["rle"], baseline_p99)
+        remaining = MANY_REQUESTS - session.requests_sent
+        if remaining > 0:
+            session.phase("rle", "more requests (closed loop)", closed_loop, CONCURRENCY,
+                          seconds=FILL_SECONDS, count=remaining)
         rss.append({"requests": session.requests_sent, "rss_mb": server.rss_mb()})
-        results["rss"] = rss
-        results["rss_growth_after_warm_up"] = round(rss[-1]["rss_mb"] / rss[1]["rss_mb"] - 1, 3)
-    return results
+    return {"capacity_rps": capacity, "answer_sizes": sizes, "overload": overloaded, "rss": rss,
+            "rss_growth_after_warm_up": round(rss[-1]["rss_mb"] / rss[1]["rss_mb"] - 1, 3)}
 
 
-def run_batch_1(model_dir, images, seconds, log_dir):
-    """Capacity and latency with micro-batching off (--max-batch-size 1)."""
-    flags = ["--max-batch-size", "1"]
-    with (Server(model_dir, flags, os.path.join(log_dir, "serve_batch1.log")) as server,
-          contextlib.closing(Session(server, images)) as session):
-        session.phase("rle", closed_loop, CONCURRENCY, count=len(images) * 4)  # warm-up
-        low_rate = session.phase("rle", open_loop, [(LOW_RATE, 2 * seconds)])[0]
+def run_batch_1(model_dir, images, seconds, log_dir, points):
+    """rle's capacity and latency with micro-batching off (BATCH_1_FLAGS) → its capacity."""
+    with (Server(model_dir, BATCH_1_FLAGS, os.path.join(log_dir, "serve_batch1.log")) as server,
+          contextlib.closing(Session(server, "batch 1", images, points)) as session):
+        session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=len(images) * 4)
+        session.at_rate("rle", "low rate", LOW_RATE, 2 * seconds)
         capacity = session.capacity("rle", seconds)
-        points = [dict(fraction_of_capacity=fraction, rate_rps=round(fraction * capacity["achieved_rps"], 1),
-                       **session.phase("rle", open_loop, [(fraction * capacity["achieved_rps"], seconds)])[0])
-                  for fraction in (0.5, 0.8)]
-        return {"flags": flags, "low_rate": {"rle": low_rate}, "capacity": {"rle": capacity},
-                "open_loop": {"rle": points}, "rss_mb_end": server.rss_mb()}
+        for fraction in BATCH_1_FRACTIONS:
+            session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
+    return {"flags": BATCH_1_FLAGS, "capacity_rps": {"rle": capacity}}
 
 
 def model_alone(model_dir, images):
@@ -499,14 +500,14 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     images = read_images(args.images, args.image_count)
     started = time.monotonic()
+    points = []
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as log_dir:
-        batched = run_batched(args.model, images, args.seconds, log_dir)
-        batch_1 = run_batch_1(args.model, images, args.seconds, log_dir)
+        default = run_default(args.model, images, args.seconds, log_dir, points)
+        batch_1 = run_batch_1(args.model, images, args.seconds, log_dir, points)
     alone = model_alone(args.model, images)
-    overhead = {
-        kind: round(server["low_rate"][kind]["p50_ms"] - alone["predict_ms"], 2)
-        for server in (batched,) for kind in ("rle", "box", "predict")}
-    overhead_batch_1 = round(batch_1["low_rate"]["rle"]["p50_ms"] - alone["predict_ms"], 2)
+    low_rate = {(p["server"], p["kind"]): p["p50_ms"] for p in points if p["phase"] == "low rate"}
+    overhead = {f"{server} {kind}": round(p50 - alone["predict_ms"], 2)
+                for (server, kind), p50 in low_rate.items()}
     import tensorflow as tf
     write_report({
         "machine": machine_info(tensorflow=tf.__version__),
@@ -514,10 +515,12 @@ def main():
         "images": {"folder": args.images, "count": len(images),
                    "mean_bytes": round(float(np.mean([len(d) for d, _ in images])))},
         "concurrency_for_capacity": CONCURRENCY, "low_rate_rps": LOW_RATE,
-        "model_alone": alone,
-        "overhead_ms": {"default_flags": overhead, "batch_1_rle": overhead_batch_1,
-                        "definition": "p50 at low_rate_rps minus model_alone.predict_ms"},
-        "default_flags": batched, "batch_1": batch_1,
+        "seconds_per_point": args.seconds,
+        "model_alone_ms": alone,
+        "overhead_ms": overhead,
+        "overhead_definition": "p50 at low_rate_rps minus model_alone_ms.predict_ms",
+        "rle_overhead_over_pasted_ms": round(low_rate[("default", "rle")] - alone["predict_full_masks_ms"], 2),
+        "default": default, "batch_1": batch_1, "points": points,
         "bench_seconds": round(time.monotonic() - started, 1)}, args.out)
 
 
