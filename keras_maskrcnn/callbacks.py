@@ -56,19 +56,35 @@ class CocoEvaluation(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `train_seconds` to each epoch's logs: wall time from the epoch's start to the end of
-    its last training step, so validation and evaluation are not counted. Images per second
-    are steps_per_epoch · batch_size / train_seconds."""
+    """Adds three wall times to each epoch's logs, in seconds:
+
+    - `train_seconds`: from the epoch's start to the end of its last training step. Images per
+      second are steps_per_epoch · batch_size / train_seconds.
+    - `val_seconds`: `fit`'s validation pass (from its first callback to its last; 0 without
+      one).
+    - `epoch_seconds`: from the epoch's start to this callback's `on_epoch_end`, so training,
+      validation and whatever `fit` does between them, but not the callbacks listed after
+      this one (history, checkpoints, backup). epoch − train − val is time lost in between.
+    """
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = self.last_step_end = time.perf_counter()
+        self.val_seconds = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
         self.last_step_end = time.perf_counter()
 
+    def on_test_begin(self, logs=None):
+        self.val_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.val_seconds += time.perf_counter() - self.val_start
+
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["train_seconds"] = self.last_step_end - self.epoch_start
+            logs["val_seconds"] = self.val_seconds
+            logs["epoch_seconds"] = time.perf_counter() - self.epoch_start
 
 
 class HistoryFile(keras.callbacks.Callback):
