@@ -202,10 +202,10 @@ def _train(config, strategy, run_dir, initial_epoch):
             global_batch_size=config.batch_size, shard_index=shard_index, num_shards=num_shards)
 
     train_batches = distributed_batches(strategy, shard_batches, config.batch_size)
-    val_batches = None if val_set is None else make_dataset(
+    val_batches = None if val_set is None else without_autotuning(make_dataset(
         val_set, model_config.input.image_size, config.batch_size, config.max_instances,
         model_config.mask_head.gt_mask_size, training=False, bad_data=val_policy,
-        size_limits=model_config.input.size_limits)
+        size_limits=model_config.input.size_limits))
 
     history_file = HistoryFile(os.path.join(run_dir, HISTORY_FILE))
     # Callbacks run in this order: the epoch's time and AP land in the logs before the others
@@ -241,6 +241,22 @@ def _train(config, strategy, run_dir, initial_epoch):
 
     model.save(os.path.join(run_dir, MODEL_FILE))
     return history_file.read()
+
+
+def without_autotuning(batches):
+    """`batches` (a tf.data.Dataset) with tf.data's autotuning off, for the validation set.
+
+    `fit` makes a new iterator over the validation set every epoch and drops the previous
+    one (Keras' `EpochIterator.reset`). Deleting an autotuned iterator joins its
+    `tf_data_model` thread, and inside `fit` that thread was seen to wake only when its
+    `Model::OptimizeLoop` wait timed out: up to the optimisation period, which doubles to 60 s
+    while the iterator lives. Some epochs then paid 3 to 25 s more than their validation
+    steps. Without autotuning there is no such thread; parallel maps and prefetching keep
+    tf.data's defaults for AUTOTUNE, which make no difference to a pass this short.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.with_options(options)
 
 
 def check_resumable(config, initial_epoch):
