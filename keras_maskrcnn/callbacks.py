@@ -1,16 +1,22 @@
-"""Keras callbacks of the training job: COCO evaluation during training and a history file
-that survives a restart.
+"""Keras callbacks of the training job: COCO evaluation during training, epoch timing, and
+the files that let a killed run resume: the history, per-epoch checkpoints and the backup.
+
+Every file is written atomically (`atomic`), so a kill at any moment leaves each one either
+as it was or whole; the backup's metadata file is written last and is what marks an epoch as
+done.
 
 Shapes: none; callbacks see scalar logs. COCO AP is `evaluation.evaluate_predictor`'s.
 """
 
+import glob
 import json
 import os
+import shutil
 import time
 
 import keras
 
-from keras_maskrcnn import evaluation
+from keras_maskrcnn import atomic, evaluation
 from keras_maskrcnn.inference import KerasPredictor
 
 # Keys added to the epoch logs, and so to the history and TensorBoard.
@@ -115,10 +121,91 @@ class HistoryFile(keras.callbacks.Callback):
             value = (logs or {}).get(name)
             values.append(None if value is None else float(value))
             history[name] = values
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        # Written aside then renamed, so a kill mid-write leaves the previous file whole.
-        temporary = self.path + ".tmp"
-        with open(temporary, "w") as f:
-            json.dump(dict(sorted(history.items())), f, indent=2)
-        os.replace(temporary, self.path)
+        atomic.write_json(dict(sorted(history.items())), self.path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (`.keras`) after every epoch to `pattern.format(epoch=N)`, N
+    counted from 1, atomically."""
+
+    def __init__(self, pattern):
+        super().__init__()
+        self.pattern = pattern
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.pattern.format(epoch=epoch + 1)
+        with atomic.written_atomically(path) as temporary:
+            self.model.save(temporary)
+
+
+class RunBackup(keras.callbacks.Callback):
+    """What a killed run resumes from: after every epoch, the weights (model and optimiser,
+    with the schedule's step and the sampling counter) in `directory`, and at the start of
+    training, the weights of the last finished epoch restored.
+
+    Each epoch's weights go to a file of their own, `epoch-NNN.weights.h5`; then METADATA_FILE,
+    {"epoch": N, "weights": that file's name}, is replaced: that is the moment the epoch counts
+    as done. A kill before it leaves the previous epoch's pair in force; a kill after it, the
+    new one. Older weights files are deleted after. When training ends, `on_train_end` (list
+    this callback after the one that saves the final model) deletes METADATA_FILE first, then
+    the folder. Keras' `BackupAndRestore` writes its weights and metadata in place, so a kill
+    between the two pairs a new weights file with the previous epoch, or leaves a metadata
+    file that is not JSON.
+    """
+
+    METADATA_FILE = "training_metadata.json"
+    # The weights file of runs backed up by keras.callbacks.BackupAndRestore.
+    KERAS_WEIGHTS_FILE = "latest.weights.h5"
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    @classmethod
+    def finished_epochs(cls, directory):
+        """Epochs a backup in `directory` holds (0 when there is none)."""
+        return cls.read_metadata(directory).get("epoch", 0)
+
+    @classmethod
+    def read_metadata(cls, directory):
+        path = os.path.join(directory, cls.METADATA_FILE)
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
+
+    def on_train_begin(self, logs=None):
+        metadata = self.read_metadata(self.directory)
+        if not metadata:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(
+            self.directory, metadata.get("weights", self.KERAS_WEIGHTS_FILE)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"epoch-{epoch + 1:03d}.weights.h5"
+        with atomic.written_atomically(os.path.join(self.directory, name)) as temporary:
+            self.model.save_weights(temporary)
+        atomic.write_json({"epoch": epoch + 1, "weights": name},
+                          os.path.join(self.directory, self.METADATA_FILE))
+        for path in glob.glob(os.path.join(self.directory, "*.weights.h5")):
+            if os.path.basename(path) != name:
+                os.remove(path)
+
+    def on_train_end(self, logs=None):
+        atomic.remove(os.path.join(self.directory, self.METADATA_FILE))
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class FinalModel(keras.callbacks.Callback):
+    """Saves the trained model to `path` (`.keras`, atomically) when training ends: list it
+    before `RunBackup`, whose backup must outlive the moment the model is on disk."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_train_end(self, logs=None):
+        with atomic.written_atomically(self.path) as temporary:
+            self.model.save(temporary)

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Optional, Tuple, Union
 
+from keras_maskrcnn.atomic import write_json
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRIDE,
                                    BOX_NORMALIZERS, DEFAULT_MAX_IMAGE_PIXELS, PRESETS)
 
@@ -219,13 +220,9 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path):
-        """Write the config as JSON, atomically: another worker of the run may read it."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        partial = f"{path}.{os.getpid()}.partial"
-        with open(partial, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(partial, path)
+        """Write the config as JSON, atomically (`atomic`): another worker of the run may
+        read it, and a run killed while writing it must still resume."""
+        write_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path):

@@ -15,7 +15,6 @@ temporary folder, and every worker resumes from the chief's `backup/` (`distribu
 """
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -24,8 +23,10 @@ import sys
 import keras
 import tensorflow as tf
 
+from keras_maskrcnn import atomic
 from keras_maskrcnn.backbones import get_backbone
-from keras_maskrcnn.callbacks import CocoEvaluation, EpochTimer, HistoryFile
+from keras_maskrcnn.callbacks import (CocoEvaluation, EpochCheckpoint, EpochTimer, FinalModel,
+                                      HistoryFile, RunBackup)
 from keras_maskrcnn.config import DEFAULT_MAX_IMAGE_PIXELS, preset
 from keras_maskrcnn.convert.keras_applications import load_imagenet_backbone
 from keras_maskrcnn.convert.torchvision import load_resnet_backbone
@@ -49,8 +50,6 @@ BAD_DATA_FILE = "bad_data.json"
 BACKUP_DIR = "backup"
 CHECKPOINT_PATTERN = os.path.join("checkpoints", "epoch-{epoch:03d}.keras")
 LOG_DIR = "logs"
-# Where keras.callbacks.BackupAndRestore records the last finished epoch.
-BACKUP_METADATA_FILE = "training_metadata.json"
 
 
 def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=False,
@@ -94,11 +93,7 @@ def open_dataset(annotation_file, image_dir=None, bad_data=None, check_pixels=Fa
 
 def resumed_epoch(out_dir):
     """Epochs finished by an interrupted run in `out_dir` (0 when there is none to resume)."""
-    path = os.path.join(out_dir, BACKUP_DIR, BACKUP_METADATA_FILE)
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+    return int(RunBackup.finished_epochs(os.path.join(out_dir, BACKUP_DIR)))
 
 
 def train(config):
@@ -209,14 +204,14 @@ def _train(config, strategy, run_dir, initial_epoch):
 
     history_file = HistoryFile(os.path.join(run_dir, HISTORY_FILE))
     # Callbacks run in this order: the epoch's time and AP land in the logs before the others
-    # read them, and the history is written before the backup that marks the epoch as done.
+    # read them, the history and checkpoint are written before the backup that marks the epoch
+    # as done, and the final model is saved before the backup is removed.
     callbacks = [EpochTimer(), history_file,
-                 keras.callbacks.ModelCheckpoint(os.path.join(run_dir, CHECKPOINT_PATTERN)),
+                 EpochCheckpoint(os.path.join(run_dir, CHECKPOINT_PATTERN)),
                  keras.callbacks.TensorBoard(os.path.join(run_dir, LOG_DIR),
                                              write_graph=False),
-                 # Two copies, so a kill while one is written leaves the other readable.
-                 keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
-                                                  double_checkpoint=True)]
+                 FinalModel(os.path.join(run_dir, MODEL_FILE)),
+                 RunBackup(os.path.join(run_dir, BACKUP_DIR))]
     if val_set is not None and config.eval_every:
         callbacks.insert(0, CocoEvaluation(val_set, config.eval_every, config.batch_size,
                                            val_policy))
@@ -236,10 +231,8 @@ def _train(config, strategy, run_dir, initial_epoch):
                 raise policy.raised from error
         raise
     finally:
-        _write_json({"train": train_policy.to_dict(), "val": val_policy.to_dict()},
-                    os.path.join(run_dir, BAD_DATA_FILE))
-
-    model.save(os.path.join(run_dir, MODEL_FILE))
+        atomic.write_json({"train": train_policy.to_dict(), "val": val_policy.to_dict()},
+                          os.path.join(run_dir, BAD_DATA_FILE))
     return history_file.read()
 
 
@@ -334,9 +327,3 @@ def progress_verbosity():
     """Keras' `verbose` for fit: a progress bar on a terminal, one line per epoch in a file or
     a CI log (where a bar would print a line per step)."""
     return 1 if sys.stdout.isatty() else 2
-
-
-def _write_json(value, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2)

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from keras_maskrcnn import cli, training
+from keras_maskrcnn.callbacks import RunBackup
 from keras_maskrcnn.config import PRESETS
 from keras_maskrcnn.train_config import (CONFIG_FILE, PRESET_SCHEDULES, SCHEDULE_FIELDS,
                                          TrainConfig, TrainConfigError)
@@ -104,8 +105,8 @@ def _interrupted_run(out, config):
     """A run folder as a run of `config` killed after its first epoch leaves it."""
     config.resolved().save(os.path.join(out, CONFIG_FILE))
     os.makedirs(os.path.join(out, training.BACKUP_DIR))
-    with open(os.path.join(out, training.BACKUP_DIR, training.BACKUP_METADATA_FILE), "w") as f:
-        json.dump({"epoch": 1}, f)
+    with open(os.path.join(out, training.BACKUP_DIR, RunBackup.METADATA_FILE), "w") as f:
+        json.dump({"epoch": 1, "weights": "epoch-001.weights.h5"}, f)
 
 
 def test_resuming_with_other_settings_is_refused_naming_what_changed(tmp_path):

@@ -7,22 +7,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 
-from keras_maskrcnn import cli, optimization, training
-from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile
+from keras_maskrcnn import atomic, cli, optimization, training
+from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile, RunBackup
 from keras_maskrcnn.config import tiny
 from keras_maskrcnn.data import CocoDataset
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.train_config import CONFIG_FILE, TrainConfig
 from paused_cli import DRIVER
 
-# A backed-up epoch shows up well within this on the CI machine (about 20 s).
-BACKUP_WAIT_SECONDS = 300
+# One training process of the kill test finishes well within this (about 15 s here).
+RUN_SECONDS = 300
 
 
 # Schedules and optimisers.
@@ -170,49 +169,97 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     assert written.train == str(bad) and os.path.isabs(written.out)
 
 
+# One kill of each kind, in a chain: each process is killed at its moment, the next reruns
+# the same command and resumes; (KILL_AT point, epochs the backup holds after the kill).
+KILL_CHAIN = [("val_step", 0),                        # validating epoch 1, nothing backed up
+              ("written:training_metadata.json", 1),  # just after epoch 1 is backed up
+              ("train_step", 1),                      # mid-epoch 2, after its first step
+              ("write:history.json", 1),              # writing epoch 2's history
+              ("write:epoch-002.keras", 1)]           # writing epoch 2's checkpoint
+
+
 @pytest.mark.slow
-def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(shapes, tmp_path):
+def test_a_run_killed_at_each_kind_of_moment_resumes_to_the_uninterrupted_runs_weights(
+        shapes, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
+    val = str(shapes / "val" / "annotations.json")
 
-    def command(out):
-        return [sys.executable, str(driver), "train", "--train",
-                str(shapes / "train" / "annotations.json"), "--preset", "tiny", "--epochs", "3",
-                "--steps-per-epoch", "2", "--batch-size", "2", "--seed", "3", "--out", str(out)]
+    def train(out, kill_at=None):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if kill_at:
+            env["KILL_AT"] = kill_at
+        return subprocess.run(
+            [sys.executable, str(driver), "train", "--train",
+             str(shapes / "train" / "annotations.json"), "--val", val, "--preset", "tiny",
+             "--input-size", "64", "64", "--epochs", "2", "--steps-per-epoch", "2",
+             "--batch-size", "2", "--seed", "3", "--out", str(out)],
+            capture_output=True, text=True, env=env, timeout=RUN_SECONDS)
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True, env=env)
-
-    marker = tmp_path / "backed_up"
-    killed = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env={**env, "PAUSE_AFTER_BACKUP": str(marker)})
-    try:
-        deadline = time.monotonic() + BACKUP_WAIT_SECONDS
-        while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), "the first epoch was never backed up"
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert training.resumed_epoch(str(tmp_path / "killed")) == 1
-
-    resumed = subprocess.run(command(tmp_path / "killed"), check=True, capture_output=True,
-                             text=True, env=env)
+    assert train(tmp_path / "whole").returncode == 0
+    out = tmp_path / "killed"
+    for kill_at, backed_up in KILL_CHAIN:
+        killed = train(out, kill_at)
+        assert killed.returncode == -signal.SIGKILL, f"{kill_at}: {killed.stderr[-2000:]}"
+        assert training.resumed_epoch(str(out)) == backed_up, kill_at
+    resumed = train(out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout and "after epoch 1" in resumed.stdout
 
     whole = keras.saving.load_model(tmp_path / "whole" / training.MODEL_FILE, compile=False)
-    restarted = keras.saving.load_model(tmp_path / "killed" / training.MODEL_FILE, compile=False)
+    restarted = keras.saving.load_model(out / training.MODEL_FILE, compile=False)
     assert len(whole.weights) == len(restarted.weights)
     for a, b in zip(whole.weights, restarted.weights):
         assert a.path == b.path
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=a.path)
     with open(tmp_path / "whole" / training.HISTORY_FILE) as f:
         whole_history = json.load(f)
-    with open(tmp_path / "killed" / training.HISTORY_FILE) as f:
+    with open(out / training.HISTORY_FILE) as f:
         restarted_history = json.load(f)
-    assert len(restarted_history["loss"]) == 3
-    np.testing.assert_allclose(restarted_history["loss"], whole_history["loss"], rtol=1e-6)
+    for key in ("loss", "val_loss"):
+        assert len(restarted_history[key]) == 2
+        np.testing.assert_allclose(restarted_history[key], whole_history[key], rtol=1e-6)
+    assert sorted(os.listdir(out / "checkpoints")) == ["epoch-001.keras", "epoch-002.keras"]
+    assert not (out / training.BACKUP_DIR).exists()
+
+
+def test_run_backup_marks_an_epoch_done_only_once_its_weights_are_whole(tmp_path):
+    """A kill between the backup's two writes leaves the previous epoch's pair in force."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    directory = str(tmp_path / "backup")
+    backup = RunBackup(directory)
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    first = model.get_weights()
+    model.set_weights([w + 1 for w in first])
+    # Epoch 2's weights written in full, its metadata not yet: epoch 1 still counts.
+    model.save_weights(os.path.join(directory, "epoch-002.weights.h5"))
+    assert RunBackup.finished_epochs(directory) == 1
+    backup.on_train_begin()
+    for restored, saved in zip(model.get_weights(), first):
+        np.testing.assert_array_equal(restored, saved)
+    backup.on_epoch_end(1)
+    assert RunBackup.finished_epochs(directory) == 2
+    assert sorted(os.listdir(directory)) == ["epoch-002.weights.h5", RunBackup.METADATA_FILE]
+    backup.on_train_end()
+    assert not os.path.exists(directory) and RunBackup.finished_epochs(directory) == 0
+
+
+def test_atomic_writes_leave_the_old_file_when_the_writer_fails(tmp_path):
+    path = str(tmp_path / "history.json")
+    atomic.write_json({"loss": [1.0]}, path)
+    with pytest.raises(RuntimeError), atomic.written_atomically(path) as temporary:
+        with open(temporary, "w") as f:
+            f.write('{"loss": [1.0, 0.')  # a writer that dies half way
+        raise RuntimeError("killed")
+    with open(path) as f:
+        assert json.load(f) == {"loss": [1.0]}
+    assert os.listdir(tmp_path) == ["history.json"]
+    # Keras picks the format from the suffix, which the temporary name keeps.
+    assert atomic.temporary_path("/r/checkpoints/epoch-002.keras").endswith(".keras")
+    assert atomic.temporary_path("/r/backup/epoch-002.weights.h5") == \
+        "/r/backup/.epoch-002.partial.weights.h5"
 
 
 def test_cli_train_passes_every_option(shapes, tmp_path, monkeypatch, capsys):
