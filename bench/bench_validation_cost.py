@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from benchutil import git_commit, machine_info, run_cli, write_report
+from benchutil import machine_info, run_cli, write_report
 
 SLOWEST_OVER_MEDIAN = 1.25
 EXTRA_FRACTION = 0.05
@@ -75,7 +75,7 @@ def main():
     slowest_over_median = float(with_val.max() / np.median(with_val))
     report = {
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-        "commit": git_commit(), "machine": machine_info(),
+        "machine": machine_info(),
         "train_images": args.train_images, "val_images": args.val_images, "size": args.size,
         "epochs_table": epochs,
         "process_seconds": {name: round(run["process_seconds"], 1) for name, run in runs.items()},

@@ -70,19 +70,6 @@ def _git_commit():
     return commit + ("-dirty" if dirty else "")
 
 
-def git_commit():
-    """The checkout's commit (with "+changes" when the tree has uncommitted edits), or None."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+changes" if dirty.strip() else "")
-
-
 def _cpu_model():
     """/proc/cpuinfo's model name, or None where there is none."""
     try:

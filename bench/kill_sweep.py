@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from benchutil import git_commit, machine_info, run_cli, write_report
+from benchutil import machine_info, run_cli, write_report
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from paused_cli import DRIVER  # noqa: E402
@@ -127,7 +127,7 @@ def main():
         moments.append(record)
 
     write_report({"command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-                  "commit": git_commit(), "machine": machine_info(),
+                  "machine": machine_info(),
                   "run": " ".join(command("DRIVER", "DATA", "OUT")[1:]),
                   "uninterrupted_seconds": round(reference_seconds, 1),
                   "moments": moments,

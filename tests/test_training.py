@@ -227,6 +227,7 @@ def test_run_backup_marks_an_epoch_done_only_once_its_weights_are_whole(tmp_path
     """A kill between the backup's two writes leaves the previous epoch's pair in force."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
     directory = str(tmp_path / "backup")
     backup = RunBackup(directory)
     backup.set_model(model)
