@@ -4,6 +4,10 @@ Shapes: B batch, h×w an input image, H×W the canvas, K detections, M mask size
 
 - `serving_default`: `images` tf.string [B], encoded JPEG/PNG/BMP/GIF (first frame), any sizes.
 - `serve_images`: `images` uint8 [B, h, w, 3], one size for the whole batch.
+- `serve_padded`: `images` uint8 [B, h_max, w_max, 3], images of any sizes padded at the
+  bottom and right, and `image_sizes` int32 [B, 2], each image's own (h, w): what a server
+  batches requests of different sizes into (keras_maskrcnn/serving). Each image is cut to its
+  size first, so its detections are those `serve_images` gives for it alone.
 
 Both resize and pad in the graph with the host's own `preprocessing` functions (into the
 model's canvas, or with `InputConfig.canvas_per_image` into the batch's own, as
@@ -99,9 +103,18 @@ class _Server(tf.Module):
     def serve_images(self, images):
         return self._detect(*self._preprocess_each(self._preprocess, images))
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
+                                  tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
+    def serve_padded(self, images, image_sizes):
+        def cut(element):
+            image, size = element
+            return self._preprocess(image[:size[0], :size[1]])
+        return self._detect(*self._preprocess_each(cut, (images, image_sizes)))
+
 
 def export_saved_model(model, out_dir, include_full_masks=False):
-    """Write `model` (a `MaskRCNN`) as a SavedModel with `serving_default` and `serve_images`.
+    """Write `model` (a `MaskRCNN`) as a SavedModel with `serving_default`, `serve_images` and
+    `serve_padded`.
 
     See the module docstring for the signatures and the config file. Returns out_dir.
     """
@@ -109,6 +122,7 @@ def export_saved_model(model, out_dir, include_full_masks=False):
     tf.saved_model.save(server, str(out_dir), signatures={
         "serving_default": server.serve_encoded.get_concrete_function(),
         "serve_images": server.serve_images.get_concrete_function(),
+        "serve_padded": server.serve_padded.get_concrete_function(),
     })
     os.makedirs(os.path.join(out_dir, os.path.dirname(CONFIG_FILE)), exist_ok=True)
     with open(os.path.join(out_dir, CONFIG_FILE), "w") as file:
