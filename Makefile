@@ -21,7 +21,7 @@ $(INSTALLED): setup.py
 	touch $@
 
 $(TEST_INSTALLED): $(INSTALLED)
-	$(BIN)/python -m pip install -e ".[test,torch]"
+	$(BIN)/python -m pip install -e ".[test,torch,serve]"
 	touch $@
 
 demo: $(INSTALLED)

@@ -40,6 +40,8 @@ setup(
         "test": ["pytest==9.2.0", "import-linter==2.17", "selenium==4.51.0"],
         # Reading torchvision checkpoints (keras-maskrcnn convert-torchvision) and the parity test.
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
+        # keras-maskrcnn serve: an ASGI app (Starlette) and its server (uvicorn).
+        "serve": ["starlette==1.10.0", "uvicorn==0.54.0"],
     },
     entry_points={"console_scripts": ["keras-maskrcnn=keras_maskrcnn.cli:main"]},
 )

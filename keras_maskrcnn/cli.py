@@ -1,5 +1,5 @@
 """The `keras-maskrcnn` command line: make-shapes, train, show-data, evaluate, predict, export,
-convert-torchvision and demo. Each parses its arguments here and runs a function of `commands`
+convert-torchvision, demo and serve. Each parses its arguments here and runs a function of `commands`
 (train: `training.train`).
 
 TensorFlow is imported inside the commands, so `--help` answers at once. Mistakes a user can
@@ -23,6 +23,7 @@ from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMA
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS,
                                    DEFAULT_MAX_IMAGE_PIXELS, INFERENCE_PRECISIONS, PRESETS,
                                    QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON)
+from keras_maskrcnn.serving import options as serve_options
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
 from keras_maskrcnn.train_config import (BAD_DATA_MODES, DISTRIBUTE_MODES, FLIPS, LR_SCHEDULES,
                                          OPTIMIZERS, PRECISIONS, PRETRAINED_TRAINABLE_STAGES,
@@ -57,6 +58,7 @@ def _checked(convert, is_valid, requirement):
 
 _positive_int = _checked(int, lambda value: value >= 1, "must be at least 1")
 _non_negative_float = _checked(float, lambda value: value >= 0, "must not be negative")
+_positive_float = _checked(float, lambda value: value > 0, "must be positive")
 _probability = _checked(float, lambda value: 0 <= value <= 1, "must lie in [0, 1]")
 
 
@@ -154,6 +156,21 @@ def _run_export(args):
 
 def _run_convert_torchvision(args):
     print(f"wrote {convert_torchvision(args.checkpoint, args.out, args.batch_norm_epsilon)}")
+
+
+def _run_serve(args):
+    try:
+        from keras_maskrcnn.serving.server import serve
+    except ImportError as error:
+        raise UserError(f"serve needs Starlette and uvicorn ({error}): install the project's "
+                        f"[serve] extra, pip install -e \".[serve]\" in its checkout") from error
+    options = serve_options.ServeOptions(
+        model_name=args.model_name, max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue,
+        max_body_mb=args.max_body_mb, max_image_pixels=args.max_image_pixels,
+        timeout_s=args.timeout_s, api_key=args.api_key)
+    with user_errors(ValueError):
+        serve(args.model, options, args.host, args.port, args.shutdown_timeout)
 
 
 def _run_demo(args):
@@ -482,7 +499,58 @@ def build_parser():
                                 "for its published COCO weights (default), 1e-5 for a model "
                                 "built with weights=None")
     convert_parser.set_defaults(run=_run_convert_torchvision)
+    _add_serve_parser(commands, verbosity)
     return parser
+
+
+def _add_serve_parser(commands, verbosity):
+    """`serve`'s options; their defaults are the serving package's (imported lazily)."""
+    serve_parser = commands.add_parser(
+        "serve", parents=[verbosity], help="serve a SavedModel over TF Serving's REST API",
+        description="Serve an exported SavedModel (keras-maskrcnn export --format saved_model) "
+        "over TF Serving's REST API (GET /v1/models/NAME, .../metadata, POST ...:predict), "
+        "plus POST /v1/models/NAME:detect (the image file as the body; detections with masks "
+        "pasted at the image's size), GET /metrics (Prometheus) and a browser page at /. "
+        "Concurrent requests are batched into one model call. SIGTERM stops accepting, "
+        "finishes the requests in flight and exits 0. See docs/serving.md. Needs the [serve] "
+        "extra.")
+    serve_parser.add_argument("model", metavar="MODEL", help="a SavedModel folder, or a folder "
+                              "of numbered versions of one (NAME/1, NAME/2: the highest is "
+                              "served)")
+    serve_parser.add_argument("--model-name", required=True, metavar="NAME",
+                              help="the name in the URLs, /v1/models/NAME")
+    serve_parser.add_argument("--host", default=serve_options.DEFAULT_HOST, help="address to listen on "
+                              "(default: %(default)s, this machine only)")
+    serve_parser.add_argument("--port", type=int, default=serve_options.DEFAULT_PORT,
+                              help="default: %(default)s, TF Serving's REST port")
+    serve_parser.add_argument("--max-batch-size", type=_positive_int, default=serve_options.DEFAULT_MAX_BATCH_SIZE,
+                              metavar="B", help="requests joined into one model call at most "
+                              "(default: %(default)s)")
+    serve_parser.add_argument("--batch-timeout-ms", type=_non_negative_float,
+                              default=serve_options.DEFAULT_BATCH_TIMEOUT_MS, metavar="MS",
+                              help="how long a model call waits for its batch to fill; 0 runs "
+                              "what is queued as soon as the model is free (default: %(default)s)")
+    serve_parser.add_argument("--max-queue", type=_positive_int, default=serve_options.DEFAULT_MAX_QUEUE,
+                              metavar="N", help="requests waiting for the model at most; more "
+                              "are answered 503 with Retry-After (default: %(default)s)")
+    serve_parser.add_argument("--max-body-mb", type=_positive_float, default=serve_options.DEFAULT_MAX_BODY_MB,
+                              metavar="MB", help="larger request bodies are answered 413 "
+                              "(default: %(default)s)")
+    serve_parser.add_argument("--max-image-pixels", type=_positive_int,
+                              default=serve_options.DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                              help="images whose header claims more pixels are refused (400) "
+                              "before decoding (default: PIL's limit, %(default)s)")
+    serve_parser.add_argument("--timeout-s", type=_positive_float, default=serve_options.DEFAULT_TIMEOUT_S,
+                              metavar="S", help="requests not answered within S seconds get "
+                              "504 (default: %(default)s)")
+    serve_parser.add_argument("--shutdown-timeout", type=_non_negative_float,
+                              default=serve_options.DEFAULT_SHUTDOWN_TIMEOUT_S, metavar="S",
+                              help="on SIGTERM, how long requests in flight may still take "
+                              "(default: %(default)s)")
+    serve_parser.add_argument("--api-key", metavar="KEY",
+                              help="require 'Authorization: Bearer KEY' on every endpoint but "
+                              "the model status and the page")
+    serve_parser.set_defaults(run=_run_serve)
 
 
 def main(argv=None):

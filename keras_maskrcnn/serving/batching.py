@@ -1,0 +1,122 @@
+"""Micro-batching: requests submitted from any thread are queued (at most `max_queue`) and
+one worker thread runs them in batches of up to `max_batch_size` items with the same key.
+
+The worker takes what is queued when it is free; with `batch_timeout_s` > 0 it also waits
+that long for a batch to fill. Items whose future was cancelled while queued (their request
+timed out) are dropped. When a batch of several fails, each item is run alone, so one bad
+item fails only its own request.
+"""
+
+import collections
+import concurrent.futures
+import threading
+import time
+
+
+class QueueFull(Exception):
+    """The queue holds `max_queue` items already."""
+
+
+class MicroBatcher:
+    """Runs `run_batch(key, items) → results` (one result per item, in order) on a worker
+    thread; `on_batch(size, seconds)` is told of each batch run."""
+
+    def __init__(self, run_batch, max_batch_size, batch_timeout_s, max_queue, on_batch=None):
+        if max_batch_size < 1 or max_queue < 1 or batch_timeout_s < 0:
+            raise ValueError("max_batch_size and max_queue must be at least 1 and "
+                             "batch_timeout_s not negative")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self._pending = collections.deque()  # (key, item, future)
+        self._condition = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="micro-batcher", daemon=True)
+        self._worker.start()
+
+    @property
+    def queue_depth(self):
+        """Items waiting for the worker."""
+        return len(self._pending)
+
+    def submit(self, key, item):
+        """Queue `item` → concurrent.futures.Future of its result (cancel it to drop the item
+        while it waits). Raises QueueFull, or RuntimeError once closed."""
+        future = concurrent.futures.Future()
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(f"{len(self._pending)} requests are queued already")
+            self._pending.append((key, item, future))
+            self._condition.notify()
+        return future
+
+    def close(self, timeout=None):
+        """Run what is queued, then stop the worker (waiting at most `timeout` seconds)."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        self._worker.join(timeout)
+
+    def _take(self, key, batch):
+        """Move queued items of `key` into `batch` (up to max_batch_size), dropping cancelled
+        ones; the others keep their order."""
+        kept = collections.deque()
+        while self._pending:
+            entry = self._pending.popleft()
+            if len(batch) < self.max_batch_size and (key is None or entry[0] == key):
+                if entry[2].set_running_or_notify_cancel():
+                    batch.append(entry)
+                    key = entry[0]
+            else:
+                kept.append(entry)
+        self._pending = kept
+        return key
+
+    def _next_batch(self):
+        """Wait for work → a list of (key, item, future), or None once closed and drained."""
+        with self._condition:
+            batch = []
+            key = None
+            while not batch:
+                while not self._pending and not self._closed:
+                    self._condition.wait()
+                if not self._pending:
+                    return None
+                key = self._take(None, batch)
+            deadline = time.monotonic() + self.batch_timeout_s
+            while len(batch) < self.max_batch_size and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+                self._take(key, batch)
+            return batch
+
+    def _work(self):
+        while (batch := self._next_batch()) is not None:
+            key = batch[0][0]
+            start = time.perf_counter()
+            try:
+                results = self.run_batch(key, [item for _, item, _ in batch])
+            except Exception as error:  # noqa: BLE001 - handed to the requests' futures
+                if len(batch) == 1:
+                    batch[0][2].set_exception(error)
+                else:
+                    for entry in batch:
+                        self._run_alone(key, entry)
+            else:
+                for (_, _, future), result in zip(batch, results):
+                    future.set_result(result)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - start)
+
+    def _run_alone(self, key, entry):
+        _, item, future = entry
+        try:
+            future.set_result(self.run_batch(key, [item])[0])
+        except Exception as error:  # noqa: BLE001 - handed to the request's future
+            future.set_exception(error)

@@ -1,0 +1,39 @@
+"""Run the app under uvicorn: load and warm up the model, listen, and on SIGTERM or SIGINT
+stop accepting, finish the requests in flight (at most `shutdown_timeout` seconds) and
+return."""
+
+import signal
+import sys
+
+import uvicorn
+from PIL import Image
+
+from keras_maskrcnn.serving.app import create_app
+from keras_maskrcnn.serving.model import ServedModel
+from keras_maskrcnn.serving.options import (DEFAULT_HOST, DEFAULT_PORT,
+                                            DEFAULT_SHUTDOWN_TIMEOUT_S)
+
+
+
+def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
+          shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT_S):
+    """Serve the SavedModel at `model_path` (`model.find_version`) under `options`
+    (`options.ServeOptions`) until a signal stops it. Raises ValueError naming the path when it
+    holds no servable model."""
+    # PIL refuses images past twice its own limit before ours is consulted; one limit rules.
+    Image.MAX_IMAGE_PIXELS = options.max_image_pixels
+    model = ServedModel(model_path)
+    warm = model.warm_up()
+    print(f"serving {model.directory} as model {options.model_name!r} version {model.version} "
+          f"(warm-up: {len(warm[0]['scores'])} detections) on http://{host}:{port}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(model, options), host=host, port=port, lifespan="on",
+        timeout_graceful_shutdown=shutdown_timeout, access_log=False, log_level="info"))
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully, which
+    # would end the process with -15 (or a KeyboardInterrupt); after a clean shutdown the
+    # re-raised signal is ignored, and the process exits 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda signum, frame: None)
+    server.run()
+    sys.stdout.flush()
+    return 0
