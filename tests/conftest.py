@@ -38,3 +38,14 @@ def untrained_tiny_model():
     config = tiny(num_classes=2, category_ids=(3, 7),
                   detection=dict(score_threshold=0.01, max_detections=20, pre_nms_topk=256))
     return MaskRCNN(config, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_saved_model(tmp_path_factory, untrained_tiny_model):
+    """`untrained_tiny_model` exported once as version 1 of a SavedModel base folder
+    (BASE/1/saved_model.pb): what `keras-maskrcnn serve BASE` serves. Returns BASE."""
+    from keras_maskrcnn.export.saved_model import export_saved_model
+
+    base = tmp_path_factory.mktemp("served") / "tiny"
+    export_saved_model(untrained_tiny_model, base / "1")
+    return base

@@ -20,8 +20,9 @@ def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
     """Serve the SavedModel at `model_path` (`model.find_version`) under `options`
     (`options.ServeOptions`) until a signal stops it. Raises ValueError naming the path when it
     holds no servable model."""
-    # PIL refuses images past twice its own limit before ours is consulted; one limit rules.
-    Image.MAX_IMAGE_PIXELS = options.max_image_pixels
+    # Every image header is checked against options.max_image_pixels before decoding; PIL's
+    # own limit (which refuses past twice it, in its own words) would only get in the way.
+    Image.MAX_IMAGE_PIXELS = None
     model = ServedModel(model_path)
     warm = model.warm_up()
     print(f"serving {model.directory} as model {options.model_name!r} version {model.version} "
