@@ -519,29 +519,30 @@ def _add_serve_parser(commands, verbosity):
                               "served)")
     serve_parser.add_argument("--model-name", required=True, metavar="NAME",
                               help="the name in the URLs, /v1/models/NAME")
-    serve_parser.add_argument("--host", default=serve_options.DEFAULT_HOST, help="address to listen on "
-                              "(default: %(default)s, this machine only)")
+    serve_parser.add_argument("--host", default=serve_options.DEFAULT_HOST,
+                              help="address to listen on (default: %(default)s, this machine "
+                              "only)")
     serve_parser.add_argument("--port", type=int, default=serve_options.DEFAULT_PORT,
                               help="default: %(default)s, TF Serving's REST port")
-    serve_parser.add_argument("--max-batch-size", type=_positive_int, default=serve_options.DEFAULT_MAX_BATCH_SIZE,
-                              metavar="B", help="requests joined into one model call at most "
+    serve_parser.add_argument("--max-batch-size", type=_positive_int,
+                              default=serve_options.DEFAULT_MAX_BATCH_SIZE, metavar="B", help="requests joined into one model call at most "
                               "(default: %(default)s)")
     serve_parser.add_argument("--batch-timeout-ms", type=_non_negative_float,
                               default=serve_options.DEFAULT_BATCH_TIMEOUT_MS, metavar="MS",
                               help="how long a model call waits for its batch to fill; 0 runs "
                               "what is queued as soon as the model is free (default: %(default)s)")
-    serve_parser.add_argument("--max-queue", type=_positive_int, default=serve_options.DEFAULT_MAX_QUEUE,
-                              metavar="N", help="requests waiting for the model at most; more "
+    serve_parser.add_argument("--max-queue", type=_positive_int,
+                              default=serve_options.DEFAULT_MAX_QUEUE, metavar="N", help="requests waiting for the model at most; more "
                               "are answered 503 with Retry-After (default: %(default)s)")
-    serve_parser.add_argument("--max-body-mb", type=_positive_float, default=serve_options.DEFAULT_MAX_BODY_MB,
-                              metavar="MB", help="larger request bodies are answered 413 "
+    serve_parser.add_argument("--max-body-mb", type=_positive_float,
+                              default=serve_options.DEFAULT_MAX_BODY_MB, metavar="MB", help="larger request bodies are answered 413 "
                               "(default: %(default)s)")
     serve_parser.add_argument("--max-image-pixels", type=_positive_int,
                               default=serve_options.DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
                               help="images whose header claims more pixels are refused (400) "
                               "before decoding (default: PIL's limit, %(default)s)")
-    serve_parser.add_argument("--timeout-s", type=_positive_float, default=serve_options.DEFAULT_TIMEOUT_S,
-                              metavar="S", help="requests not answered within S seconds get "
+    serve_parser.add_argument("--timeout-s", type=_positive_float,
+                              default=serve_options.DEFAULT_TIMEOUT_S, metavar="S", help="requests not answered within S seconds get "
                               "504 (default: %(default)s)")
     serve_parser.add_argument("--shutdown-timeout", type=_non_negative_float,
                               default=serve_options.DEFAULT_SHUTDOWN_TIMEOUT_S, metavar="S",
