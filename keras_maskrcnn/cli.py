@@ -538,9 +538,10 @@ def _add_serve_parser(commands, verbosity):
                               default=serve_options.DEFAULT_MAX_BODY_MB, metavar="MB", help="larger request bodies are answered 413 "
                               "(default: %(default)s)")
     serve_parser.add_argument("--max-image-pixels", type=_positive_int,
-                              default=serve_options.DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
-                              help="images whose header claims more pixels are refused (400) "
-                              "before decoding (default: PIL's limit, %(default)s)")
+                              default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                              help="an image (a :detect body, a :predict b64 input) whose "
+                              "header claims more pixels is answered 400 before it is decoded "
+                              "(default: %(default)s, PIL's decompression-bomb limit)")
     serve_parser.add_argument("--timeout-s", type=_positive_float,
                               default=serve_options.DEFAULT_TIMEOUT_S, metavar="S", help="requests not answered within S seconds get "
                               "504 (default: %(default)s)")

@@ -223,10 +223,11 @@ HOSTILE = {
         serve_images.picture(120, 160, 5), "JPEG")[:1500]), 400, "truncated"),
     "PNG header claiming 60000 x 60000": (
         lambda server: _detect(server, serve_images.png_claiming(60000, 60000)), 400,
-        "more than the limit"),
+        "over the limit of 89,478,485"),
     "predict b64 PNG claiming 60000 x 60000": (
         lambda server: server.request("POST", f"{MODEL}:predict", _b64_instance(
-            serve_images.png_claiming(60000, 60000)), AUTH), 400, "more than the limit"),
+            serve_images.png_claiming(60000, 60000)), AUTH), 400,
+        "over the limit of 89,478,485"),
     "unknown model": (lambda server: server.request(
         "POST", "/v1/models/nope:predict", {"instances": [1]}, AUTH), 404,
         "Servable not found for request: Latest(nope)"),

@@ -17,20 +17,20 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hmac
+import html
 import importlib.resources
-import io
 import itertools
 import logging
 import time
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keras_maskrcnn.data.coco import DataError, decode_image
+from keras_maskrcnn.data.errors import DataError
+from keras_maskrcnn.data.images import decode_image, read_image_size
 from keras_maskrcnn.serving import detect, tf_serving_api as api
 from keras_maskrcnn.serving.batching import MicroBatcher, QueueFull
 from keras_maskrcnn.serving.metrics import TEXT_CONTENT_TYPE, Metrics
@@ -39,6 +39,7 @@ from keras_maskrcnn.serving.tf_serving_api import ServingError
 LOG = logging.getLogger("keras_maskrcnn.serving")
 JSON_CONTENT_TYPE = "application/json"
 PAGE = "static/index.html"
+MODEL_NAME_MARK = "{{MODEL_NAME}}"  # where the page takes the served model's name
 DETECT_KEY = "detect"
 HOST_THREADS = 4  # decoding, JSON and mask encoding beside the event loop
 RETRY_AFTER_S = 1
@@ -169,22 +170,17 @@ class _App:
         return self.model.input_specs(signature_name)
 
     def _check_encoded_images(self, signature_name, tensors):
-        """Every string input is an encoded image whose header PIL reads and whose pixels are
+        """Every string input is an encoded image whose header can be read and whose pixels are
         within --max-image-pixels; checked before the graph decodes any."""
         for name, spec in self.model.input_specs(signature_name).items():
             if spec.dtype != tf.string:
                 continue
             for index, data in enumerate(tensors[name].flat):
                 try:
-                    with Image.open(io.BytesIO(data)) as image:
-                        width, height = image.size
-                except Exception as error:  # noqa: BLE001 - PIL raises many kinds
-                    raise ServingError(api.INVALID_ARGUMENT, f"input {name}, item {index}: not "
-                                       f"an image that can be read ({error})") from error
-                if width * height > self.options.max_image_pixels:
-                    raise ServingError(api.INVALID_ARGUMENT, f"input {name}, item {index}: the "
-                                       f"image is {width}×{height} pixels, more than the limit "
-                                       f"of {self.options.max_image_pixels} (--max-image-pixels)")
+                    read_image_size(data, self.options.max_image_pixels,
+                                    f"input {name}, item {index}")
+                except DataError as error:
+                    raise ServingError(api.INVALID_ARGUMENT, str(error)) from error
 
     async def predict(self, request, name, version, label):
         self._check_model(name, version, label)
@@ -212,8 +208,8 @@ class _App:
             raise ServingError(api.INVALID_ARGUMENT, "the request body is empty: :detect takes "
                                "the image file itself as the body")
         try:
-            image = await self._on_host(decode_image, io.BytesIO(body), "the request body",
-                                        self.options.max_image_pixels)
+            image = await self._on_host(decode_image, body, self.options.max_image_pixels,
+                                        "the request body")
         except DataError as error:
             raise ServingError(api.INVALID_ARGUMENT, str(error)) from error
         decoded = time.perf_counter()
@@ -305,12 +301,15 @@ class _App:
         return response
 
     async def page(self, request):
-        """The browser page, from the package; it needs no API key (it holds no data: the
-        requests it makes carry the key its user types)."""
+        """The browser page, from the package, with the model's name in place of
+        MODEL_NAME_MARK; it needs no API key (it holds no data: the requests it makes carry
+        the key its user types)."""
         resource = importlib.resources.files("keras_maskrcnn.serving").joinpath(PAGE)
         if not resource.is_file():
             return error_response(ServingError(api.NOT_FOUND, f"no page: {PAGE} is not installed"))
-        return Response(resource.read_bytes(), media_type="text/html; charset=utf-8")
+        page = resource.read_text(encoding="utf-8").replace(
+            MODEL_NAME_MARK, html.escape(self.options.model_name))
+        return Response(page, media_type="text/html; charset=utf-8")
 
 
 def create_app(model, options):

@@ -4,7 +4,7 @@ TensorFlow (the command line's --help reads them)."""
 import dataclasses
 from typing import Optional
 
-from PIL import Image
+from keras_maskrcnn.config import DEFAULT_MAX_IMAGE_PIXELS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501  # TF Serving's REST port
@@ -12,7 +12,6 @@ DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_TIMEOUT_MS = 0.0
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_BODY_MB = 16.0
-DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's decompression-bomb limit
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
 

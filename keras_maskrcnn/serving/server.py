@@ -6,7 +6,6 @@ import signal
 import sys
 
 import uvicorn
-from PIL import Image
 
 from keras_maskrcnn.serving.app import create_app
 from keras_maskrcnn.serving.model import ServedModel
@@ -20,9 +19,6 @@ def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
     """Serve the SavedModel at `model_path` (`model.find_version`) under `options`
     (`options.ServeOptions`) until a signal stops it. Raises ValueError naming the path when it
     holds no servable model."""
-    # Every image header is checked against options.max_image_pixels before decoding; PIL's
-    # own limit (which refuses past twice it, in its own words) would only get in the way.
-    Image.MAX_IMAGE_PIXELS = None
     model = ServedModel(model_path)
     warm = model.warm_up()
     print(f"serving {model.directory} as model {options.model_name!r} version {model.version} "
