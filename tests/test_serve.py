@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 
 import serve_images
 from keras_maskrcnn import commands
-from keras_maskrcnn.data.coco import read_image
+from keras_maskrcnn.data.images import decode_image
 from serve_process import MODEL_NAME, running_server
 
 pytestmark = pytest.mark.slow  # starts a server process: see pytest.ini
@@ -127,7 +127,7 @@ def test_detect_matches_predict_on_landscape_portrait_and_exif_rotated_images(
         answers = list(pool.map(lambda path: _detect(server, path.read_bytes()), pictures))
     for path, (status, _, answer) in zip(pictures, answers):
         assert status == 200, answer
-        height, width = read_image(str(path)).shape[:2]
+        height, width = decode_image(str(path)).shape[:2]
         assert answer["image"] == {"height": height, "width": width}
         expected = [result for result in run.results if result["file_name"] == str(path)]
         found = answer["detections"]
