@@ -1,5 +1,5 @@
-"""Image files for the serving tests: ordinary pictures, an EXIF-rotated JPEG, a large smooth
-JPEG that takes seconds to serve, and hostile files (a PNG header claiming 60000 × 60000)."""
+"""Image files for the serving tests: ordinary pictures, an EXIF-rotated JPEG, and a hostile
+one (a PNG header claiming 60000 × 60000)."""
 
 import io
 import struct
@@ -31,15 +31,6 @@ def exif_rotated_jpeg(stored):
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = EXIF_ROTATE_90
     return encode(stored, "JPEG", quality=95, exif=exif)
-
-
-def smooth_jpeg(height, width):
-    """A large JPEG of gradients: small to send, seconds to decode and serve."""
-    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    cols = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    image = np.stack([np.broadcast_to(rows, (height, width)), np.broadcast_to(cols, (height, width)),
-                      np.broadcast_to((rows + cols) / 2, (height, width))], axis=-1)
-    return encode(image.astype(np.uint8), "JPEG", quality=80)
 
 
 def _png_chunk(kind, data):
