@@ -30,10 +30,12 @@ import tensorflow as tf
 from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.inference import Predictor
+from keras_maskrcnn.model import HOST_PATH
 from keras_maskrcnn.ops.paste import paste_masks
 from keras_maskrcnn.private_api import no_automatic_dependency_tracking
 from keras_maskrcnn.preprocessing import (IMAGE_INFO_SIZE, canvas_for, resize_and_pad,
                                           resize_oriented)
+from keras_maskrcnn.tf_logging import run_first_call_quietly
 
 CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 
@@ -65,9 +67,9 @@ class _Server(tf.Module):
         self.model = model
 
     def _detect(self, canvases, image_info):
-        # TF Serving runs the graph on a host, which can take the host's shortcuts.
-        outputs = dict(self.model({"images": canvases, "image_info": image_info},
-                                  on_host=True))
+        # TF Serving runs the graph on a host: the host's path (`MaskRCNN.infer`).
+        outputs = dict(self.model.infer({"images": canvases, "image_info": image_info},
+                                        HOST_PATH))
         if self.include_full_masks:
             largest = tf.cast(tf.reduce_max(image_info[:, 3:5], axis=0), tf.int32)
             outputs["detection_full_masks"] = tf.cast(paste_masks(
@@ -146,7 +148,7 @@ class SavedModelPredictor(Predictor):
         self.loaded = tf.saved_model.load(str(model_dir))
         if "serve_images" not in self.loaded.signatures:
             raise ValueError(f"{model_dir} has no serve_images signature")
-        self.signature = self.loaded.signatures["serve_images"]
+        self.signature = run_first_call_quietly(self.loaded.signatures["serve_images"])
 
     def detect(self, images):
         indices_by_size = {}

@@ -24,7 +24,7 @@ import tensorflow as tf
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import QUANTIZATIONS
 from keras_maskrcnn.export import int8
-from keras_maskrcnn.model import rebuild
+from keras_maskrcnn.model import STATIC_PATH, rebuild
 from keras_maskrcnn.preprocessing import resize_and_pad, resize_exactly
 from keras_maskrcnn.private_api import tflite_flatbuffer_utils, tflite_schema
 from keras_maskrcnn.tf_logging import native_stderr_hidden
@@ -95,6 +95,8 @@ def detection_function(model, camera_size=None):
     that fixed size (any aspect), and resizes, pads and describes it in the graph
     (`preprocessing.resize_and_pad`: with static sizes its ops are constants, RESIZE_BILINEAR
     and PAD); boxes come back in the frame's pixels.
+    It runs the static path (`MaskRCNN.infer`'s STATIC_PATH: TFLite takes no run-time shapes)
+    with the model's RoIAlign, which must be made of builtin ops (`builtin_ops_model`).
     Batch 1 is static, which makes the model's NMS the single-image op TFLite has built in.
     The function only references the model's variables: keep the model alive while using it.
     """
@@ -103,7 +105,8 @@ def detection_function(model, camera_size=None):
         @tf.function(input_signature=[tf.TensorSpec([1, *camera_size, 3], tf.uint8, name="image")])
         def detect_frame(image):
             canvas, image_info = resize_and_pad(image[0], c.image_size, c.size_limits)
-            outputs = model({"images": canvas[None], "image_info": image_info[None]})
+            outputs = model.infer({"images": canvas[None], "image_info": image_info[None]},
+                                  STATIC_PATH)
             return tuple(outputs[name] for name in OUTPUT_NAMES)
 
         return detect_frame.get_concrete_function()
@@ -111,7 +114,7 @@ def detection_function(model, camera_size=None):
     @tf.function(input_signature=[tf.TensorSpec([1, *c.image_size, 3], tf.float32, name="images"),
                                   tf.TensorSpec([1, 5], tf.float32, name="image_info")])
     def detect(images, image_info):
-        outputs = model({"images": images, "image_info": image_info})
+        outputs = model.infer({"images": images, "image_info": image_info}, STATIC_PATH)
         return tuple(outputs[name] for name in OUTPUT_NAMES)
 
     return detect.get_concrete_function()

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from keras_maskrcnn import postprocess, preprocessing
 from keras_maskrcnn.config import INFERENCE_PRECISIONS, MaskRCNNConfig
+from keras_maskrcnn.tf_logging import run_first_call_quietly
 
 MODEL_KINDS = "a .keras file, a SavedModel folder or a .tflite file"
 
@@ -60,7 +61,7 @@ class KerasPredictor(Predictor):
     def __init__(self, model):
         self.model = model
         self.config = model.model_config
-        self._forward = compiled_forward(model)
+        self._forward = run_first_call_quietly(compiled_forward(model))
 
     def detect(self, images):
         canvases, image_info = preprocessing.preprocess_for_model(images, self.config.input)
@@ -73,8 +74,10 @@ def compiled_forward(model):
     """`model`'s inference as one tf.function of (canvases [B, H, W, 3], image_info [B, 5]),
     traced once: for any batch, and with a canvas per image for any canvas size. Compiled, the
     model runs 2.2× faster than eagerly for tiny at batch 8, 1.3× for r50_fpn
-    (bench/bench_predictor.py). It takes the host's shortcuts (`MaskRCNN.call`'s `on_host`).
+    (bench/bench_predictor.py). It runs the host's path (`model.HOST_PATH`, `MaskRCNN.infer`).
     """
+    from keras_maskrcnn.model import HOST_PATH
+
     height, width = model.model_config.input.image_size
     if model.model_config.input.canvas_per_image:
         height = width = None
@@ -83,8 +86,7 @@ def compiled_forward(model):
 
     @tf.function(input_signature=signature)
     def forward(canvases, image_info):
-        return model({"images": canvases, "image_info": image_info}, training=False,
-                     on_host=True)
+        return model.infer({"images": canvases, "image_info": image_info}, HOST_PATH)
     return forward
 
 

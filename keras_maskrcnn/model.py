@@ -42,12 +42,19 @@ NUM_ROI_LEVELS = 4  # RoIAlign reads P2..P5; P6 only feeds the RPN
 # image gradient accumulates in a varying order: 6e-5 apart), and a training step of `tiny` takes
 # about the same time with either (bench/bench_core.py measures both).
 ROI_ALIGN_IMPLS = {"crop_and_resize": multilevel_roi_align, "gather": multilevel_roi_align_gather}
+# The two ways inference runs (`MaskRCNN.infer`), each named for where it runs; each runtime
+# picks its own in one place: `inference.KerasPredictor` and the SavedModel export take
+# HOST_PATH, `model(inputs)` and the TFLite export STATIC_PATH.
+STATIC_PATH = "static"
+HOST_PATH = "host"
+INFERENCE_PATHS = (STATIC_PATH, HOST_PATH)
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
     """Mask R-CNN (He et al. 2017) with a ResNet- or MobileNetV3-FPN backbone; see the module
-    docstring."""
+    docstring. `roi_align_impl` (ROI_ALIGN_IMPLS) is the RoIAlign that training and the
+    STATIC_PATH run; the HOST_PATH has its own (`infer`)."""
 
     def __init__(self, config, seed=0, roi_align_impl="gather", **kwargs):
         # The model takes its inputs (pixels, image_info, boxes) in float32 whatever the dtype
@@ -109,50 +116,69 @@ class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
         normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
         return self.fpn(self.backbone(normalized, training=training))
 
-    def _pool(self, features, boxes, output_size, on_host=False):
+    def _pool(self, features, boxes, output_size, roi_align=None):
+        """RoIAlign of boxes [B, N, 4] → [B, N, P, P, C] by `roi_align` (a multilevel RoIAlign
+        function), by default the model's `roi_align_impl`."""
         roi = self.model_config.roi
-        pool = multilevel_roi_align_by_level if on_host else ROI_ALIGN_IMPLS[self.roi_align_impl]
+        pool = roi_align or ROI_ALIGN_IMPLS[self.roi_align_impl]
         return pool(features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio, roi.aligned,
                     self.model_config.fpn.min_level)
 
-    def box_branch(self, features, rois, on_host=False):
+    def box_branch(self, features, rois, roi_align=None):
         """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
         return self.box_head(self._pool(features, rois, self.model_config.roi.box_pool_size,
-                                        on_host))
+                                        roi_align))
 
-    def mask_branch(self, features, boxes, on_host=False):
+    def mask_branch(self, features, boxes, roi_align=None):
         """Boxes [B, K, 4] → mask logits [B, K, M, M, C]."""
         return self.mask_head(self._pool(features, boxes, self.model_config.roi.mask_pool_size,
-                                         on_host))
+                                         roi_align))
 
     # Inference.
 
-    def call(self, inputs, training=False, on_host=False):
-        """Inference (see the module docstring). `on_host` takes two shortcuts whose shapes are
-        known only at run time, which TFLite and XLA cannot take, so that only a host runs
-        them (`inference.compiled_forward`, the SavedModel): RoIAlign pools each box from its
-        own level only (`ops.roi_align.multilevel_roi_align_by_level`), and the mask head runs
-        on the detections only, as torchvision's does, not on every one of the K slots."""
+    def call(self, inputs, training=False):
+        """Inference on the STATIC_PATH (see `infer`): what Keras runs (`model(inputs)`,
+        `model.predict`) and what the TFLite export converts."""
+        return self.infer(inputs, STATIC_PATH)
+
+    def infer(self, inputs, path):
+        """Inference (see the module docstring) on one of INFERENCE_PATHS; the two give the same
+        detections (tests/test_inference.py):
+
+        - STATIC_PATH: every shape fixed but the canvas's, which TFLite and XLA need: RoIAlign
+          by the model's `roi_align_impl`, and the mask head runs on all K detection slots.
+        - HOST_PATH: two shortcuts whose shapes are known only at run time, for a host
+          (`inference.KerasPredictor`, the SavedModel): RoIAlign pools each box from its own
+          level only (`ops.roi_align.multilevel_roi_align_by_level`, whatever `roi_align_impl`
+          says), and the mask head runs on the detections only, as torchvision's does.
+        """
+        if path not in INFERENCE_PATHS:
+            raise ValueError(f"unknown inference path {path!r}; choose one of {INFERENCE_PATHS}")
+        roi_align = multilevel_roi_align_by_level if path == HOST_PATH else None
         images, image_info = inputs["images"], inputs["image_info"]
         features = self.extract_features(images, image_info)
         rpn_logits, rpn_deltas = self.rpn_head(features)
         proposals, proposal_valid = self.proposal_layer(rpn_logits, rpn_deltas, image_info,
                                                         canvas_hw=canvas_size(images))
-        class_logits, box_deltas = self.box_branch(features, proposals, on_host)
+        class_logits, box_deltas = self.box_branch(features, proposals, roi_align)
         boxes, scores, labels, valid = self.detection_layer(
             class_logits, box_deltas, proposals, proposal_valid, image_info)
-        if on_host:
-            # Detections come first in their slots (sorted by score); the rest are padding.
-            count = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
-            mask_logits = self.mask_branch(features, boxes[:, :count], on_host)
-            padding = tf.shape(boxes)[1] - count
-            mask_logits = tf.pad(mask_logits, [[0, 0], [0, padding], [0, 0], [0, 0], [0, 0]])
+        if path == HOST_PATH:
+            mask_logits = self._detections_mask_branch(features, boxes, valid, roi_align)
         else:
             mask_logits = self.mask_branch(features, boxes)
         channel = tf.maximum(labels - 1, 0)
         masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
         masks = tf.sigmoid(tf.cast(masks, tf.float32)) * tf.cast(valid, tf.float32)[..., None, None]
         return self._contract_outputs(boxes, scores, labels, valid, masks, image_info)
+
+    def _detections_mask_branch(self, features, boxes, valid, roi_align):
+        """`mask_branch` run on the detections only → [B, K, M, M, C], zeros past them.
+        Detections come first in their K slots (sorted by score); the rest are padding."""
+        count = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
+        mask_logits = self.mask_branch(features, boxes[:, :count], roi_align)
+        padding = tf.shape(boxes)[1] - count
+        return tf.pad(mask_logits, [[0, 0], [0, padding], [0, 0], [0, 0], [0, 0]])
 
     def _contract_outputs(self, boxes, scores, labels, valid, masks, image_info):
         """Boxes back to original pixels and labels back to dataset ids (docs/design.md §6.1)."""

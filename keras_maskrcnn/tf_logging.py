@@ -6,37 +6,76 @@ later "failed call to cuInit" on a machine without a GPU, which reads as a failu
 TFLite converter prints its own lines ("fully_quantize: 0, ..."). The command line switches
 quiet mode on (`import_tensorflow_quietly`); library code marks noisy native calls with
 `native_stderr_hidden`, which hides their stderr only in quiet mode.
+
+One warning is dropped in every mode, since Python users see TensorFlow's log lines too:
+TensorFlow's graph optimiser estimates each op's cost when a function first runs, and its
+estimator fails on a `CropAndResize` whose box count is known only at run time (the host
+inference path's by-level RoIAlign, docs/design.md §4.4), logging a few hundred characters per
+such op. `run_first_call_quietly` drops those lines, and only those.
 """
 
 import contextlib
 import os
 import sys
 import tempfile
+import threading
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 ERRORS_ONLY = "3"  # TF_CPP_MIN_LOG_LEVEL: 0 everything, 1 no info, 2 no warnings, 3 no errors
+# All of these are in each line the cost estimator logs for a CropAndResize it cannot estimate.
+COST_ESTIMATOR_NOTICE = (b"op_level_cost_estimator", b"Error in PredictCost()",
+                         b'"CropAndResize"')
 _quiet = False
 
 
 @contextlib.contextmanager
-def _stderr_captured():
+def _stderr_captured(keep_line=None):
     """Send what anything, C++ included, writes to file descriptor 2 into a temporary file
-    while the block runs; replay it if the block raises, so a failure still says why."""
+    while the block runs. Without `keep_line`, replay it only if the block raises, so a failure
+    still says why; with it (bytes line → bool), replay the lines it keeps in any case."""
     sys.stderr.flush()
     saved_stderr = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        failed = False
         try:
             yield
         except BaseException:
-            os.dup2(saved_stderr, 2)
-            captured.seek(0)
-            sys.stderr.buffer.write(captured.read())
-            sys.stderr.flush()
+            failed = True
             raise
         finally:
+            sys.stderr.flush()
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
+            if failed or keep_line is not None:
+                captured.seek(0)
+                lines = captured.read().splitlines(keepends=True)
+                sys.stderr.buffer.write(b"".join(line for line in lines
+                                                 if keep_line is None or keep_line(line)))
+                sys.stderr.flush()
+
+
+def _not_a_cost_estimator_notice(line):
+    return not all(part in line for part in COST_ESTIMATOR_NOTICE)
+
+
+def run_first_call_quietly(function):
+    """`function` (a tf.function or a SavedModel signature) whose first call, when TensorFlow
+    optimises its graph, drops the cost estimator's CropAndResize notices from stderr (see
+    the module docstring); everything else it writes there still shows."""
+    lock = threading.Lock()
+    first = [True]
+
+    def call(*args, **kwargs):
+        if first[0]:
+            with lock:
+                if first[0]:
+                    with _stderr_captured(keep_line=_not_a_cost_estimator_notice):
+                        result = function(*args, **kwargs)
+                    first[0] = False
+                    return result
+        return function(*args, **kwargs)
+    return call
 
 
 def import_tensorflow_quietly():

@@ -10,7 +10,7 @@ from reference_boxes import pairwise_iou
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import PASTE_METHODS, tiny
 from keras_maskrcnn.inference import KerasPredictor, Predictor, predict_in_batches, with_precision
-from keras_maskrcnn.model import rebuild
+from keras_maskrcnn.model import HOST_PATH, STATIC_PATH, rebuild
 
 MASKS = np.random.default_rng(0).uniform(size=(2, 28, 28)).astype(np.float32)
 BOXES = np.array([[3.2, 5.7, 30.1, 22.4], [10.5, -4.0, 39.0, 59.5]], np.float32)
@@ -112,8 +112,9 @@ def test_bfloat16_predictor_computes_in_bfloat16_and_finds_what_float32_finds(un
 
 
 @pytest.mark.slow
-def test_on_host_shortcuts_give_the_same_outputs(untrained_tiny_model):
-    """`call(on_host=True)`: by-level RoIAlign and the mask head on the detections only."""
+def test_host_path_gives_the_static_paths_outputs(untrained_tiny_model):
+    """`infer(inputs, HOST_PATH)` (by-level RoIAlign, the mask head on the detections only)
+    gives what `model(inputs)` (the STATIC_PATH) gives."""
     config = untrained_tiny_model.model_config
     images = _noisy_images([(96, 160), (128, 100)], seed=3)
     canvases, image_info = preprocessing.preprocess_for_model(images, config.input)
@@ -124,9 +125,21 @@ def test_on_host_shortcuts_give_the_same_outputs(untrained_tiny_model):
     model = rebuild(untrained_tiny_model, config.replace(
         detection=dataclasses.replace(config.detection, score_threshold=threshold)))
     want = {name: np.asarray(value) for name, value in model(inputs).items()}
-    got = {name: np.asarray(value) for name, value in model(inputs, on_host=True).items()}
+    got = {name: np.asarray(value) for name, value in model.infer(inputs, HOST_PATH).items()}
+    static = {name: np.asarray(value) for name, value in model.infer(inputs, STATIC_PATH).items()}
+    for name, value in want.items():
+        np.testing.assert_array_equal(static[name], value, err_msg=name)
     assert 0 < want["num_detections"].max() < config.detection.max_detections
     np.testing.assert_array_equal(got["num_detections"], want["num_detections"])
     np.testing.assert_array_equal(got["detection_classes"], want["detection_classes"])
     for name in ("detection_boxes", "detection_scores", "detection_masks"):
         np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
+
+
+def test_inference_paths_are_named_and_call_takes_no_switch(untrained_tiny_model):
+    """`call` has no argument that switches algorithms; `infer` names its path."""
+    import inspect
+
+    assert list(inspect.signature(untrained_tiny_model.call).parameters) == ["inputs", "training"]
+    with pytest.raises(ValueError, match="unknown inference path 'tflite'.*static.*host"):
+        untrained_tiny_model.infer({}, "tflite")
