@@ -34,10 +34,12 @@ import numpy as np
 import tensorflow as tf
 
 from benchutil import machine_info, time_in_turn, write_report
+
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.config import torchvision_r50_fpn
 from keras_maskrcnn.convert.torchvision import convert_state_dict, load_state_dict
 from keras_maskrcnn.inference import KerasPredictor, with_precision
+from keras_maskrcnn.precision import conv_rates
 
 IMAGE_SIZES = {"800x1333": (800, 1333), "480x640": (480, 640)}
 TORCH_BATCH_NORM_EPSILON = 1e-5  # BatchNorm2d's: weights=None builds the backbone with it
@@ -151,9 +153,12 @@ def main():
             entry[precision]["model_gflop_per_s"] = round(2 * macs / 1e9 / seconds, 1)
         results[name] = entry
         print(name, entry, flush=True)
+    # The probe the export and the server run: is this CPU's bfloat16 fast (precision module)?
+    conv_probe = conv_rates().to_dict()
+    print("conv probe", conv_probe, flush=True)
     write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__,
                                           torch=torch.__version__, torchvision=torchvision.__version__),
-                  "threads": args.threads, "batch_size": 1, "repeats": args.repeats,
+                  "conv_probe": conv_probe, "threads": args.threads, "batch_size": 1, "repeats": args.repeats,
                   "seed": args.seed, "score_threshold": args.score_threshold, "results": results},
                  args.out)
 

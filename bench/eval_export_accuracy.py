@@ -22,6 +22,8 @@ import tensorflow as tf
 from bench_export import size_bytes
 from benchutil import machine_info, write_report
 from keras_maskrcnn import commands
+from keras_maskrcnn.export_config import (DEFAULT_CALIBRATION_IMAGES, INT8_CHECK_IMAGES,
+                                          ExportConfig)
 from keras_maskrcnn.export.litert import read_int8_report
 from keras_maskrcnn.export.tflite import QUANTIZATIONS
 
@@ -32,13 +34,15 @@ def export_variants(model_path, work_dir, calibration_data, calibration_images):
     """{variant name: (exported path, LiteRT threads or None)}, the `.keras` file included."""
     variants = {"keras": (model_path, None)}
     saved_model_dir = os.path.join(work_dir, "saved_model")
-    variants["saved_model"] = (commands.export(model_path, saved_model_dir, "saved_model"), None)
+    variants["saved_model"] = (commands.export(ExportConfig(
+        model=model_path, out=saved_model_dir, format="saved_model")), None)
     for quantize in QUANTIZATIONS:
         path = os.path.join(work_dir, f"model_{quantize}.tflite")
         int8 = quantize == "int8"
-        commands.export(model_path, path, "tflite", quantize,
-                   calibration_data=calibration_data if int8 else None,
-                   calibration_images=calibration_images)
+        commands.export(ExportConfig(model=model_path, out=path, format="tflite",
+                                     quantize=quantize,
+                                     calibration_data=calibration_data if int8 else None,
+                                     calibration_images=calibration_images))
         variants[f"tflite_{quantize}"] = (path, TFLITE_THREADS)
     return variants
 
@@ -73,7 +77,7 @@ def main():
     parser.add_argument("--run", nargs=3, action="append", required=True,
                         metavar=("MODEL.keras", "VAL.json", "CALIBRATION.json"),
                         help="a trained model, its evaluation set and its int8 calibration set")
-    parser.add_argument("--calibration-images", type=int, default=commands.DEFAULT_CALIBRATION_IMAGES,
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
                         metavar="N", help="default: %(default)s")
     parser.add_argument("--out", default="bench/results/export_accuracy.json")
     args = parser.parse_args()
@@ -87,7 +91,7 @@ def main():
                         for metric in METRICS} for iou_type in ("bbox", "segm")}
     report = {"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
               "calibration_images": args.calibration_images,
-              "int8_check_images": commands.INT8_CHECK_IMAGES, "tflite_threads": TFLITE_THREADS,
+              "int8_check_images": INT8_CHECK_IMAGES, "tflite_threads": TFLITE_THREADS,
               "runs": runs, "worst_int8_drop": worst}
     write_report(report, args.out)
     print(f"largest int8 drop from float32 TFLite: {worst}")

@@ -13,16 +13,17 @@ import sys
 import warnings
 
 from keras_maskrcnn import __version__
-from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATION_IMAGES,
-                                     DEFAULT_SCORE_THRESHOLD, DEFAULT_SHOW_COUNT,
-                                     DEMO_IMAGE_SIZE, DEMO_PREDICTED_IMAGES, DEMO_TRAIN_IMAGES,
-                                     DEMO_VAL_IMAGES, EXPORT_FORMATS, BAD_IMAGE_MODES,
-                                     IMAGE_SUFFIXES, INT8_CHECK_IMAGES, SKIPPED_FILE, UserError,
+from keras_maskrcnn.commands import (DEFAULT_BATCH_SIZE, DEFAULT_SCORE_THRESHOLD,
+                                     DEFAULT_SHOW_COUNT, DEMO_IMAGE_SIZE, DEMO_PREDICTED_IMAGES,
+                                     DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, BAD_IMAGE_MODES,
+                                     IMAGE_SUFFIXES, SKIPPED_FILE, UserError,
                                      convert_torchvision, demo, evaluate, export, make_shapes,
                                      predict, show_data, user_errors)
 from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS,
                                    DEFAULT_MAX_IMAGE_PIXELS, INFERENCE_PRECISIONS, PRESETS,
                                    QUANTIZATIONS, TORCHVISION_BATCH_NORM_EPSILON)
+from keras_maskrcnn.export_config import (DEFAULT_CALIBRATION_IMAGES, EXPORT_FORMATS,
+                                          INT8_CHECK_IMAGES)
 from keras_maskrcnn.serving import options as serve_options
 from keras_maskrcnn.tf_logging import import_tensorflow_quietly
 from keras_maskrcnn.train_config import (BAD_DATA_MODES, DISTRIBUTE_MODES, FLIPS, LR_SCHEDULES,
@@ -135,13 +136,14 @@ def _run_predict(args):
 
 def _run_export(args):
     from keras_maskrcnn.export.tflite import FixedCanvasNotice, Int8AgreementWarning
+    from keras_maskrcnn.export_config import ExportConfig, ExportConfigError
 
+    with user_errors(ExportConfigError):
+        config = ExportConfig.from_args(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", Int8AgreementWarning)  # the report below says it
         warnings.simplefilter("always", FixedCanvasNotice)
-        out = export(args.model, args.out, args.format, args.quantize, args.calibration_data,
-                     args.calibration_images, args.input_size, args.include_full_masks,
-                     args.camera_size)
+        out = export(config)
     for warning in caught:
         if issubclass(warning.category, FixedCanvasNotice):
             print(f"note: {warning.message}")
@@ -436,27 +438,34 @@ def build_parser():
         description="Write a .keras model as a SavedModel folder (TF Serving; signatures "
         "serving_default on encoded images and serve_images on uint8 pixels) or as a .tflite "
         "file (LiteRT, builtin ops only, batch 1, fixed canvas). Both keep the model config, "
-        "with class names and category ids, for predict and evaluate.")
+        "with class names and category ids, for predict and evaluate. Options are checked by "
+        "keras_maskrcnn.export_config.ExportConfig, which Python code passes to "
+        "keras_maskrcnn.commands.export (docs/export.md).")
     export_parser.add_argument("--model", required=True, metavar="MODEL.keras",
                                help="the trained model")
-    export_parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    export_parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+    export_parser.add_argument("--format", required=True, metavar="|".join(EXPORT_FORMATS))
+    export_parser.add_argument("--quantize", metavar="|".join(QUANTIZATIONS), default="none",
                                help="TFLite weights (float16, dynamic: int8 weights) or weights "
                                "and activations (int8) (default: %(default)s)")
     export_parser.add_argument("--calibration-data", metavar="ANN.json",
                                help="COCO annotations whose images calibrate int8 activations; "
                                "required by --quantize int8")
-    export_parser.add_argument("--calibration-images", type=_positive_int,
+    export_parser.add_argument("--calibration-images", type=int,
                                default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
                                help="calibrate on the first N images and compare int8 with "
                                f"float32 on the next {INT8_CHECK_IMAGES} (default: %(default)s)")
-    export_parser.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+    export_parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                                help="canvas to export for, multiples of 32 (default: the "
                                "model's own)")
-    export_parser.add_argument("--camera-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+    export_parser.add_argument("--camera-size", type=int, nargs=2, metavar=("H", "W"),
                                help="TFLite only: the file takes uint8 camera frames of this "
                                "size (any aspect) and resizes and pads them itself; boxes come "
                                "back in the frame's pixels (examples/run_phone_model.py)")
+    export_parser.add_argument("--precision", metavar="|".join(INFERENCE_PRECISIONS),
+                               default="float32",
+                               help="SavedModel only: what its graph computes in; outputs stay "
+                               "float32 (default: %(default)s). Export says whether this CPU's "
+                               "bfloat16 convolutions beat float32 ones")
     export_parser.add_argument("--include-full-masks", action="store_true",
                                help="SavedModel only: also return masks pasted into the image "
                                "(detection_full_masks)")

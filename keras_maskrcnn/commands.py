@@ -12,8 +12,8 @@ import json
 import os
 from typing import NamedTuple
 
-from keras_maskrcnn.config import (DEFAULT_MAX_IMAGE_PIXELS, QUANTIZATIONS,
-                                   TORCHVISION_BATCH_NORM_EPSILON)
+from keras_maskrcnn.config import DEFAULT_MAX_IMAGE_PIXELS, TORCHVISION_BATCH_NORM_EPSILON
+from keras_maskrcnn.export_config import INT8_CHECK_IMAGES
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 8
@@ -27,11 +27,6 @@ BAD_IMAGE_MODES = ("skip", "error")  # predict's --on-bad-image, as train's --on
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PREDICTIONS_FILE = "predictions.json"
 SKIPPED_FILE = "skipped.json"
-EXPORT_FORMATS = ("saved_model", "tflite")
-DEFAULT_CALIBRATION_IMAGES = 100
-# int8 checks its detections against the float model's on this many images after the
-# calibration ones (on a fifth of them, taken from the calibration ones, if none follow).
-INT8_CHECK_IMAGES = 20
 
 
 class PredictRun(NamedTuple):
@@ -273,62 +268,40 @@ def _draw_and_describe(image, detections, class_names, png_path, file_name, imag
             for result in evaluation.detections_to_coco_results(image_id, detections)]
 
 
-def export(model_path, out, export_format, quantize="none", calibration_data=None,
-           calibration_images=DEFAULT_CALIBRATION_IMAGES, input_size=None, include_full_masks=False,
-           camera_size=None):
-    """Write the `.keras` model at `model_path` as a SavedModel folder or a `.tflite` file; returns `out`.
+def export(config):
+    """Write the `.keras` model an `ExportConfig` names as a SavedModel folder or a `.tflite`
+    file; returns its `out`.
 
-    `export_format` is one of EXPORT_FORMATS. `quantize` (TFLite only) is one of QUANTIZATIONS;
-    int8 calibrates on the first `calibration_images` images of `calibration_data` (COCO JSON)
-    and compares its detections with the float model's on the next INT8_CHECK_IMAGES
-    (`split_calibration_images`); the file holds that report (`litert.read_int8_report`).
-    `input_size` (H, W), multiples of 32, sets another canvas: the weights do not depend on it.
-    `include_full_masks` adds in-graph pasted masks to the SavedModel's outputs.
-    `camera_size` (h, w) makes a TFLite file that takes uint8 camera frames of that size and
-    resizes and pads them in the graph (`export.tflite.detection_function`).
+    int8 calibrates on the first `calibration_images` images of `calibration_data` and compares
+    its detections with the float model's on the next INT8_CHECK_IMAGES
+    (`split_calibration_images`); the file holds that report (`litert.read_int8_report`). A
+    bfloat16 SavedModel's export prints one line on this CPU's bfloat16 speed
+    (`precision.bfloat16_speed`). Raises UserError for an `out` that cannot be written.
     """
     from keras_maskrcnn import training
+    from keras_maskrcnn.export_config import ExportConfigError
 
-    if export_format not in EXPORT_FORMATS:
-        raise UserError(f"unknown format {export_format!r}; choose one of {EXPORT_FORMATS}")
-    if quantize not in QUANTIZATIONS:
-        raise UserError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
-    if export_format == "saved_model" and quantize != "none":
-        raise UserError("--quantize applies to --format tflite only")
-    if export_format == "tflite" and include_full_masks:
-        raise UserError("--include-full-masks applies to --format saved_model only; TFLite "
-                        "returns box-frame masks, pasted on the host")
-    if export_format == "tflite" and not str(out).endswith(".tflite"):
-        raise UserError(f"{out}: a TFLite export's file name must end in .tflite")
-    if quantize == "int8" and calibration_data is None:
-        raise UserError("--quantize int8 needs --calibration-data ANN.json: images on which to "
-                        "calibrate the int8 activations")
-    if export_format != "tflite" and camera_size is not None:
-        raise UserError("--camera-size applies to --format tflite only; the SavedModel takes "
-                        "images of any size")
-    if camera_size is not None and min(camera_size) < 1:
-        raise UserError(f"--camera-size {camera_size[0]} {camera_size[1]}: sides must be positive")
-    if calibration_data is not None and quantize != "int8":
-        raise UserError("--calibration-data is used by --quantize int8 only")
-    check_input_size(input_size)
-    if not str(model_path).endswith(".keras"):
-        raise UserError(f"{model_path}: export reads a .keras model file")
+    with user_errors(ExportConfigError):
+        config.check_out_writable()
     calibration = held_out = None
-    if calibration_data is not None:
+    if config.calibration_data is not None:
         with _data_errors():
-            dataset = training.open_dataset(calibration_data)
-            images = [dataset.load_image(image_id) for image_id
-                      in dataset.image_ids[:calibration_images + INT8_CHECK_IMAGES]]
-        calibration, held_out = split_calibration_images(images, calibration_images)
-    model = _load_keras_model(model_path, input_size)
-    directory = os.path.dirname(os.fspath(out))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    if export_format == "saved_model":
+            dataset = training.open_dataset(config.calibration_data)
+            images = [dataset.load_image(image_id) for image_id in
+                      dataset.image_ids[:config.calibration_images + INT8_CHECK_IMAGES]]
+        calibration, held_out = split_calibration_images(images, config.calibration_images)
+    model = _load_keras_model(config.model, config.input_size)
+    if config.format == "saved_model":
         from keras_maskrcnn.export.saved_model import export_saved_model
-        return export_saved_model(model, out, include_full_masks)
+        from keras_maskrcnn.inference import with_precision
+        from keras_maskrcnn.precision import precision_line
+
+        print(precision_line(config.precision), flush=True)
+        return export_saved_model(with_precision(model, config.precision), config.out,
+                                  config.include_full_masks)
     from keras_maskrcnn.export.tflite import export_tflite
-    return export_tflite(model, out, quantize, calibration, held_out, camera_size)
+    return export_tflite(model, config.out, config.quantize, calibration, held_out,
+                         config.camera_size)
 
 
 def split_calibration_images(images, calibration_count):
@@ -339,15 +312,6 @@ def split_calibration_images(images, calibration_count):
     if len(images) <= calibration_count:
         calibration_count = len(images) - max(1, len(images) // 5)
     return images[:calibration_count], images[calibration_count:]
-
-
-def check_input_size(input_size):
-    """Raise UserError unless `input_size` (H, W) is None or a canvas the model can take."""
-    from keras_maskrcnn.config import BACKBONE_STRIDE
-
-    if input_size is not None and any(side % BACKBONE_STRIDE for side in input_size):
-        raise UserError(f"--input-size {input_size[0]} {input_size[1]}: both sides must be "
-                        f"multiples of {BACKBONE_STRIDE}")
 
 
 def _load_keras_model(model_path, input_size=None):

@@ -45,6 +45,17 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
+def canvas_size_problem(size):
+    """What keeps `size` (H, W) from being a canvas, or None: both sides must be positive
+    multiples of BACKBONE_STRIDE. The one rule for `InputConfig.image_size` and every
+    `--input-size` option."""
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0
+                       and side % BACKBONE_STRIDE == 0 for side in size)):
+        return f"must be H W, both positive multiples of {BACKBONE_STRIDE}, got {size!r}"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
     image_size: Tuple[int, int] = (800, 1344)  # canvas (H, W), multiples of BACKBONE_STRIDE
@@ -193,9 +204,9 @@ class MaskRCNNConfig:
     loss: LossConfig = LossConfig()
 
     def __post_init__(self):
-        if any(side % BACKBONE_STRIDE for side in self.input.image_size):
-            raise ValueError(f"input.image_size {self.input.image_size} must be multiples of "
-                             f"{BACKBONE_STRIDE}")
+        problem = canvas_size_problem(self.input.image_size)
+        if problem:
+            raise ValueError(f"input.image_size {problem}")
         if self.backbone.kind not in BACKBONE_KINDS:
             raise ValueError(f"unknown backbone.kind {self.backbone.kind!r}; choose one of "
                              f"{BACKBONE_KINDS}")

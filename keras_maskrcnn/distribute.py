@@ -17,7 +17,7 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_maskrcnn.train_config import TrainConfigError, option
+from keras_maskrcnn.train_config import TrainConfigError, batch_split_problem, option
 
 TF_CONFIG = "TF_CONFIG"
 
@@ -75,10 +75,9 @@ def _tf_config_cluster():
 
 def check_batch_split(batch_size, strategy):
     """Refuse a global batch that the replicas cannot share evenly."""
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise TrainConfigError(f"{option('batch_size')} {batch_size} is the global batch and "
-                               f"must split evenly over the {replicas} replicas")
+    problem = batch_split_problem(batch_size, strategy.num_replicas_in_sync)
+    if problem:
+        raise TrainConfigError(problem)
 
 
 def distributed_batches(strategy, make_batches, global_batch_size):

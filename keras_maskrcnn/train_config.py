@@ -16,8 +16,8 @@ import os
 from typing import Optional, Tuple, Union
 
 from keras_maskrcnn.atomic import write_json
-from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BACKBONE_STRIDE,
-                                   BOX_NORMALIZERS, DEFAULT_MAX_IMAGE_PIXELS, PRESETS)
+from keras_maskrcnn.config import (BACKBONE_NORMS, BACKBONE_PARTS, BOX_NORMALIZERS,
+                                   DEFAULT_MAX_IMAGE_PIXELS, PRESETS, canvas_size_problem)
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step")
@@ -295,12 +295,8 @@ def _problems(config):
         elif c.scale_jitter[0] > c.scale_jitter[1]:
             yield (f"{option('scale_jitter')}: MIN {c.scale_jitter[0]} exceeds "
                    f"MAX {c.scale_jitter[1]}")
-    if c.input_size is not None and (
-            len(c.input_size) != 2
-            or not all(_is_int(side) and side > 0 and side % BACKBONE_STRIDE == 0
-                       for side in c.input_size)):
-        yield (f"{option('input_size')} must be H W, both positive multiples of "
-               f"{BACKBONE_STRIDE}, got {c.input_size!r}")
+    if c.input_size is not None and canvas_size_problem(c.input_size):
+        yield f"{option('input_size')} {canvas_size_problem(c.input_size)}"
     if c.rois_per_image is not None and not (_is_int(c.rois_per_image)
                                              and c.rois_per_image >= MIN_ROIS_PER_IMAGE):
         yield (f"{option('rois_per_image')} must be at least {MIN_ROIS_PER_IMAGE} (a quarter of "
@@ -325,9 +321,8 @@ def _problems(config):
         yield (f"{option('cpu_replicas')} splits the CPU for {option('distribute')} mirrored, "
                f"not {c.distribute!r}")
     if (c.cpu_replicas is not None and _is_int(c.cpu_replicas) and _is_int(c.batch_size)
-            and c.batch_size % c.cpu_replicas):
-        yield (f"{option('batch_size')} {c.batch_size} is the global batch and must split "
-               f"evenly over the {option('cpu_replicas')} {c.cpu_replicas} replicas")
+            and batch_split_problem(c.batch_size, c.cpu_replicas)):
+        yield batch_split_problem(c.batch_size, c.cpu_replicas)
     if not isinstance(c.jit_compile, bool):
         yield f"{option('jit_compile')} must be true or false, got {c.jit_compile!r}"
     elif c.jit_compile and c.distribute != "none":
@@ -336,6 +331,16 @@ def _problems(config):
                f"refuses (keras-team/keras#19005)")
     if c.val_images is not None and c.val is None:
         yield f"{option('val_images')} needs {option('val')}, the annotations of those images"
+
+
+def batch_split_problem(batch_size, replicas):
+    """Why a global batch of `batch_size` cannot train on `replicas` replicas, or None: each
+    takes an equal share. Checked here when --cpu-replicas gives the count, and by
+    `distribute.check_batch_split` once a strategy has counted its devices."""
+    if batch_size % replicas:
+        return (f"{option('batch_size')} {batch_size} is the global batch and must split "
+                f"evenly over the {replicas} replicas")
+    return None
 
 
 def _is_int(value):

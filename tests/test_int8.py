@@ -8,6 +8,7 @@ from keras_maskrcnn import cli, commands
 from keras_maskrcnn.export import int8
 from keras_maskrcnn.export.int8 import Int8Report, detection_agreement, layer_paths
 from keras_maskrcnn.export.litert import read_int8_report
+from keras_maskrcnn.export_config import INT8_CHECK_IMAGES, ExportConfig
 
 SENTINEL = -1e4  # as ops.nms.INVALID_SCORE
 
@@ -151,8 +152,9 @@ def trained_model(request, tmp_path_factory):
 
 
 def _int8_report(model_path, train_ann, out_path):
-    path = commands.export(model_path, out_path, "tflite", "int8", calibration_data=train_ann,
-                           calibration_images=24, camera_size=CAMERA_SIZE)
+    path = commands.export(ExportConfig(model=str(model_path), out=str(out_path), format="tflite",
+                                        quantize="int8", calibration_data=str(train_ann),
+                                        calibration_images=24, camera_size=CAMERA_SIZE))
     return read_int8_report(path)
 
 
@@ -165,7 +167,7 @@ def test_int8_camera_file_of_a_trained_model_agrees_with_it(trained_model, tmp_p
     seed, model_path, train_ann = trained_model
     monkeypatch.setattr(int8, "AGREEMENT_SCORE", 0.2)
     report = _int8_report(model_path, train_ann, tmp_path / "checked.tflite")
-    assert (report.calibration_images, report.held_out_images) == (24, commands.INT8_CHECK_IMAGES)
+    assert (report.calibration_images, report.held_out_images) == (24, INT8_CHECK_IMAGES)
     assert report.reference_detections >= 20, "too few detections: this test would check little"
     assert report.agreement >= 0.6, report.lines()
     if seed == TRAINED_SEEDS[0]:
