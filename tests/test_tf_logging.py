@@ -11,12 +11,12 @@ PREDICT_TWICE = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
-    from keras_maskrcnn.config import DetectionConfig, tiny
+    from keras_maskrcnn.config import tiny
     from keras_maskrcnn.inference import KerasPredictor, compiled_forward
     from keras_maskrcnn.model import MaskRCNN
     from keras_maskrcnn import preprocessing
 
-    model = MaskRCNN(tiny(num_classes=2, detection=DetectionConfig(score_threshold=0.0)))
+    model = MaskRCNN(tiny(num_classes=2, detection={"score_threshold": 0.0}))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (96, 120, 3), dtype=np.uint8) for _ in range(3)]
     # The host path's graph unfiltered: TensorFlow's optimiser logs its notices.
