@@ -62,20 +62,29 @@ def _not_a_cost_estimator_notice(line):
 def run_first_call_quietly(function):
     """`function` (a tf.function or a SavedModel signature) whose first call, when TensorFlow
     optimises its graph, drops the cost estimator's CropAndResize notices from stderr (see
-    the module docstring); everything else it writes there still shows."""
-    lock = threading.Lock()
-    first = [True]
+    the module docstring); everything else it writes there still shows. The function's own
+    attributes (e.g. `experimental_get_tracing_count`) stay reachable."""
+    return _QuietFirstCall(function)
 
-    def call(*args, **kwargs):
-        if first[0]:
-            with lock:
-                if first[0]:
+
+class _QuietFirstCall:
+    def __init__(self, function):
+        self._function = function
+        self._lock = threading.Lock()
+        self._called = False
+
+    def __call__(self, *args, **kwargs):
+        if not self._called:
+            with self._lock:
+                if not self._called:
                     with _stderr_captured(keep_line=_not_a_cost_estimator_notice):
-                        result = function(*args, **kwargs)
-                    first[0] = False
+                        result = self._function(*args, **kwargs)
+                    self._called = True
                     return result
-        return function(*args, **kwargs)
-    return call
+        return self._function(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._function, name)
 
 
 def import_tensorflow_quietly():
