@@ -16,6 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import serve_images
+from reference_polygons import even_odd_fill
 from keras_maskrcnn import commands
 from keras_maskrcnn.data.images import decode_image
 from serve_process import MODEL_NAME, running_server
@@ -145,19 +146,6 @@ def test_detect_matches_predict_on_landscape_portrait_and_exif_rotated_images(
     assert answers[2][2]["image"] == {"height": 100, "width": 60}  # turned by its EXIF
 
 
-def _even_odd_fill(rings, height, width):
-    """Pixels whose centres the rings enclose by the even-odd rule → bool [height, width]."""
-    y, x = np.mgrid[0:height, 0:width] + 0.5
-    inside = np.zeros((height, width), bool)
-    for ring in rings:
-        points = np.asarray(ring, float).reshape(-1, 2)
-        for (x0, y0), (x1, y1) in zip(points, np.roll(points, -1, axis=0)):
-            if y0 != y1:
-                crossing = (y >= min(y0, y1)) & (y < max(y0, y1))
-                inside ^= crossing & (x < x0 + (y - y0) * (x1 - x0) / (y1 - y0))
-    return inside
-
-
 def test_every_mask_format_encodes_the_same_pasted_masks(server, pictures):
     data = pictures[1].read_bytes()
     answers = {}
@@ -174,7 +162,7 @@ def test_every_mask_format_encodes_the_same_pasted_masks(server, pictures):
         assert png.size == (width, height)
         np.testing.assert_array_equal(np.asarray(png.convert("L")) == 255, mask)
         np.testing.assert_array_equal(
-            _even_odd_fill(answers["polygon"][index]["mask"], height, width), mask)
+            even_odd_fill(answers["polygon"][index]["mask"], height, width), mask)
         assert np.asarray(answers["box"][index]["mask"]).shape == (28, 28)
         assert "mask" not in answers["none"][index]
         assert answers["none"][index]["box"] == detection["box"]

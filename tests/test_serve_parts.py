@@ -12,22 +12,11 @@ import tensorflow as tf
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from reference_polygons import even_odd_fill
 from keras_maskrcnn.serving import masks, tf_serving_api as api
 from keras_maskrcnn.serving.batching import MicroBatcher, QueueFull
 from keras_maskrcnn.serving.metrics import Metrics
 from keras_maskrcnn.serving.model import find_version
-
-
-def _even_odd_fill(rings, height, width):
-    y, x = np.mgrid[0:height, 0:width] + 0.5
-    inside = np.zeros((height, width), bool)
-    for ring in rings:
-        points = np.asarray(ring, float).reshape(-1, 2)
-        for (x0, y0), (x1, y1) in zip(points, np.roll(points, -1, axis=0)):
-            if y0 != y1:
-                crossing = (y >= min(y0, y1)) & (y < max(y0, y1))
-                inside ^= crossing & (x < x0 + (y - y0) * (x1 - x0) / (y1 - y0))
-    return inside
 
 
 def test_polygons_filled_even_odd_give_back_random_masks_holes_and_diagonal_touches():
@@ -38,7 +27,7 @@ def test_polygons_filled_even_odd_give_back_random_masks_holes_and_diagonal_touc
     ring[2:5, 2:5] = False  # a hole
     diagonal = np.array([[1, 0], [0, 1]], bool)  # two pixels touching at a corner
     for mask in cases + [ring, diagonal]:
-        np.testing.assert_array_equal(_even_odd_fill(masks.encode_polygon(mask), *mask.shape), mask)
+        np.testing.assert_array_equal(even_odd_fill(masks.encode_polygon(mask), *mask.shape), mask)
     assert masks.encode_polygon(np.zeros((4, 5), bool)) == []
     # A rectangle is four corners, the outer ring clockwise on the screen (y down).
     rectangle = np.zeros((6, 8), bool)
