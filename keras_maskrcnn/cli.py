@@ -534,17 +534,20 @@ def _add_serve_parser(commands, verbosity):
     serve_parser.add_argument("--port", type=int, default=serve_options.DEFAULT_PORT,
                               help="default: %(default)s, TF Serving's REST port")
     serve_parser.add_argument("--max-batch-size", type=_positive_int,
-                              default=serve_options.DEFAULT_MAX_BATCH_SIZE, metavar="B", help="requests joined into one model call at most "
+                              default=serve_options.DEFAULT_MAX_BATCH_SIZE, metavar="B",
+                              help="requests joined into one model call at most "
                               "(default: %(default)s)")
     serve_parser.add_argument("--batch-timeout-ms", type=_non_negative_float,
                               default=serve_options.DEFAULT_BATCH_TIMEOUT_MS, metavar="MS",
                               help="how long a model call waits for its batch to fill; 0 runs "
                               "what is queued as soon as the model is free (default: %(default)s)")
     serve_parser.add_argument("--max-queue", type=_positive_int,
-                              default=serve_options.DEFAULT_MAX_QUEUE, metavar="N", help="requests waiting for the model at most; more "
+                              default=serve_options.DEFAULT_MAX_QUEUE, metavar="N",
+                              help="requests waiting for the model at most; more "
                               "are answered 503 with Retry-After (default: %(default)s)")
     serve_parser.add_argument("--max-body-mb", type=_positive_float,
-                              default=serve_options.DEFAULT_MAX_BODY_MB, metavar="MB", help="larger request bodies are answered 413 "
+                              default=serve_options.DEFAULT_MAX_BODY_MB, metavar="MB",
+                              help="larger request bodies are answered 413 "
                               "(default: %(default)s)")
     serve_parser.add_argument("--max-image-pixels", type=_positive_int,
                               default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
@@ -552,7 +555,8 @@ def _add_serve_parser(commands, verbosity):
                               "header claims more pixels is answered 400 before it is decoded "
                               "(default: %(default)s, PIL's decompression-bomb limit)")
     serve_parser.add_argument("--timeout-s", type=_positive_float,
-                              default=serve_options.DEFAULT_TIMEOUT_S, metavar="S", help="requests not answered within S seconds get "
+                              default=serve_options.DEFAULT_TIMEOUT_S, metavar="S",
+                              help="requests not answered within S seconds get "
                               "504 (default: %(default)s)")
     serve_parser.add_argument("--shutdown-timeout", type=_non_negative_float,
                               default=serve_options.DEFAULT_SHUTDOWN_TIMEOUT_S, metavar="S",
