@@ -66,6 +66,7 @@ def _good_request(server, pictures):
 
 
 def test_status_needs_no_key_and_metadata_lists_the_signatures(server):
+    assert "precision: float32\n" in server.log()  # what serve says it runs
     status, headers, answer = server.request("GET", MODEL)
     assert status == 200 and headers["content-type"] == "application/json"
     assert answer == {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {

@@ -16,7 +16,7 @@ from reference_polygons import even_odd_fill
 from keras_maskrcnn.serving import masks, tf_serving_api as api
 from keras_maskrcnn.serving.batching import MicroBatcher, QueueFull
 from keras_maskrcnn.serving.metrics import Metrics
-from keras_maskrcnn.serving.model import find_version
+from keras_maskrcnn.serving.model import find_version, graph_precision, read_meta_graph
 
 
 def test_polygons_filled_even_odd_give_back_random_masks_holes_and_diagonal_touches():
@@ -131,6 +131,36 @@ def test_the_batcher_joins_queued_items_of_one_key_and_refuses_past_its_queue():
     assert calls == [("a", [0]), ("a", [1, 3, 5]), ("b", [2])]
 
 
+def test_places_held_for_items_being_prepared_count_toward_the_queue():
+    batcher = MicroBatcher(lambda key, items: [item * 10 for item in items], max_batch_size=2,
+                           batch_timeout_s=0, max_queue=2)
+    try:
+        with batcher.reserved() as first_submit:
+            with batcher.reserved():
+                assert batcher.queue_depth == 2
+                with pytest.raises(QueueFull):  # refused before its item exists
+                    with batcher.reserved():
+                        pass
+                with pytest.raises(QueueFull):
+                    batcher.submit("k", 0)
+            # The second block ended without submitting: its place is free again.
+            assert batcher.queue_depth == 1
+            future = first_submit("k", 4)
+            with pytest.raises(RuntimeError, match="filled already"):
+                first_submit("k", 5)
+        assert future.result(10) == 40
+        assert batcher.queue_depth == 0
+        with pytest.raises(ValueError):  # an error while preparing frees the place too
+            with batcher.reserved():
+                raise ValueError("undecodable")
+        assert batcher.queue_depth == 0
+    finally:
+        batcher.close(10)
+    with pytest.raises(RuntimeError, match="closed"):
+        with batcher.reserved():
+            pass
+
+
 def test_a_failing_batch_is_rerun_item_by_item_so_only_the_bad_item_fails():
     def run_batch(key, items):
         if "bad" in items:
@@ -178,3 +208,21 @@ def test_the_highest_numbered_version_is_served(tmp_path):
         find_version(tmp_path / "empty")
     with pytest.raises(ValueError, match="no such folder"):
         find_version(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("conv_dtype, precision", [
+    (tf.float32, "float32"), (tf.bfloat16, "bfloat16"), (tf.float16, "float16")])
+def test_the_precision_served_is_read_from_the_graphs_convolutions(tmp_path, conv_dtype, precision):
+    """float32 variables, inputs and outputs as a mixed-precision export has them; the
+    convolution's dtype names the precision (`serve` prints it with precision_line)."""
+    module = tf.Module()
+    module.kernel = tf.Variable(tf.ones([3, 3, 3, 4]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)])
+    def run(images):
+        features = tf.nn.conv2d(tf.cast(images, conv_dtype), tf.cast(module.kernel, conv_dtype),
+                                1, "SAME")
+        return {"features": tf.cast(features, tf.float32)}
+    module.run = run
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": run})
+    assert graph_precision(read_meta_graph(str(tmp_path))) == precision

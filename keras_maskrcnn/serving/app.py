@@ -116,10 +116,13 @@ class _App:
     async def _on_host(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.host, function, *args)
 
-    async def _submit(self, key, item):
-        """Queue an item for the model and wait for its (result, start, seconds, size)."""
+    @contextlib.contextmanager
+    def _queue_place(self):
+        """Hold a place in the batcher's queue for the block (refusing with 503 before the
+        body is read or decoded when there is none) → `submit(key, item)` for `_answer`."""
         try:
-            future = self.batcher.submit(key, item)
+            with self.batcher.reserved() as submit:
+                yield submit
         except QueueFull as error:
             raise ServingError(api.UNAVAILABLE, "The batch scheduling queue to which this task "
                                f"was submitted is full ({error}; --max-queue "
@@ -127,10 +130,12 @@ class _App:
                                {"Retry-After": str(RETRY_AFTER_S)}) from error
         except RuntimeError as error:
             raise ServingError(api.UNAVAILABLE, "the server is shutting down") from error
+
+    @staticmethod
+    async def _answer(future):
+        """Wait for a queued item's (result, start, seconds, size)."""
         try:
             return await asyncio.wrap_future(future)
-        except ServingError:
-            raise
         except Exception as error:  # noqa: BLE001 - what the model call raised
             raise _tf_error(error) from error
 
@@ -182,52 +187,71 @@ class _App:
                 except DataError as error:
                     raise ServingError(api.INVALID_ARGUMENT, str(error)) from error
 
+    def _parse_predict(self, body):
+        """A :predict body → (signature name, {input: array}, row format), its encoded images
+        checked (`_check_encoded_images`)."""
+        signature_name, tensors, row_format = api.parse_predict_request(body, self._input_specs)
+        self._check_encoded_images(signature_name, tensors)
+        return signature_name, tensors, row_format
+
     async def predict(self, request, name, version, label):
         self._check_model(name, version, label)
-        body = await self._read_body(request)
-        signature_name, tensors, row_format = await self._on_host(
-            api.parse_predict_request, body, self._input_specs)
-        await self._on_host(self._check_encoded_images, signature_name, tensors)
-        sizes = {len(value) if value.ndim else None for value in tensors.values()}
-        if self.model.mergeable(signature_name) and len(sizes) == 1 and None not in sizes:
-            key = ("predict", signature_name, tuple(
-                (name, value.dtype.str, value.shape[1:]) for name, value in sorted(tensors.items())))
-        else:
-            key = ("predict", signature_name, next(self._unique_keys))
-        outputs = (await self._submit(key, tensors))[0]
+        with self._queue_place() as submit:
+            body = await self._read_body(request)
+            signature_name, tensors, row_format = await self._on_host(self._parse_predict, body)
+            sizes = {len(value) if value.ndim else None for value in tensors.values()}
+            if self.model.mergeable(signature_name) and len(sizes) == 1 and None not in sizes:
+                key = ("predict", signature_name, tuple(
+                    (name, value.dtype.str, value.shape[1:])
+                    for name, value in sorted(tensors.items())))
+            else:
+                key = ("predict", signature_name, next(self._unique_keys))
+            future = submit(key, tensors)
+        outputs = (await self._answer(future))[0]
         answer = await self._on_host(
             lambda: api.to_json(api.predict_response(outputs, row_format)))
         return _json_response(answer)
 
+    def _detect_answer(self, image_hw, detections, query, deadline, timing_ms):
+        """The JSON bytes of a :detect answer, made on a host thread in one go: masks pasted
+        and encoded (`detect.describe`), `timing_ms` completed with postprocess and total
+        (`timing_ms` holds the arrival and model-end times in perf_counter seconds until
+        then)."""
+        found = detect.describe(detections, image_hw, self.model, *query, deadline)
+        done = time.perf_counter()
+        arrived, modelled = timing_ms.pop("arrived"), timing_ms.pop("modelled")
+        timing_ms.update(postprocess=round((done - modelled) * 1000, 2),
+                         total=round((done - arrived) * 1000, 2))
+        return api.to_json({"image": {"height": int(image_hw[0]), "width": int(image_hw[1])},
+                            "detections": found, "timing_ms": timing_ms})
+
     async def detect(self, request, name, version, label, deadline):
         self._check_model(name, version, label)
         arrived = time.perf_counter()
-        score_threshold, max_detections, mask_format = detect.parse_query(request.query_params)
-        body = await self._read_body(request)
-        if not body:
-            raise ServingError(api.INVALID_ARGUMENT, "the request body is empty: :detect takes "
-                               "the image file itself as the body")
+        query = detect.parse_query(request.query_params)
+        with self._queue_place() as submit:
+            body = await self._read_body(request)
+            if not body:
+                raise ServingError(api.INVALID_ARGUMENT, "the request body is empty: :detect "
+                                   "takes the image file itself as the body")
+            try:
+                image = await self._on_host(decode_image, body, self.options.max_image_pixels,
+                                            "the request body")
+            except DataError as error:
+                raise ServingError(api.INVALID_ARGUMENT, str(error)) from error
+            decoded = time.perf_counter()
+            future = submit(DETECT_KEY, image)
+        detections, batch_start, batch_seconds, batch_size = await self._answer(future)
+        timing_ms = {name: round(seconds * 1000, 2) for name, seconds in (
+            ("decode", decoded - arrived), ("queue", batch_start - decoded),
+            ("model", batch_seconds))}
+        timing_ms.update(batch_size=batch_size, arrived=arrived, modelled=time.perf_counter())
         try:
-            image = await self._on_host(decode_image, body, self.options.max_image_pixels,
-                                        "the request body")
-        except DataError as error:
-            raise ServingError(api.INVALID_ARGUMENT, str(error)) from error
-        decoded = time.perf_counter()
-        detections, batch_start, batch_seconds, batch_size = await self._submit(DETECT_KEY, image)
-        modelled = time.perf_counter()
-        try:
-            found = await self._on_host(detect.describe, detections, image.shape[:2], self.model,
-                                        score_threshold, max_detections, mask_format, deadline)
+            answer = await self._on_host(self._detect_answer, image.shape[:2], detections,
+                                         query, deadline, timing_ms)
         except detect.DeadlinePassed:
             raise asyncio.TimeoutError from None
-        answer = {"image": {"height": int(image.shape[0]), "width": int(image.shape[1])},
-                  "detections": found}
-        done = time.perf_counter()
-        answer["timing_ms"] = {name: round(seconds * 1000, 2) for name, seconds in (
-            ("decode", decoded - arrived), ("queue", batch_start - decoded),
-            ("model", batch_seconds), ("postprocess", done - modelled), ("total", done - arrived))}
-        answer["timing_ms"]["batch_size"] = batch_size
-        return _json_response(await self._on_host(api.to_json, answer))
+        return _json_response(answer)
 
     def status(self, name, version, label):
         self._check_model(name, version, label, for_status=True)

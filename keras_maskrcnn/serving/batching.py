@@ -1,6 +1,10 @@
 """Micro-batching: requests submitted from any thread are queued (at most `max_queue`) and
 one worker thread runs them in batches of up to `max_batch_size` items with the same key.
 
+A request can hold its place in the queue (`reserved`) before its item exists, so that a
+server refuses what it cannot queue before reading and decoding it: under overload, the
+refused requests then cost no decoding, and the places held count toward `max_queue`.
+
 The worker takes what is queued when it is free; with `batch_timeout_s` > 0 it also waits
 that long for a batch to fill. Items whose future was cancelled while queued (their request
 timed out) are dropped. When a batch of several fails, each item is run alone, so one bad
@@ -9,6 +13,7 @@ item fails only its own request.
 
 import collections
 import concurrent.futures
+import contextlib
 import threading
 import time
 
@@ -31,6 +36,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.on_batch = on_batch
         self._pending = collections.deque()  # (key, item, future)
+        self._reserved = 0  # places held by `reserved` blocks not yet submitted
         self._condition = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="micro-batcher", daemon=True)
@@ -38,21 +44,55 @@ class MicroBatcher:
 
     @property
     def queue_depth(self):
-        """Items waiting for the worker."""
-        return len(self._pending)
+        """Items waiting for the worker, and places held for items being prepared."""
+        return len(self._pending) + self._reserved
+
+    def _check_room(self):
+        """Raise RuntimeError once closed, QueueFull when no place is left (lock held)."""
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        if len(self._pending) + self._reserved >= self.max_queue:
+            raise QueueFull(f"{len(self._pending) + self._reserved} requests are queued already")
 
     def submit(self, key, item):
         """Queue `item` → concurrent.futures.Future of its result (cancel it to drop the item
         while it waits). Raises QueueFull, or RuntimeError once closed."""
-        future = concurrent.futures.Future()
         with self._condition:
-            if self._closed:
-                raise RuntimeError("the batcher is closed")
-            if len(self._pending) >= self.max_queue:
-                raise QueueFull(f"{len(self._pending)} requests are queued already")
-            self._pending.append((key, item, future))
-            self._condition.notify()
+            self._check_room()
+            return self._append(key, item)
+
+    def _append(self, key, item):
+        future = concurrent.futures.Future()
+        self._pending.append((key, item, future))
+        self._condition.notify()
         return future
+
+    @contextlib.contextmanager
+    def reserved(self):
+        """Hold a place in the queue for the block → `submit(key, item)` that fills it (once;
+        a future as `submit` gives); the place is freed when the block ends without it.
+        Raises QueueFull or RuntimeError on entering, as `submit` does."""
+        with self._condition:
+            self._check_room()
+            self._reserved += 1
+        held = True
+
+        def submit(key, item):
+            nonlocal held
+            with self._condition:
+                if not held:
+                    raise RuntimeError("this place in the queue was filled already")
+                held = False
+                self._reserved -= 1
+                if self._closed:
+                    raise RuntimeError("the batcher is closed")
+                return self._append(key, item)
+        try:
+            yield submit
+        finally:
+            if held:
+                with self._condition:
+                    self._reserved -= 1
 
     def close(self, timeout=None):
         """Run what is queued, then stop the worker (waiting at most `timeout` seconds)."""

@@ -15,6 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from keras_maskrcnn import postprocess
 from keras_maskrcnn.config import MaskRCNNConfig
 from keras_maskrcnn.export.saved_model import CONFIG_FILE
+from keras_maskrcnn.tf_logging import run_first_call_quietly
 
 SAVED_MODEL_FILE = "saved_model.pb"
 PADDED_SIGNATURE = "serve_padded"  # any sizes in one call (export.saved_model)
@@ -47,20 +48,37 @@ def find_version(path):
     return os.path.join(path, str(version)), version
 
 
-def _read_signature_defs(model_dir):
-    """{name: SignatureDef proto} of the SavedModel's (first) MetaGraphDef, as TF Serving reads
-    them for metadata."""
+def read_meta_graph(model_dir):
+    """The SavedModel's (first) MetaGraphDef proto, as TF Serving reads it for metadata."""
     saved_model = saved_model_pb2.SavedModel()
     with open(os.path.join(model_dir, SAVED_MODEL_FILE), "rb") as file:
         saved_model.ParseFromString(file.read())
-    return dict(saved_model.meta_graphs[0].signature_def)
+    return saved_model.meta_graphs[0]
+
+
+# Convolutions' dtype → the precision a graph computes in (`export --precision`).
+PRECISION_OF_CONV_DTYPE = {tf.float32: "float32", tf.bfloat16: "bfloat16", tf.float16: "float16"}
+CONV_OPS = ("Conv2D", "DepthwiseConv2dNative")
+
+
+def graph_precision(meta_graph):
+    """The precision a SavedModel's graph computes in: its convolutions' dtype ("float32" when
+    it has none, or a mix). A mixed-precision export keeps float32 variables and outputs, so
+    its convolutions are where the precision shows."""
+    dtypes = {node.attr["T"].type for function in meta_graph.graph_def.library.function
+              for node in function.node_def if node.op in CONV_OPS}
+    precisions = {PRECISION_OF_CONV_DTYPE.get(tf.dtypes.as_dtype(dtype), "float32")
+                  for dtype in dtypes}
+    return precisions.pop() if len(precisions) == 1 else "float32"
 
 
 class ServedModel:
     """An exported Mask R-CNN SavedModel (export.saved_model) ready to serve.
 
-    `config` is its MaskRCNNConfig, `signatures` its concrete functions by name,
-    `signature_defs` their protos (for metadata), `version` the version served.
+    `config` is its MaskRCNNConfig, `signatures` its concrete functions by name (their first
+    call, which optimises the graph, drops TensorFlow's cost estimator notices:
+    `tf_logging.run_first_call_quietly`), `signature_defs` their protos (for metadata),
+    `precision` what the graph computes in (`graph_precision`), `version` the version served.
     """
 
     def __init__(self, path):
@@ -71,9 +89,12 @@ class ServedModel:
                              f"keras-maskrcnn export --format saved_model")
         with open(config_path) as file:
             self.config = MaskRCNNConfig.from_json(file.read())
-        self.signature_defs = _read_signature_defs(self.directory)
+        meta_graph = read_meta_graph(self.directory)
+        self.signature_defs = dict(meta_graph.signature_def)
+        self.precision = graph_precision(meta_graph)
         self.loaded = tf.saved_model.load(self.directory)
-        self.signatures = dict(self.loaded.signatures)
+        self.signatures = {name: run_first_call_quietly(function)
+                           for name, function in self.loaded.signatures.items()}
         if PADDED_SIGNATURE not in self.signatures and SIZED_SIGNATURE not in self.signatures:
             raise ValueError(f"{self.directory} has neither a {PADDED_SIGNATURE} nor a "
                              f"{SIZED_SIGNATURE} signature: not a keras-maskrcnn export")

@@ -7,11 +7,11 @@ import sys
 
 import uvicorn
 
+from keras_maskrcnn.precision import precision_line
 from keras_maskrcnn.serving.app import create_app
 from keras_maskrcnn.serving.model import ServedModel
 from keras_maskrcnn.serving.options import (DEFAULT_HOST, DEFAULT_PORT,
                                             DEFAULT_SHUTDOWN_TIMEOUT_S)
-
 
 
 def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
@@ -20,6 +20,7 @@ def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
     (`options.ServeOptions`) until a signal stops it. Raises ValueError naming the path when it
     holds no servable model."""
     model = ServedModel(model_path)
+    print(precision_line(model.precision), flush=True)
     warm = model.warm_up()
     print(f"serving {model.directory} as model {options.model_name!r} version {model.version} "
           f"(warm-up: {len(warm[0]['scores'])} detections) on http://{host}:{port}", flush=True)
