@@ -10,7 +10,8 @@ Routes (NAME the served model, N its version):
 
 Every error is {"error": message} with TF Serving's status codes (`tf_serving_api`). Model
 calls go through one `batching.MicroBatcher`; decoding, JSON and mask encoding run on a
-thread pool, so the event loop only moves bytes.
+thread pool, so the event loop only moves bytes (and decodes small images,
+INLINE_DECODE_PIXELS, which costs less than a hand-off to a thread).
 """
 
 import asyncio
@@ -42,6 +43,10 @@ PAGE = "static/index.html"
 MODEL_NAME_MARK = "{{MODEL_NAME}}"  # where the page takes the served model's name
 DETECT_KEY = "detect"
 HOST_THREADS = 4  # decoding, JSON and mask encoding beside the event loop
+# Images of at most this many pixels are decoded on the event loop itself: a hand-off to a
+# host thread and back costs more (0.2-0.5 ms on an idle 2-core machine, against 0.15 ms to
+# decode a 128 × 128 PNG).
+INLINE_DECODE_PIXELS = 256 * 256
 RETRY_AFTER_S = 1
 MEGABYTE = 1 << 20
 # absl status codes (tf.errors.OpError.error_code) → HTTP, as TF Serving maps them.
@@ -113,7 +118,10 @@ class _App:
 
     # The request side: coroutines on the event loop.
 
-    async def _on_host(self, function, *args):
+    async def _on_host(self, function, *args, inline=False):
+        """`function(*args)` on a host thread, or right here when `inline`."""
+        if inline:
+            return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self.host, function, *args)
 
     @contextlib.contextmanager
@@ -235,8 +243,11 @@ class _App:
                 raise ServingError(api.INVALID_ARGUMENT, "the request body is empty: :detect "
                                    "takes the image file itself as the body")
             try:
+                height, width = read_image_size(body, self.options.max_image_pixels,
+                                                "the request body")
                 image = await self._on_host(decode_image, body, self.options.max_image_pixels,
-                                            "the request body")
+                                            "the request body",
+                                            inline=height * width <= INLINE_DECODE_PIXELS)
             except DataError as error:
                 raise ServingError(api.INVALID_ARGUMENT, str(error)) from error
             decoded = time.perf_counter()
