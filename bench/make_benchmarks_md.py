@@ -99,6 +99,18 @@ SPECS = {
     "scale.json": (
         Table("results.*", ("preset", "image_side", "batch_per_replica", "precision", "xla",
                             "replicas", "images_per_second")),),
+    "serve_tiny.json": (
+        Table("", ("model_alone_ms.predict_ms", "model_alone_ms.paste_kept_ms",
+                   "model_alone_ms.rle_encode_ms", "overhead_ms.default rle",
+                   "server_only_overhead_ms.default rle", "overhead_ms.default box",
+                   "default.capacity_rps.rle", "batch_1.capacity_rps.rle",
+                   "default.rss_growth_after_warm_up", "default.overload.only_200_and_503",
+                   "default.overload.normal_within_2_s")),
+        Table("points.*", ("server", "kind", "phase", "rate_rps", "achieved_rps", "p50_ms",
+                           "p99_ms", "max_ms", "count_503", "count_504"), labels=(None,)),
+        Table("default.answer_sizes.*", ("mean_answer_bytes", "mean_detections"),
+              labels=("request",)),
+        Table("default.rss.*", ("requests", "rss_mb"), labels=(None,))),
     "tiny_box_head_seeds.json": (_training_runs("data_seed", "training_seed"),),
     "tiny_box_head_shapes.json": (_training_runs("data_seed"),),
     "tiny_preset_shapes.json": (_training_runs("data_seed"),),
