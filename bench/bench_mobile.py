@@ -6,9 +6,10 @@ Random weights (latency does not depend on them: every shape in the graph is sta
 mask head runs on all `detection.max_detections` slots). For float32 ("none"), dynamic-range
 and int8 TFLite at the preset's canvas: the file size and the median LiteRT latency of
 `repeats` calls after a warm-up, on 1 and on 2 threads. int8 calibrates on CALIBRATION_IMAGES
-shapes images of the canvas size, with every op of `int8.INT8_LAYERS` quantized: random
-weights leave many activations near-constant (ranges of 1e-5), which the export's coarse-step
-check would keep float, timing a graph no trained model converts to.
+shapes images of the canvas size, with every op of `int8.INT8_LAYERS` quantized
+(`min_int8_levels=0`): random weights leave many activations near-constant (ranges of 1e-5),
+which the export's coarse-step check would keep float, timing a graph no trained model
+converts to.
 
 Where the time goes: LiteRT's Python packages have no per-op profiler, so the model is cut
 after each stage (backbone; + FPN; + RPN head and proposals; + box head and detections; the
@@ -30,12 +31,14 @@ from benchutil import machine_info, time_in_turn, write_report
 from keras_maskrcnn import commands, preprocessing
 from keras_maskrcnn.config import preset
 from keras_maskrcnn.data.images import decode_image
-from keras_maskrcnn.export import int8, tflite
+from keras_maskrcnn.export import tflite
 from keras_maskrcnn.model import MaskRCNN
 
 VARIANTS = ("none", "dynamic", "int8")
 THREADS = (1, 2)
 CALIBRATION_IMAGES = 8
+# Every op of int8.INT8_LAYERS quantized: see the module docstring.
+MIN_INT8_LEVELS = 0
 # The stages in model order; the last one's cut is the whole model.
 STAGES = ("backbone", "FPN", "RPN head and proposals", "box head and detections", "mask head")
 
@@ -94,7 +97,6 @@ def main():
     parser.add_argument("--out", default="bench/results/mobile.json")
     args = parser.parse_args()
     config = preset(args.preset)
-    int8.MIN_INT8_LEVELS = 0  # see the module docstring
     keras.utils.set_random_seed(0)
     model = tflite.builtin_ops_model(MaskRCNN(config))
     height, width = config.input.image_size
@@ -103,17 +105,18 @@ def main():
         images = shapes_images(height, CALIBRATION_IMAGES + 2, work_dir)
         canvas, image_info = preprocessing.preprocess_batch(images[:1], config.input.image_size)
         inputs = {"images": canvas.astype(np.float32), "image_info": image_info.astype(np.float32)}
-        calibration = tflite._representative_dataset(images[:CALIBRATION_IMAGES], config.input, None)
+        calibration = tflite.representative_dataset(images[:CALIBRATION_IMAGES], config.input)
         for quantize in VARIANTS:
             path = os.path.join(work_dir, f"model_{quantize}.tflite")
             tflite.export_tflite(model, path, quantize, images[:CALIBRATION_IMAGES],
-                                 images[CALIBRATION_IMAGES:])
+                                 images[CALIBRATION_IMAGES:], min_int8_levels=MIN_INT8_LEVELS)
             with open(path, "rb") as file:
                 file_bytes = file.read()
             calls = {f"threads={threads}": litert_call(file_bytes, inputs, threads)
                      for threads in THREADS}
             for name, function in stage_functions(model):
-                stage_bytes, _ = tflite.convert_function(function, quantize, calibration)
+                stage_bytes, _ = tflite.convert_function(function, quantize, calibration,
+                                                         MIN_INT8_LEVELS)
                 calls[name] = litert_call(stage_bytes, inputs, 1)
             medians = {name: median for name, (_, median)
                        in time_in_turn(calls, args.repeats).items()}

@@ -102,13 +102,13 @@ class Server:
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                         preexec_fn=_die_with_parent)
         try:
-            self._wait_available()
+            self.wait_available()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def _wait_available(self):
+    def wait_available(self):
         url = f"http://127.0.0.1:{self.port}/v1/models/{MODEL_NAME}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -192,7 +192,7 @@ class Client:
                 status_line = await reader.readline()
                 if not status_line:
                     raise ConnectionResetError("the server closed the connection")
-                status, body, close = await self._read_answer(status_line, reader)
+                status, body, close = await self.read_answer(status_line, reader)
             except (ConnectionError, asyncio.IncompleteReadError):
                 writer.close()
                 if reused:
@@ -209,7 +209,7 @@ class Client:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _read_answer(status_line, reader):
+    async def read_answer(status_line, reader):
         status = int(status_line.split()[1])
         length, chunked, close = None, False, False
         while True:

@@ -12,7 +12,8 @@ in which every variant is timed in turn (`benchutil.time_in_turn`; min and media
 - keras_<precision>_end_to_end: the same work through the public API,
   `KerasPredictor.predict([image], full_masks=True)`: preprocessing, the compiled model,
   masks pasted into the image (torchvision's method);
-- keras_<precision>_model: the compiled model alone on the preprocessed canvas;
+- keras_<precision>_model: the compiled model alone on the preprocessed canvas
+  (`KerasPredictor.forward`);
 - keras_<precision>_paste: pasting the model's masks alone (host post-processing);
 for precision float32 and bfloat16 (`inference.with_precision`).
 Also reported: detections kept by each (score ≥ `score_threshold`: torchvision skips the mask
@@ -49,7 +50,7 @@ PRECISIONS = ("float32", "bfloat16")
 
 def import_torch():
     """torch and torchvision, imported after TensorFlow."""
-    # torchvision imports torch._dynamo, which loads Triton's LLVM; with TensorFlow's LLVM already
+    # torchvision imports TorchDynamo, which loads Triton's LLVM; with TensorFlow's LLVM already
     # loaded that crashes the process. Triton only serves torch.compile on GPUs: hide it.
     sys.modules.setdefault("triton", None)
     import torch
@@ -126,8 +127,7 @@ def main():
             functions[f"keras_{precision}_end_to_end"] = (
                 lambda p=predictor: p.predict([image], full_masks=True))
             functions[f"keras_{precision}_model"] = (
-                lambda p=predictor: {k: v.numpy() for k, v in p._forward(
-                    tf.constant(canvas), tf.constant(image_info)).items()})
+                lambda p=predictor: p.forward(canvas, image_info))
             functions[f"keras_{precision}_paste"] = (
                 lambda p=predictor, d=found: p.add_full_masks(dict(d), image_hw))
         times = time_in_turn(functions, args.repeats)

@@ -75,8 +75,8 @@ def stage_times(model, inputs, repeats):
     rois = targets.roi_targets(proposals, proposal_valid, gt_boxes, gt_classes,
                                c.roi.samples_per_image, c.roi.positive_fraction,
                                c.roi.fg_iou_threshold, c.roi.box_coder_weights, seeds[1])
-    box_pooled = model._pool(features, rois.rois, c.roi.box_pool_size)
-    mask_pooled = model._pool(features, rois.rois[:, :fg_slots], c.roi.mask_pool_size)
+    box_pooled = model.pool_rois(features, rois.rois, c.roi.box_pool_size)
+    mask_pooled = model.pool_rois(features, rois.rois[:, :fg_slots], c.roi.mask_pool_size)
 
     def weights(*layers):
         return [variable for layer in layers for variable in layer.trainable_variables]
@@ -96,10 +96,10 @@ def stage_times(model, inputs, repeats):
             proposals, proposal_valid, gt_boxes, gt_classes, c.roi.samples_per_image,
             c.roi.positive_fraction, c.roi.fg_iou_threshold, c.roi.box_coder_weights,
             seeds[1]), None),
-        "roi_align_box": (lambda: model._pool(features, rois.rois, c.roi.box_pool_size),
+        "roi_align_box": (lambda: model.pool_rois(features, rois.rois, c.roi.box_pool_size),
                           list(features)),
-        "roi_align_mask": (lambda: model._pool(features, rois.rois[:, :fg_slots],
-                                               c.roi.mask_pool_size), list(features)),
+        "roi_align_mask": (lambda: model.pool_rois(features, rois.rois[:, :fg_slots],
+                                                   c.roi.mask_pool_size), list(features)),
         "box_head": (lambda: model.box_head(box_pooled), weights(model.box_head)),
         "mask_head": (lambda: model.mask_head(mask_pooled), weights(model.mask_head)),
         "mask_targets": (lambda: targets.mask_targets(rois, gt_masks, gt_boxes, fg_slots,

@@ -8,13 +8,15 @@ chain, so the -1e4 that marks dropped proposals (`ops.nms.INVALID_SCORE`) once r
 the RPN's objectness logits and gave them a step of ~40 logits for values within ±50: every
 anchor of an image scored alike, and AP50 fell from 0.95 to 0.73. `quantize_int8` measures each
 int8 tensor's resolution (its calibrated range counted in int8 steps), keeps the ops below
-MIN_INT8_LEVELS float and quantizes again. `detection_agreement` compares the int8 model's
-detections with the float model's; `export_tflite` stores the result as an `Int8Report`.
+`min_int8_levels` (MIN_INT8_LEVELS by default) float and quantizes again.
+`detection_agreement` compares the int8 model's detections with the float model's;
+`export_tflite` stores the result as an `Int8Report`.
 
 Shapes: K detections of one image.
 """
 
 import dataclasses
+import numbers
 import re
 
 import numpy as np
@@ -31,9 +33,9 @@ INT8_LAYERS = ("backbone", "fpn", "rpn_head", "box_head", "mask_head")
 # An op of INT8_LAYERS names its scope as a path component: "mask_rcnn_1/rpn_head_1/...", or
 # "backbone/..." in a function that calls the layer itself.
 _INT8_SCOPE = re.compile(rf"(^|[/;])({'|'.join(INT8_LAYERS)})(_\d+)?/")
-# An int8 tensor whose calibrated range spans fewer steps than this keeps its op float. A
-# tensor quantized from its own range spans 255; those a shared scale widened spanned 0.7–1.6
-# in the model above, and every other tensor 159 or more.
+# By default an int8 tensor whose calibrated range spans fewer steps than this keeps its op
+# float. A tensor quantized from its own range spans 255; those a shared scale widened spanned
+# 0.7–1.6 in the model above, and every other tensor 159 or more.
 MIN_INT8_LEVELS = 64
 # Each round keeps float what the last one found; ops freed from a shared scale can expose
 # others that shared it.
@@ -79,14 +81,26 @@ def int8_levels(calibrated_model, quantized_model):
     return levels
 
 
-def quantize_int8(converter):
+def check_min_int8_levels(min_int8_levels):
+    """`min_int8_levels` if it is a number of int8 steps in [0, 255], else a ValueError."""
+    if (isinstance(min_int8_levels, bool) or not isinstance(min_int8_levels, numbers.Real)
+            or not 0 <= min_int8_levels <= 255):
+        raise ValueError(f"min_int8_levels must be a number of int8 steps from 0 to 255 (0 keeps "
+                         f"no op float for its resolution), not {min_int8_levels!r}")
+    return min_int8_levels
+
+
+def quantize_int8(converter, min_int8_levels=MIN_INT8_LEVELS):
     """Quantize `converter`'s model (its representative_dataset set) → (`.tflite` bytes, op
     names kept float for their resolution).
 
-    Takes the two steps of TFLite's QuantizationDebugger, its route to selective
-    quantization, without building its instrumented debug model: calibrate once, then
-    quantize as often as needed with the named ops kept float.
+    An op whose int8 output spans fewer than `min_int8_levels` steps of its calibrated range
+    (`int8_levels`) is kept float; 0 keeps none (every op of INT8_LAYERS int8). Takes the two
+    steps of TFLite's QuantizationDebugger, its route to selective quantization, without
+    building its instrumented debug model: calibrate once, then quantize as often as needed
+    with the named ops kept float.
     """
+    check_min_int8_levels(min_int8_levels)
     calibrate_only(converter)
     calibrated = converter.convert()
     op_names = set(_op_output_names(calibrated))
@@ -97,11 +111,11 @@ def quantize_int8(converter):
         quantized = mlir_quantize(
             calibrated, denylisted_ops=["TOPK_V2"], denylisted_nodes=outside_layers + fallbacks)
         coarse = sorted(name for name, levels in int8_levels(calibrated, quantized).items()
-                        if levels < MIN_INT8_LEVELS and name in op_names and name not in fallbacks)
+                        if levels < min_int8_levels and name in op_names and name not in fallbacks)
         if not coarse:
             return quantized, tuple(fallbacks)
         fallbacks += coarse
-    raise RuntimeError(f"int8 quantization still gives tensors fewer than {MIN_INT8_LEVELS} "
+    raise RuntimeError(f"int8 quantization still gives tensors fewer than {min_int8_levels} "
                        f"steps after {MAX_FALLBACK_ROUNDS} rounds: {coarse}")
 
 

@@ -120,9 +120,11 @@ def detection_function(model, camera_size=None):
     return detect.get_concrete_function()
 
 
-def _representative_dataset(images, input_config, camera_size):
-    """Calibration inputs for int8: each uint8 [h, w, 3] image as the converted function takes
-    it: a preprocessed batch of 1, or a camera frame of `camera_size`."""
+def representative_dataset(images, input_config, camera_size=None):
+    """int8 calibration inputs (`convert_function`'s `representative_dataset`): a callable
+    yielding, for each uint8 [h, w, 3] image, the inputs of `detection_function(model,
+    camera_size)`: [canvas float32 [1, H, W, 3], image_info [1, 5]] of `input_config`
+    (an `InputConfig`), or with `camera_size` (h, w) [the frame uint8 [1, h, w, 3]]."""
     def generate():
         for image in images:
             if camera_size is not None:
@@ -135,7 +137,8 @@ def _representative_dataset(images, input_config, camera_size):
 
 
 def export_tflite(model, out_path, quantize="none", representative_images=None,
-                  held_out_images=None, camera_size=None):
+                  held_out_images=None, camera_size=None,
+                  min_int8_levels=int8.MIN_INT8_LEVELS):
     """Convert `model` to a `.tflite` file with builtin ops only.
 
     Args:
@@ -153,6 +156,9 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
         A model with a canvas per image (`InputConfig.canvas_per_image`) then runs on the
         frame's own canvas; without camera_size, on its fixed `image_size` (a
         FixedCanvasNotice says so).
+      min_int8_levels: int8 only: ops whose int8 output spans fewer int8 steps of its
+        calibrated range stay float (`int8.quantize_int8`); 0 quantizes every op of
+        `int8.INT8_LAYERS`, as a benchmark of random weights wants.
     Returns: out_path. The file's metadata holds the model config (see the module docstring).
     """
     if quantize not in QUANTIZATIONS:
@@ -160,6 +166,7 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
     if quantize == "int8" and not (representative_images and held_out_images):
         raise ValueError("quantize='int8' needs representative_images to calibrate activations "
                          "and held_out_images to check the result")
+    int8.check_min_int8_levels(min_int8_levels)
     input_config = model.model_config.input
     if input_config.canvas_per_image and camera_size is not None:
         # The frame's size is fixed, so its canvas per image is too: the file gives what the
@@ -173,12 +180,13 @@ def export_tflite(model, out_path, quantize="none", representative_images=None,
                       f"and the SavedModel, which size the canvas by the image); --input-size H W "
                       f"chooses another", FixedCanvasNotice, stacklevel=2)
     export_model = builtin_ops_model(model)
-    representative_dataset = (
-        _representative_dataset(representative_images, model.model_config.input, camera_size)
+    calibration = (
+        representative_dataset(representative_images, model.model_config.input, camera_size)
         if quantize == "int8" else None)
     with _without_expected_notices(), native_stderr_hidden():
         tflite_bytes, float_ops = convert_function(
-            detection_function(export_model, camera_size), quantize, representative_dataset)
+            detection_function(export_model, camera_size), quantize, calibration,
+            min_int8_levels)
     tflite_bytes = with_metadata(tflite_bytes, CONFIG_METADATA_NAME,
                                  model.model_config.to_json().encode())
     _write(out_path, tflite_bytes)
@@ -223,12 +231,14 @@ def _int8_report(model, tflite_path, float_ops, calibration_count, held_out_imag
         matched=counts["matched"], max_score_difference=counts["max_score_difference"])
 
 
-def convert_function(function, quantize, representative_dataset=None):
+def convert_function(function, quantize, representative_dataset=None,
+                     min_int8_levels=int8.MIN_INT8_LEVELS):
     """A concrete function as `.tflite` bytes with builtin ops only, quantized as
     `export_tflite` says, and the op names int8 kept float for their resolution
-    (`int8.quantize_int8`; empty for the other quantizations).
+    (`int8.quantize_int8` with `min_int8_levels`; empty for the other quantizations).
 
-    `representative_dataset` (int8 only): a callable yielding lists of the function's inputs.
+    `representative_dataset` (int8 only): a callable yielding lists of the function's inputs
+    (this module's `representative_dataset` makes them for `detection_function`).
     """
     # Without a trackable_obj the converter freezes the variables into constants (folding
     # batch norm); with one it keeps resource variables, which int8 calibration cannot read.
@@ -244,4 +254,4 @@ def convert_function(function, quantize, representative_dataset=None):
     # Listing the float builtins too lets ops without int8 kernels (e.g. NMS) stay float.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]
-    return int8.quantize_int8(converter)
+    return int8.quantize_int8(converter, min_int8_levels)

@@ -63,10 +63,18 @@ class KerasPredictor(Predictor):
         self.config = model.model_config
         self._forward = run_first_call_quietly(compiled_forward(model))
 
+    def forward(self, canvases, image_info):
+        """The model alone on a preprocessed batch, without the host's per-image unpacking:
+        canvases float32 [B, H, W, 3] and image_info [B, 5] (`preprocessing.preprocess_for_model`)
+        → {output name: numpy array} of the export contract (`MaskRCNN.infer`: detections
+        [B, K, ...] and `num_detections` [B]). `detect` is `forward` then
+        `postprocess.unpack_detections`."""
+        outputs = self._forward(tf.constant(canvases), tf.constant(image_info))
+        return {name: value.numpy() for name, value in outputs.items()}
+
     def detect(self, images):
         canvases, image_info = preprocessing.preprocess_for_model(images, self.config.input)
-        outputs = self._forward(tf.constant(canvases), tf.constant(image_info))
-        outputs = {name: value.numpy() for name, value in outputs.items()}
+        outputs = self.forward(canvases, image_info)
         return [postprocess.unpack_detections(outputs, i) for i in range(len(images))]
 
 

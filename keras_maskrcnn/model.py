@@ -116,9 +116,19 @@ class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
         normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
         return self.fpn(self.backbone(normalized, training=training))
 
-    def _pool(self, features, boxes, output_size, roi_align=None):
-        """RoIAlign of boxes [B, N, 4] → [B, N, P, P, C] by `roi_align` (a multilevel RoIAlign
-        function), by default the model's `roi_align_impl`."""
+    def pool_rois(self, features, boxes, output_size, roi_align=None):
+        """RoIAlign of each box from the FPN level its size selects, as the box and mask
+        branches pool.
+
+        Args:
+          features: the FPN maps (`extract_features`), each [B, H_l, W_l, C]; the first
+            NUM_ROI_LEVELS are pooled.
+          boxes: [B, N, 4] y1 x1 y2 x2 in canvas pixels.
+          output_size: P, the pooled side (`roi.box_pool_size` or `roi.mask_pool_size`).
+          roi_align: a multilevel RoIAlign function of `ops.roi_align`; by default the
+            model's `roi_align_impl`.
+        Returns: [B, N, P, P, C].
+        """
         roi = self.model_config.roi
         pool = roi_align or ROI_ALIGN_IMPLS[self.roi_align_impl]
         return pool(features[:NUM_ROI_LEVELS], boxes, output_size, roi.sampling_ratio, roi.aligned,
@@ -126,13 +136,13 @@ class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
 
     def box_branch(self, features, rois, roi_align=None):
         """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
-        return self.box_head(self._pool(features, rois, self.model_config.roi.box_pool_size,
-                                        roi_align))
+        return self.box_head(self.pool_rois(features, rois, self.model_config.roi.box_pool_size,
+                                            roi_align))
 
     def mask_branch(self, features, boxes, roi_align=None):
         """Boxes [B, K, 4] → mask logits [B, K, M, M, C]."""
-        return self.mask_head(self._pool(features, boxes, self.model_config.roi.mask_pool_size,
-                                         roi_align))
+        return self.mask_head(self.pool_rois(features, boxes,
+                                             self.model_config.roi.mask_pool_size, roi_align))
 
     # Inference.
 

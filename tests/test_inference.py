@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import reference_paste
 from reference_boxes import pairwise_iou
 
@@ -73,6 +74,24 @@ def test_canvas_per_image_runs_one_trace_for_every_canvas(untrained_tiny_model):
             np.testing.assert_allclose(got["scores"], np.asarray(want["detection_scores"][index, :count]),
                                        atol=1e-5)
     assert predictor._forward.experimental_get_tracing_count() == 1
+
+
+def test_forward_runs_the_model_alone_and_detect_unpacks_it(untrained_tiny_model):
+    predictor = KerasPredictor(untrained_tiny_model)
+    images = _noisy_images([(96, 160), (128, 100)])
+    canvases, image_info = preprocessing.preprocess_for_model(images, predictor.config.input)
+    outputs = predictor.forward(canvases, image_info)
+    want = untrained_tiny_model.infer({"images": tf.constant(canvases),
+                                       "image_info": tf.constant(image_info)}, HOST_PATH)
+    assert set(outputs) == set(want)
+    for name, value in outputs.items():
+        assert isinstance(value, np.ndarray) and value.shape[0] == 2
+        np.testing.assert_allclose(value, want[name], atol=1e-4)
+    assert outputs["num_detections"].min() > 0
+    for index, found in enumerate(predictor.detect(images)):
+        count = outputs["num_detections"][index]
+        np.testing.assert_array_equal(found["boxes"], outputs["detection_boxes"][index, :count])
+        np.testing.assert_array_equal(found["scores"], outputs["detection_scores"][index, :count])
 
 
 @pytest.mark.slow

@@ -1,14 +1,18 @@
 """int8 quantization: coarse shared scales are caught and kept float; agreement is counted right."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_maskrcnn import cli, commands
-from keras_maskrcnn.export import int8
+from keras_maskrcnn.config import tiny
+from keras_maskrcnn.export import int8, tflite
 from keras_maskrcnn.export.int8 import Int8Report, detection_agreement, layer_paths
 from keras_maskrcnn.export.litert import read_int8_report
 from keras_maskrcnn.export_config import INT8_CHECK_IMAGES, ExportConfig
+from keras_maskrcnn.preprocessing import resize_and_pad
 
 SENTINEL = -1e4  # as ops.nms.INVALID_SCORE
 
@@ -34,15 +38,15 @@ def _logits_then_sentinel():
     return logits_then_sentinel.get_concrete_function()
 
 
-def _quantized_outputs(function, images, monkeypatch, min_levels):
-    """(outputs of `function` quantized with MIN_INT8_LEVELS = min_levels, fallback op names)."""
-    monkeypatch.setattr(int8, "MIN_INT8_LEVELS", min_levels)
+def _quantized_outputs(function, images, **min_int8_levels):
+    """(outputs of `function` quantized by `quantize_int8(converter, **min_int8_levels)`,
+    fallback op names)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image[None]] for image in images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]
-    tflite_bytes, fallbacks = int8.quantize_int8(converter)
+    tflite_bytes, fallbacks = int8.quantize_int8(converter, **min_int8_levels)
     interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
     interpreter.allocate_tensors()
     (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
@@ -56,21 +60,49 @@ def _quantized_outputs(function, images, monkeypatch, min_levels):
 
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected")
-def test_a_sentinel_sharing_the_logits_scale_is_caught_and_the_logits_kept_float(monkeypatch):
+def test_a_sentinel_sharing_the_logits_scale_is_caught_and_the_logits_kept_float():
     function = _logits_then_sentinel()
     images = np.random.default_rng(1).normal(size=(8, 8, 8, 3)).astype(np.float32)
     expected = np.stack([function(tf.constant(image[None]))[0].numpy() for image in images])
     spread = np.ptp(expected)
 
-    unchecked, none_kept = _quantized_outputs(function, images, monkeypatch, min_levels=0)
+    unchecked, none_kept = _quantized_outputs(function, images, min_int8_levels=0)
     assert none_kept == ()
     # The sentinel's scale reached the conv: its logits round to a step wider than their spread.
     assert np.abs(unchecked - expected).max() > spread / 4
 
-    checked, kept = _quantized_outputs(function, images, monkeypatch, min_levels=64)
+    checked, kept = _quantized_outputs(function, images)  # MIN_INT8_LEVELS
     assert layer_paths(kept) == ["rpn_head"]
     assert {name.split("/")[-1] for name in kept} == {"Conv2D2", "Reshape"}
     np.testing.assert_allclose(checked, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-1, 256, float("nan"), "64", True, None])
+def test_min_int8_levels_must_be_a_number_of_int8_steps(bad, untrained_tiny_model, tmp_path):
+    with pytest.raises(ValueError, match=r"min_int8_levels must be .* from 0 to 255"):
+        int8.quantize_int8(converter=None, min_int8_levels=bad)
+    images = [np.zeros((64, 64, 3), np.uint8)]
+    with pytest.raises(ValueError, match=r"min_int8_levels must be .* from 0 to 255"):
+        tflite.export_tflite(untrained_tiny_model, str(tmp_path / "m.tflite"), "int8", images,
+                             images, min_int8_levels=bad)
+    assert not (tmp_path / "m.tflite").exists()
+    assert int8.check_min_int8_levels(np.int64(0)) == 0 and int8.check_min_int8_levels(255) == 255
+
+
+def test_representative_dataset_gives_the_detection_functions_inputs():
+    config = tiny().input
+    images = [np.full((90, 160, 3), 7, np.uint8), np.full((200, 120, 3), 9, np.uint8)]
+    batches = list(tflite.representative_dataset(images, config)())
+    assert len(batches) == 2
+    for image, (canvas, image_info) in zip(images, batches):
+        want_canvas, want_info = resize_and_pad(image, config.image_size, config.size_limits)
+        assert canvas.shape == (1, *config.image_size, 3) and image_info.shape == (1, 5)
+        np.testing.assert_array_equal(canvas[0], want_canvas)
+        np.testing.assert_array_equal(image_info[0], want_info)
+    frames = list(tflite.representative_dataset(images, config, camera_size=(48, 80))())
+    assert [len(inputs) for inputs in frames] == [1, 1]
+    assert all(frame.shape == (1, 48, 80, 3) and frame.dtype == np.uint8 for (frame,) in frames)
+    assert frames[1][0].max() == 9
 
 
 def _detections(boxes, scores, category_ids):
@@ -172,7 +204,8 @@ def test_int8_camera_file_of_a_trained_model_agrees_with_it(trained_model, tmp_p
     assert report.agreement >= 0.6, report.lines()
     if seed == TRAINED_SEEDS[0]:
         # Once is enough to see what the check buys (another export of ~20 s).
-        monkeypatch.setattr(int8, "MIN_INT8_LEVELS", 0)
+        monkeypatch.setattr(tflite, "export_tflite",
+                            functools.partial(tflite.export_tflite, min_int8_levels=0))
         unchecked = _int8_report(model_path, train_ann, tmp_path / "unchecked.tflite")
         assert unchecked.float_layers == ()
         assert report.agreement >= unchecked.agreement, (report.lines(), unchecked.lines())

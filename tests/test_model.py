@@ -19,6 +19,7 @@ from keras_maskrcnn.config import r50_fpn, tiny
 from keras_maskrcnn.inference import KerasPredictor
 from keras_maskrcnn.model import MaskRCNN, rebuild
 from keras_maskrcnn.ops.masks import crop_and_resize_masks
+from keras_maskrcnn.ops.roi_align import multilevel_roi_align_by_level, roi_align
 
 IMAGE_SIZE = 128
 
@@ -159,8 +160,9 @@ def test_r50_fpn_heads_have_the_seed_sizes():
     assert [tuple(f.shape) for f in features] == [
         (1, 64, 64, 256), (1, 32, 32, 256), (1, 16, 16, 256), (1, 8, 8, 256), (1, 4, 4, 256)]
     rois = tf.constant([[[0.0, 0, 100, 100], [10, 20, 200, 250], [50, 50, 60, 70]]])
-    assert tuple(model._pool(features, rois, config.roi.box_pool_size).shape) == (1, 3, 7, 7, 256)
-    assert tuple(model._pool(features, rois, config.roi.mask_pool_size).shape) == (1, 3, 14, 14, 256)
+    for pool_size, pooled_size in ((config.roi.box_pool_size, 7), (config.roi.mask_pool_size, 14)):
+        pooled = model.pool_rois(features, rois, pool_size)
+        assert tuple(pooled.shape) == (1, 3, pooled_size, pooled_size, 256)
     class_logits, deltas = model.box_branch(features, rois)
     assert tuple(class_logits.shape) == (1, 3, 81) and tuple(deltas.shape) == (1, 3, 81, 4)
     assert model.box_head.fc1.units == 1024 and model.box_head.fc2.units == 1024
@@ -169,6 +171,31 @@ def test_r50_fpn_heads_have_the_seed_sizes():
     assert model.mask_head.deconv.strides == (2, 2)
     backbone_outputs = model.backbone(images)
     assert [f.shape[-1] for f in backbone_outputs] == [256, 512, 1024, 2048]
+
+
+def test_pool_rois_reads_each_box_on_the_level_its_size_selects(untrained_tiny_model):
+    """`pool_rois` is single-level RoIAlign (tests/test_roi_align.py) of each box on its FPN
+    level, with the config's sampling ratio and alignment, whichever implementation pools."""
+    model = untrained_tiny_model
+    config = model.model_config
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)), tf.float32)
+    features = model.extract_features(images, tf.constant([[1.0, 128, 128, 128, 128]]))
+    # Levels by size (docs/design.md §4.4): 20 px → P2, 120 px → P3, 300 px → P4.
+    boxes = tf.constant([[[4.0, 6, 24, 26], [0, 4, 120, 124], [-80, -90, 220, 210]]])
+    pooled = model.pool_rois(features, boxes, 5).numpy()
+    assert pooled.shape == (1, 3, 5, 5, features[0].shape[-1])
+
+    def on_level(index, level):
+        return roi_align(features[level - config.fpn.min_level], boxes[:, index:index + 1], 5,
+                         1.0 / 2 ** level, config.roi.sampling_ratio, config.roi.aligned)
+
+    for index, level in enumerate((2, 3, 4)):
+        np.testing.assert_allclose(pooled[:, index:index + 1], on_level(index, level), atol=1e-5)
+        # Another level pools other values, so the check above tells the levels apart.
+        other = on_level(index, 2 if level == 3 else 3)
+        assert np.abs(pooled[:, index:index + 1] - other).max() > 1e-2
+    by_level = model.pool_rois(features, boxes, 5, roi_align=multilevel_roi_align_by_level)
+    np.testing.assert_allclose(by_level, pooled, atol=1e-5)
 
 
 @pytest.mark.slow
