@@ -190,12 +190,12 @@ def test_pool_rois_reads_each_box_on_the_level_its_size_selects(untrained_tiny_m
                          1.0 / 2 ** level, config.roi.sampling_ratio, config.roi.aligned)
 
     for index, level in enumerate((2, 3, 4)):
-        np.testing.assert_allclose(pooled[:, index:index + 1], on_level(index, level), atol=1e-5)
+        np.testing.assert_allclose(pooled[:, index:index + 1], on_level(index, level), atol=1e-4)
         # Another level pools other values, so the check above tells the levels apart.
         other = on_level(index, 2 if level == 3 else 3)
         assert np.abs(pooled[:, index:index + 1] - other).max() > 1e-2
     by_level = model.pool_rois(features, boxes, 5, roi_align=multilevel_roi_align_by_level)
-    np.testing.assert_allclose(by_level, pooled, atol=1e-5)
+    np.testing.assert_allclose(by_level, pooled, atol=1e-4)
 
 
 @pytest.mark.slow
