@@ -4,6 +4,8 @@ One random-init tiny model with the shapes categories is exported once per forma
 score threshold makes it detect something untrained.
 """
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -64,8 +66,12 @@ def exported(keras_path, shapes, tmp_path_factory):
     is checked up to the converter below.)"""
     root = tmp_path_factory.mktemp("exported")
     paths = {"saved_model": root / "saved_model", "tflite": root / "model_dynamic.tflite"}
-    assert cli.main(["export", "--model", str(keras_path), "--format", "saved_model",
-                     "--out", str(paths["saved_model"])]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["export", "--model", str(keras_path), "--format", "saved_model",
+                         "--out", str(paths["saved_model"])]) == 0
+    # A float32 export says so in its first line (a bfloat16 one adds the CPU's conv rates).
+    assert printed.getvalue().splitlines()[0] == "precision: float32"
     assert cli.main(["export", "--model", str(keras_path), "--format", "tflite",
                      "--quantize", "dynamic", "--input-size", *map(str, TFLITE_CANVAS),
                      "--out", str(paths["tflite"])]) == 0
