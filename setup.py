@@ -36,8 +36,9 @@ setup(
     extras_require={
         # import-linter checks the import contracts (.importlinter) in `make test`; selenium
         # drives the serve page's browser test (Debian's chromium and chromium-driver: `make
-        # test` installs them).
-        "test": ["pytest==9.2.0", "import-linter==2.17", "selenium==4.51.0"],
+        # test` installs them); pytest-xdist runs the suite in two processes.
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "import-linter==2.17",
+                 "selenium==4.51.0"],
         # Reading torchvision checkpoints (keras-maskrcnn convert-torchvision) and the parity test.
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
         # keras-maskrcnn serve: an ASGI app (Starlette) and its server (uvicorn).
