@@ -111,8 +111,16 @@ SPECS = {
         Table("default.answer_sizes.*", ("mean_answer_bytes", "mean_detections"),
               labels=("request",)),
         Table("default.rss.*", ("requests", "rss_mb"), labels=(None,))),
+    "hard_gap.json": (
+        Table("sets.*.models.*", ("bbox.all.AP", "bbox.all.AP50", "bbox.all.AP75", "bbox.all.AP90",
+                                  "segm.all.AP", "segm.all.AP75", "segm.all.AP90",
+                                  "bbox.occluded.AP", "bbox.by_size.small (< 16²).AP"),
+              labels=("data", "model")),
+        Table("sets.*.models.*.bbox.by_category.*", ("AP", "AP75", "AP90"),
+              labels=("data", "model", "category"))),
     "tiny_box_head_seeds.json": (_training_runs("data_seed", "training_seed"),),
     "tiny_box_head_shapes.json": (_training_runs("data_seed"),),
+    "tiny_hard_shapes.json": (_training_runs("data_seed"),),
     "tiny_preset_shapes.json": (_training_runs("data_seed"),),
     "tiny_preset_shapes_seed1.json": (_training_runs("data_seed"),),
     "tiny_schedule_shapes.json": (_training_runs("data_seed"),),
@@ -120,6 +128,11 @@ SPECS = {
     "tiny_weight_decay_seeds.json": (_training_runs("data_seed", "training_seed"),),
     "tiny_weight_decay_sets.json": (_training_runs("data_seed"),),
     "tiny_weight_decay_shapes.json": (_training_runs("data_seed"),),
+    "yolo_hard_shapes.json": (
+        Table("runs.*", ("epochs", "train_seconds", "images_per_second", "last.metrics.bbox.AP",
+                         "last.metrics.bbox.AP50", "last.metrics.bbox.AP75", "last.metrics.segm.AP",
+                         "last.metrics.segm.AP50", "last.metrics.segm.AP75", "best.metrics.bbox.AP",
+                         "best.metrics.segm.AP"), labels=("data_seed",)),),
     "torchvision.json": (
         Table("results.*", ("median_ms.torch", "median_ms.keras_float32_end_to_end",
                             "median_ms.keras_float32_model", "median_ms.keras_float32_paste",
