@@ -19,8 +19,8 @@ all of it, a circle π/4, a triangle half).
 """
 
 import argparse
-import copy
 import contextlib
+import copy
 import io
 import json
 import os
@@ -144,7 +144,10 @@ def main():
     coco_gt = dataset.coco
     names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
     annotations = coco_gt.dataset["annotations"]
-    report = json.load(open(args.out)) if os.path.exists(args.out) else {"sets": []}
+    report = {"sets": []}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            report = json.load(f)
     report["machine"] = machine_info()
     report.setdefault("commands", []).append(" ".join(map(shlex.quote, sys.argv)))
     entry = {"data": args.data, "val_images": len(dataset.image_ids),
