@@ -220,14 +220,14 @@ class _App:
             lambda: api.to_json(api.predict_response(outputs, row_format)))
         return _json_response(answer)
 
-    def _detect_answer(self, image_hw, detections, query, deadline, timing_ms):
+    def _detect_answer(self, image_hw, detections, query, deadline, timing_ms, arrived,
+                       modelled):
         """The JSON bytes of a :detect answer, made on a host thread in one go: masks pasted
         and encoded (`detect.describe`), `timing_ms` completed with postprocess and total
-        (`timing_ms` holds the arrival and model-end times in perf_counter seconds until
-        then)."""
+        (`arrived` and `modelled`: the request's arrival and the model's end, perf_counter
+        seconds)."""
         found = detect.describe(detections, image_hw, self.model, *query, deadline)
         done = time.perf_counter()
-        arrived, modelled = timing_ms.pop("arrived"), timing_ms.pop("modelled")
         timing_ms.update(postprocess=round((done - modelled) * 1000, 2),
                          total=round((done - arrived) * 1000, 2))
         return api.to_json({"image": {"height": int(image_hw[0]), "width": int(image_hw[1])},
@@ -256,10 +256,11 @@ class _App:
         timing_ms = {name: round(seconds * 1000, 2) for name, seconds in (
             ("decode", decoded - arrived), ("queue", batch_start - decoded),
             ("model", batch_seconds))}
-        timing_ms.update(batch_size=batch_size, arrived=arrived, modelled=time.perf_counter())
+        timing_ms["batch_size"] = batch_size
         try:
             answer = await self._on_host(self._detect_answer, image.shape[:2], detections,
-                                         query, deadline, timing_ms)
+                                         query, deadline, timing_ms, arrived,
+                                         time.perf_counter())
         except detect.DeadlinePassed:
             raise asyncio.TimeoutError from None
         return _json_response(answer)
