@@ -66,13 +66,20 @@ def bench_image(image_hw, seed=0):
     return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
 
 
-def converted_pair(torch, torchvision, seed, score_threshold, work_dir):
-    """(torchvision model, `MaskRCNN` holding its weights), via a saved state dict."""
+def save_seeded_torch_model(torch, torchvision, seed, score_threshold, path):
+    """A random-init torchvision `maskrcnn_resnet50_fpn` (torch seeded with `seed`, in eval
+    mode), its state dict saved at `path` → the model."""
     torch.manual_seed(seed)
     torch_model = torchvision.models.detection.maskrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, box_score_thresh=score_threshold).eval()
-    path = os.path.join(work_dir, "maskrcnn.pth")
     torch.save(torch_model.state_dict(), path)
+    return torch_model
+
+
+def converted_pair(torch, torchvision, seed, score_threshold, work_dir):
+    """(torchvision model, `MaskRCNN` holding its weights), via a saved state dict."""
+    path = os.path.join(work_dir, "maskrcnn.pth")
+    torch_model = save_seeded_torch_model(torch, torchvision, seed, score_threshold, path)
     config = torchvision_r50_fpn()
     config = config.replace(detection=dataclasses.replace(config.detection,
                                                           score_threshold=score_threshold))
