@@ -99,6 +99,15 @@ SPECS = {
     "scale.json": (
         Table("results.*", ("preset", "image_side", "batch_per_replica", "precision", "xla",
                             "replicas", "images_per_second")),),
+    "serve_r50_fpn.json": (
+        Table("runs.*", ("capacity_rps", "low_rate_rps", "model_alone_ms.predict_ms",
+                         "model_alone_ms.paste_kept_ms", "model_alone_ms.mean_kept_detections",
+                         "overhead_ms", "overhead_share_of_model", "server_only_overhead_ms"),
+              labels=("precision",)),
+        Table("runs.*.points.*", ("phase", "rate_rps", "achieved_rps", "p50_ms", "p90_ms", "p95_ms",
+                                  "p99_ms", "max_ms", "mean_detections", "count_503", "count_504"),
+              labels=("precision", None)),
+        Table("bfloat16_speedup_over_float32", ("capacity", "model_alone_predict"))),
     "serve_tiny.json": (
         Table("", ("model_alone_ms.predict_ms", "model_alone_ms.paste_kept_ms",
                    "model_alone_ms.rle_encode_ms", "overhead_ms.default rle",
@@ -349,7 +358,8 @@ def render(root=ROOT):
         "AVX512-BF16. The docs quote a figure as a link to its result file; `make test` checks it.",
         "",
     ]
-    idle = sorted(s for s in scripts if s not in by_script and s not in ("benchutil.py", "make_benchmarks_md.py"))
+    shared = ("benchutil.py", "make_benchmarks_md.py", "serveload.py")  # modules, not benchmarks
+    idle = sorted(s for s in scripts if s not in by_script and s not in shared)
     lines += [f"Scripts with no result here: {', '.join(f'`bench/{s}`' for s in idle)}.", ""] if idle else []
     for script in order:
         files = by_script[script]
