@@ -298,8 +298,10 @@ def _sentence(text):
 
 
 def _script(commands, scripts):
-    """The bench script that wrote a report: the last one its commands run; None if none."""
-    named = [s for c in commands for s in re.findall(r"bench/(\w+\.py)", c) if s in scripts]
+    """The bench script that wrote a report: the last one its commands run (of each command,
+    the first script it names: later ones are its arguments); None if none."""
+    named = [found[0] for c in commands
+             if (found := [s for s in re.findall(r"bench/(\w+\.py)", c) if s in scripts])]
     return named[-1] if named else None
 
 
