@@ -9,6 +9,31 @@ from keras_maskrcnn.model import MaskRCNN
 
 SHAPES_IMAGE_SIZE = 64
 
+# `make test` runs the files in two pytest-xdist processes (`--dist loadgroup`): each file goes
+# whole to one process, so its module fixtures are built once, and the files of a group below
+# go to the same process, so the session fixtures they share are built once too (the served
+# SavedModel: one export, not one per process).
+SHARED_FIXTURE_GROUPS = {"serving": ("test_serve.py", "test_serve_load.py",
+                                     "test_serve_browser.py", "test_export_saved_model.py")}
+# Started first (measured slowest with --durations), so that no process is left running a
+# long file alone at the end; the other files follow in collection order.
+SLOWEST_FIRST = ("test_distribute.py", "serving", "test_training.py",
+                 "test_torchvision_parity.py", "test_int8.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Mark each test with its xdist group (its file's name, or its file's shared group) and
+    put the slowest groups first."""
+    group_of = {file: group for group, files in SHARED_FIXTURE_GROUPS.items() for file in files}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of.get(item.path.name, item.path.name)))
+
+    def rank(item):
+        group = group_of.get(item.path.name, item.path.name)
+        return SLOWEST_FIRST.index(group) if group in SLOWEST_FIRST else len(SLOWEST_FIRST)
+    items.sort(key=rank)  # stable: each file keeps its order
+
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):

@@ -218,6 +218,7 @@ def test_worker_shards_put_together_are_the_global_batches_and_never_overlap(sha
 
 # Replicas and workers.
 
+@pytest.mark.slow  # trains in subprocesses
 def test_two_cpu_replicas_train_to_one_devices_weights(shapes, tmp_path, driver, start_model):
     # A process of its own, so that it runs TensorFlow's default threads as the mirrored run does.
     one_device = tmp_path / "one_device"
@@ -253,6 +254,7 @@ def multi_worker_run(shapes, tmp_path_factory, driver, start_model):
     return run
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_two_workers_train_to_the_mirrored_runs_weights(shapes, tmp_path, driver, start_model,
                                                         multi_worker_run):
     _run_cli(driver, _options(shapes, tmp_path / "mirrored", distribute="mirrored",
@@ -265,6 +267,7 @@ def test_two_workers_train_to_the_mirrored_runs_weights(shapes, tmp_path, driver
          "checkpoints", training.LOG_DIR])
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_a_killed_worker_restarts_and_the_run_finishes(shapes, tmp_path, driver, start_model,
                                                        multi_worker_run):
     """Worker 1 is SIGKILLed after epoch 1; as a cluster manager would, the job is restarted
@@ -298,6 +301,7 @@ def test_a_killed_worker_restarts_and_the_run_finishes(shapes, tmp_path, driver,
 # Precision and XLA.
 
 # Each alone: together they add an XLA compilation (about a minute here) and no other path.
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("changes", [{"precision": "bfloat16"}, {"jit_compile": True}],
                          ids=["bfloat16", "xla"])
 def test_bfloat16_and_xla_train_with_finite_losses_and_save_float32(shapes, tmp_path, changes):

@@ -131,6 +131,7 @@ def test_postprocessing_layers_take_keywords_and_round_trip_their_config(untrain
             type(layer)(*config.values())
 
 
+@pytest.mark.slow
 def test_validation_leaves_the_training_state_alone():
     """test_step neither updates batch-norm statistics nor draws from the training run's
     sampling seeds, and samples the same RoIs each time."""
@@ -149,6 +150,7 @@ def test_validation_leaves_the_training_state_alone():
                for old, variable in zip(before, model.non_trainable_variables))
 
 
+@pytest.mark.slow
 def test_r50_fpn_heads_have_the_seed_sizes():
     """Seed summary table: RoIAlign 7×7×256 → 2×FC 1024 → C+1 classes and 4(C+1) deltas;
     14×14×256 → 4 convs → deconv → 28×28×C masks."""

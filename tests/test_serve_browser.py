@@ -9,11 +9,6 @@ import base64
 import io
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -22,31 +17,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_maskrcnn.export.saved_model import export_saved_model
+from serve_process import MODEL_NAME, running_server
 
 pytestmark = pytest.mark.slow
 
-MODEL_NAME = "shapes"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "outputs" / "tests" / "serve_browser.png"
 # What the page asks the server for (index.html's REQUEST_SCORE_THRESHOLD and MAX_DETECTIONS),
 # and the slider's starting score, the API's default.
 PAGE_REQUEST = {"score_threshold": 0.05, "max_detections": 100, "mask_format": "png"}
 DEFAULT_SCORE = 0.5
-SERVER_START_SECONDS = 180
 ANSWER_SECONDS = 60
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get_json(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
 
 
 def _detect(base_url, image_bytes, **query):
@@ -58,38 +40,11 @@ def _detect(base_url, image_bytes, **query):
 
 
 @pytest.fixture(scope="module")
-def server(untrained_tiny_model, tmp_path_factory):
+def server(tiny_saved_model):
     """`keras-maskrcnn serve` on the random-init tiny model (which detects something in any
-    image) exported as a SavedModel, on a free port of 127.0.0.1 → its base URL; stopped after."""
-    model_dir = tmp_path_factory.mktemp("served") / MODEL_NAME
-    export_saved_model(untrained_tiny_model, model_dir)
-    port = _free_port()
-    log = open(model_dir.parent / "serve.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "keras_maskrcnn", "serve", str(model_dir),
-                                "--model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            assert process.poll() is None, (model_dir.parent / "serve.log").read_text()
-            try:
-                status = _get_json(f"{base_url}/v1/models/{MODEL_NAME}")
-                if status["model_version_status"][0]["state"] == "AVAILABLE":
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert time.monotonic() < deadline, f"serve was not AVAILABLE in {SERVER_START_SECONDS} s"
-            time.sleep(0.5)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    image), on a free port of 127.0.0.1 → its base URL; stopped after."""
+    with running_server(tiny_saved_model) as running:
+        yield f"http://127.0.0.1:{running.port}"
 
 
 @pytest.fixture(scope="module")

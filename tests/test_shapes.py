@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from keras_maskrcnn.data.shapes import (CATEGORIES, HARD, MIN_COLOUR_DISTANCE, NOISE_STDDEV,
-                                        SHAPE_NAMES, SIZE_RANGE, ShapesOptions, make_shapes,
+                                        SHAPE_NAMES, ShapesOptions, make_shapes,
                                         write_shapes_split)
 
 CIRCLE = 2  # its category id in the default set
