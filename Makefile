@@ -44,7 +44,7 @@ browser:
 # built once; each process gives TensorFlow one thread per op, since two processes already
 # fill the 2 cores this project's machines have (docs/design.md §9).
 TEST_WORKERS ?= 2
-PYTEST := TF_NUM_INTRAOP_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := TF_NUM_INTRAOP_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: lint-imports browser
 	$(PYTEST) tests

@@ -1,5 +1,7 @@
 """Fixtures shared by several test modules."""
 
+from pathlib import Path
+
 import keras
 import pytest
 
@@ -9,30 +11,40 @@ from keras_maskrcnn.model import MaskRCNN
 
 SHAPES_IMAGE_SIZE = 64
 
-# `make test` runs the files in two pytest-xdist processes (`--dist loadgroup`): each file goes
+# `make test` runs the files in two pytest-xdist processes (`--dist loadfile`): each file goes
 # whole to one process, so its module fixtures are built once, and the files of a group below
 # go to the same process, so the session fixtures they share are built once too (the served
 # SavedModel: one export, not one per process).
 SHARED_FIXTURE_GROUPS = {"serving": ("test_serve.py", "test_serve_load.py",
                                      "test_serve_browser.py", "test_export_saved_model.py")}
+GROUP_OF_FILE = {file: group for group, files in SHARED_FIXTURE_GROUPS.items() for file in files}
 # Started first (measured slowest with --durations), so that no process is left running a
 # long file alone at the end; the other files follow in collection order.
 SLOWEST_FIRST = ("test_distribute.py", "serving", "test_training.py",
                  "test_torchvision_parity.py", "test_int8.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items):
-    """Mark each test with its xdist group (its file's name, or its file's shared group) and
-    put the slowest groups first."""
-    group_of = {file: group for group, files in SHARED_FIXTURE_GROUPS.items() for file in files}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of.get(item.path.name, item.path.name)))
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without pytest-xdist
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the files of a SHARED_FIXTURE_GROUPS group sent together."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
 
+    class FileGroupScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            path = super()._split_scope(nodeid)  # the test's file
+            return GROUP_OF_FILE.get(Path(path).name, path)
+
+    return FileGroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """The slowest files and groups first; each file keeps its order."""
     def rank(item):
-        group = group_of.get(item.path.name, item.path.name)
+        group = GROUP_OF_FILE.get(item.path.name, item.path.name)
         return SLOWEST_FIRST.index(group) if group in SLOWEST_FIRST else len(SLOWEST_FIRST)
-    items.sort(key=rank)  # stable: each file keeps its order
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="module")
