@@ -18,10 +18,6 @@ SHAPES_IMAGE_SIZE = 64
 SHARED_FIXTURE_GROUPS = {"serving": ("test_serve.py", "test_serve_load.py",
                                      "test_serve_browser.py", "test_export_saved_model.py")}
 GROUP_OF_FILE = {file: group for group, files in SHARED_FIXTURE_GROUPS.items() for file in files}
-# Started first (measured slowest with --durations), so that no process is left running a
-# long file alone at the end; the other files follow in collection order.
-SLOWEST_FIRST = ("test_distribute.py", "serving", "test_training.py",
-                 "test_torchvision_parity.py", "test_int8.py")
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without pytest-xdist
@@ -37,14 +33,6 @@ def pytest_xdist_make_scheduler(config, log):
             return GROUP_OF_FILE.get(Path(path).name, path)
 
     return FileGroupScheduling(config, log)
-
-
-def pytest_collection_modifyitems(items):
-    """The slowest files and groups first; each file keeps its order."""
-    def rank(item):
-        group = GROUP_OF_FILE.get(item.path.name, item.path.name)
-        return SLOWEST_FIRST.index(group) if group in SLOWEST_FIRST else len(SLOWEST_FIRST)
-    items.sort(key=rank)
 
 
 @pytest.fixture(scope="module")
