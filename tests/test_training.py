@@ -15,7 +15,7 @@ import pytest
 from keras_maskrcnn import atomic, cli, optimization, training
 from keras_maskrcnn.callbacks import METRIC_KEYS, CocoEvaluation, HistoryFile, RunBackup
 from keras_maskrcnn.config import tiny
-from keras_maskrcnn.data import CocoDataset
+from keras_maskrcnn.data import CocoDataset, make_dataset
 from keras_maskrcnn.model import MaskRCNN
 from keras_maskrcnn.train_config import CONFIG_FILE, TrainConfig
 from paused_cli import DRIVER
@@ -168,6 +168,34 @@ def test_train_reports_bad_data_and_writes_the_run_folder(shapes, tmp_path, caps
     written = TrainConfig.load(str(out / CONFIG_FILE))
     assert written == config.resolved() and written.optimizer == "adam"
     assert written.train == str(bad) and os.path.isabs(written.out)
+
+
+@pytest.mark.slow
+def test_a_fresh_run_trains_on_the_seeds_first_batch_first(shapes, tmp_path):
+    """A run's first step takes the seed's first batch (start_batch 0): the logged loss of a
+    one-step run is the starting model's loss on that batch, not on the batch after it. The
+    kill chain cannot see a shift shared by every run; this can."""
+    config = TrainConfig(train=str(shapes / "train" / "annotations.json"), preset="tiny",
+                         input_size=(64, 64), epochs=1, steps_per_epoch=1, batch_size=2,
+                         optimizer="sgd", seed=3, scale_jitter=(0.8, 1.2),
+                         out=str(tmp_path / "run"))
+    logged = training.train(config)["loss"][0]
+    resolved = config.resolved()
+    train_set = CocoDataset(resolved.train)
+    model = training.build_model(resolved, train_set)  # seeded: the run's starting weights
+
+    def loss_on_batch(start_batch):
+        batches = make_dataset(train_set, (64, 64), resolved.batch_size, resolved.max_instances,
+                               model.model_config.mask_head.gt_mask_size, training=True,
+                               seed=resolved.seed, flips=resolved.flips,
+                               scale_jitter=resolved.scale_jitter, repeat=True,
+                               start_batch=start_batch, global_batch_size=resolved.batch_size)
+        model.sampling_step.assign(0)  # the run's first sampling seeds
+        return float(model.compute_losses(next(iter(batches)))["loss"])
+
+    first, second = loss_on_batch(0), loss_on_batch(1)
+    assert abs(first - second) > 1e-3 * abs(first)  # the two batches tell apart
+    np.testing.assert_allclose(logged, first, rtol=1e-5)
 
 
 # One kill of each kind, in a chain: each process is killed at its moment, the next reruns
