@@ -109,11 +109,12 @@ class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
     def extract_features(self, images, image_info, training=False):
         """Normalise, zero the padding, run backbone and FPN → [P2, ..., P6]."""
         c = self.model_config.input
-        normalized = (images - tf.constant(c.pixel_mean)) / tf.constant(c.pixel_std)
-        rows = tf.range(tf.shape(images)[1], dtype=tf.float32)[None, :, None]
-        cols = tf.range(tf.shape(images)[2], dtype=tf.float32)[None, None, :]
-        inside = (rows < image_info[:, 1, None, None]) & (cols < image_info[:, 2, None, None])
-        normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
+        with tf.name_scope("normalize"):
+            normalized = (images - tf.constant(c.pixel_mean)) / tf.constant(c.pixel_std)
+            rows = tf.range(tf.shape(images)[1], dtype=tf.float32)[None, :, None]
+            cols = tf.range(tf.shape(images)[2], dtype=tf.float32)[None, None, :]
+            inside = (rows < image_info[:, 1, None, None]) & (cols < image_info[:, 2, None, None])
+            normalized = normalized * tf.cast(inside, normalized.dtype)[..., None]
         return self.fpn(self.backbone(normalized, training=training))
 
     def pool_rois(self, features, boxes, output_size, roi_align=None):
@@ -136,13 +137,16 @@ class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
 
     def box_branch(self, features, rois, roi_align=None):
         """RoIs [B, R, 4] → class logits [B, R, C+1], deltas [B, R, C+1, 4]."""
-        return self.box_head(self.pool_rois(features, rois, self.model_config.roi.box_pool_size,
-                                            roi_align))
+        with tf.name_scope("box_roi_align"):
+            pooled = self.pool_rois(features, rois, self.model_config.roi.box_pool_size, roi_align)
+        return self.box_head(pooled)
 
     def mask_branch(self, features, boxes, roi_align=None):
         """Boxes [B, K, 4] → mask logits [B, K, M, M, C]."""
-        return self.mask_head(self.pool_rois(features, boxes,
-                                             self.model_config.roi.mask_pool_size, roi_align))
+        with tf.name_scope("mask_roi_align"):
+            pooled = self.pool_rois(features, boxes, self.model_config.roi.mask_pool_size,
+                                    roi_align)
+        return self.mask_head(pooled)
 
     # Inference.
 
@@ -177,10 +181,12 @@ class MaskRCNN(BuildOptimizerBeforeFit, keras.Model):
             mask_logits = self._detections_mask_branch(features, boxes, valid, roi_align)
         else:
             mask_logits = self.mask_branch(features, boxes)
-        channel = tf.maximum(labels - 1, 0)
-        masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
-        masks = tf.sigmoid(tf.cast(masks, tf.float32)) * tf.cast(valid, tf.float32)[..., None, None]
-        return self._contract_outputs(boxes, scores, labels, valid, masks, image_info)
+        with tf.name_scope("outputs"):
+            channel = tf.maximum(labels - 1, 0)
+            masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), channel, batch_dims=2)
+            masks = (tf.sigmoid(tf.cast(masks, tf.float32))
+                     * tf.cast(valid, tf.float32)[..., None, None])
+            return self._contract_outputs(boxes, scores, labels, valid, masks, image_info)
 
     def _detections_mask_branch(self, features, boxes, valid, roi_align):
         """`mask_branch` run on the detections only → [B, K, M, M, C], zeros past them.
