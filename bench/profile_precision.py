@@ -13,8 +13,9 @@ inter-op thread, so that ops run one at a time and their times add up:
   of the layer or stage it runs in: backbone, fpn, rpn_head, proposals, box_roi_align,
   box_head, detections, mask_roi_align, mask_head, normalize, outputs) and by kind (convolution,
   matmul, cast, nms: the ops of the non-max suppressions' loops, other), with each part's and
-  kind's share of the traced time; traced time per call against the wall time says how much the
-  profiler adds (its per-op overhead weighs most on NMS's thousands of small ops);
+  kind's share of the traced time and each part's costliest op types; traced time per call
+  against the wall time says how much the profiler adds (its per-op overhead weighs most on
+  NMS's thousands of small ops);
 - conv rates: each part's convolution and matrix-product GFLOP/s, their FLOPs counted on the
   model's static-path graph (`model(inputs)`, which runs the mask head on all 100 slots, as
   here) against their traced time, next to this CPU's probe convolution
@@ -46,6 +47,8 @@ from keras_maskrcnn.precision import conv_rates
 # Name scopes of the model's layers and stages (`MaskRCNN.infer`), in the order they run.
 PARTS = ("normalize", "backbone", "fpn", "rpn_head", "proposals", "box_roi_align", "box_head",
          "detections", "mask_roi_align", "mask_head", "outputs")
+# How many of each part's op types (as traced, after oneDNN's rewrites) the report lists.
+TOP_OP_TYPES = 6
 # Op types whose FLOPs are counted: 2 × multiply-adds.
 FLOP_OP_TYPES = ("Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative", "MatMul",
                  "BatchMatMulV2")
@@ -148,8 +151,10 @@ def profile_precision(predictor, canvas, image_info, repeats, flops):
         tf.profiler.experimental.stop()
         ops = traced_ops(logdir)
     by_part_kind = collections.defaultdict(float)
+    by_part_type = collections.defaultdict(collections.Counter)
     for name, op_type, self_ps in ops:
         by_part_kind[part_of(name), kind_of(name, op_type)] += self_ps / 1e9 / repeats
+        by_part_type[part_of(name)][op_type] += self_ps / 1e9 / repeats
     traced = sum(by_part_kind.values())
     parts = {}
     for part in PARTS + ("other",):
@@ -157,7 +162,9 @@ def profile_precision(predictor, canvas, image_info, repeats, flops):
         if not kinds:
             continue
         ms = sum(kinds.values())
-        entry = {"ms": round(ms, 1), "share": round(ms / traced, 3), "by_kind_ms": kinds}
+        entry = {"ms": round(ms, 1), "share": round(ms / traced, 3), "by_kind_ms": kinds,
+                 "top_op_types_ms": {op_type: round(ms, 1) for op_type, ms
+                                     in by_part_type[part].most_common(TOP_OP_TYPES)}}
         conv_ms = kinds.get("convolution", 0) + kinds.get("matmul", 0)
         if flops.get(part) and conv_ms:
             entry["conv_gflop"] = round(flops[part], 1)
