@@ -1,0 +1,111 @@
+"""The converted R50-FPN's inference with `FrozenBatchNorm` as TensorFlow's fused inference batch
+norm (the layer now) against the multiply and add it was before, in float32 and bfloat16.
+
+Writes JSON (default bench/results/frozen_bn.json). The model is bench_torchvision.py's (a
+seeded random-init torchvision `maskrcnn_resnet50_fpn`, converted). Per precision
+(`inference.with_precision`) two `KerasPredictor`s are traced: "fused" with the layer as it is,
+"mul_add" with its `call` replaced while tracing by y = x·scale + (β − mean·scale), scale =
+γ/√(var + ε), in the compute dtype (the previous implementation). Per image size (default
+480 × 640 and 800 × 1333), after a warm-up each, `repeats` rounds time every variant's
+`KerasPredictor.forward` in turn (`benchutil.time_in_turn`; min and median ms); reported:
+fused's speed-up over mul_add per precision, and how far fused's detections are from
+mul_add's (largest box and score difference over the detections both keep, and the counts).
+
+  flock /tmp/heavy.lock .venv/bin/python bench/bench_frozen_bn.py [--repeats N] [--threads T]
+"""
+
+import argparse
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bench_torchvision import (DEFAULT_SCORE_THRESHOLD, IMAGE_SIZES, PRECISIONS, bench_image,
+                               converted_pair, import_torch)
+from benchutil import machine_info, time_in_turn, write_report
+
+from keras_maskrcnn import preprocessing
+from keras_maskrcnn.inference import KerasPredictor, with_precision
+from keras_maskrcnn.layers.backbones import FrozenBatchNorm
+
+
+def mul_add_call(layer, inputs):
+    """The previous `FrozenBatchNorm.call`: a multiply and an add in the compute dtype."""
+    dtype = inputs.dtype
+    gamma, beta, mean, variance = (tf.cast(v, dtype) for v in (
+        layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance))
+    scale = gamma * tf.math.rsqrt(variance + tf.cast(layer.epsilon, dtype))
+    return inputs * scale + (beta - mean * scale)
+
+
+def traced_predictor(model, canvas, image_info, call=None):
+    """A `KerasPredictor` of `model`, its compiled forward traced (on `canvas`) with
+    `FrozenBatchNorm.call` replaced by `call` where given."""
+    original = FrozenBatchNorm.call
+    if call is not None:
+        FrozenBatchNorm.call = call
+    try:
+        predictor = KerasPredictor(model)
+        predictor.forward(canvas, image_info)
+    finally:
+        FrozenBatchNorm.call = original
+    return predictor
+
+
+def detection_difference(a, b):
+    """Largest |box| and |score| difference over the detections both kept, and their counts."""
+    count_a, count_b = int(a["num_detections"][0]), int(b["num_detections"][0])
+    kept = min(count_a, count_b)
+    return {"detections": [count_a, count_b],
+            "max_box_difference_px": float(np.abs(a["detection_boxes"][0, :kept]
+                                                  - b["detection_boxes"][0, :kept]).max()),
+            "max_score_difference": float(np.abs(a["detection_scores"][0, :kept]
+                                                 - b["detection_scores"][0, :kept]).max()),
+            "same_classes": bool((a["detection_classes"][0, :kept]
+                                  == b["detection_classes"][0, :kept]).all())}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench/results/frozen_bn.json")
+    args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    torch, torchvision = import_torch()
+    with tempfile.TemporaryDirectory() as work_dir:
+        _, model = converted_pair(torch, torchvision, args.seed, DEFAULT_SCORE_THRESHOLD, work_dir)
+    models = {precision: with_precision(model, precision) for precision in PRECISIONS}
+    results = {}
+    for name, image_hw in IMAGE_SIZES.items():
+        image = bench_image(image_hw, args.seed)
+        canvas, image_info = preprocessing.preprocess_for_model([image], model.model_config.input)
+        functions, outputs = {}, {}
+        for precision, precision_model in models.items():
+            for variant, call in (("mul_add", mul_add_call), ("fused", None)):
+                predictor = traced_predictor(precision_model, canvas, image_info, call)
+                key = f"{precision}_{variant}"
+                outputs[key] = predictor.forward(canvas, image_info)
+                functions[key] = lambda p=predictor: p.forward(canvas, image_info)
+        times = time_in_turn(functions, args.repeats)
+        entry = {"canvas_hw": list(canvas.shape[1:3]),
+                 "median_ms": {k: v[1] for k, v in times.items()},
+                 "min_ms": {k: v[0] for k, v in times.items()}}
+        for precision in PRECISIONS:
+            entry[precision] = {
+                "fused_speedup": round(times[f"{precision}_mul_add"][1]
+                                       / times[f"{precision}_fused"][1], 3),
+                "fused_against_mul_add": detection_difference(
+                    outputs[f"{precision}_fused"], outputs[f"{precision}_mul_add"])}
+        results[name] = entry
+        print(name, entry, flush=True)
+    write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
+                  "threads": args.threads, "batch_size": 1, "repeats": args.repeats,
+                  "seed": args.seed, "results": results}, args.out)
+
+
+if __name__ == "__main__":
+    main()
