@@ -19,7 +19,10 @@ for precision float32 and bfloat16 (`inference.with_precision`).
 Also reported: detections kept by each (score ≥ `score_threshold`: torchvision skips the mask
 head for missing ones, ours fills its 100 slots), and the model's multiply-adds per image
 counted by TensorFlow's profiler on the traced graph (convolutions and matrix products) with
-the rate they imply against the measured model time.
+the rate they imply against the measured model time, this CPU's probe convolution in both
+precisions (`precision.conv_rates`: a 3×3, 256→256 convolution on 200×336, GFLOP/s; bfloat16
+is fast where it reaches 1.5× float32) to compare that rate with, and `machine_info` (CPU
+model, commit, library versions): bfloat16's speed-up is the CPU's as much as the code's.
 
   .venv/bin/python bench/bench_torchvision.py [--repeats N] [--threads T] [--out PATH]
 """

@@ -145,8 +145,30 @@ SPECS = {
     "torchvision.json": (
         Table("results.*", ("median_ms.torch", "median_ms.keras_float32_end_to_end",
                             "median_ms.keras_float32_model", "median_ms.keras_float32_paste",
-                            "median_ms.keras_bfloat16_end_to_end", "float32.end_to_end_speedup_over_torch",
-                            "bfloat16.end_to_end_speedup_over_torch"), labels=("image",)),),
+                            "median_ms.keras_bfloat16_end_to_end", "median_ms.keras_bfloat16_model",
+                            "float32.end_to_end_speedup_over_torch",
+                            "bfloat16.end_to_end_speedup_over_torch",
+                            "float32.model_speedup_over_torch", "bfloat16.model_speedup_over_torch",
+                            "float32.model_gflop_per_s", "bfloat16.model_gflop_per_s"),
+              labels=("image",)),
+        Table("conv_probe", ("float32_gflops", "bfloat16_gflops", "ratio"))),
+    "frozen_bn.json": (
+        Table("results.*", ("median_ms.float32_mul_add", "median_ms.float32_fused",
+                            "median_ms.bfloat16_mul_add", "median_ms.bfloat16_fused",
+                            "float32.fused_speedup", "bfloat16.fused_speedup",
+                            "float32.fused_against_mul_add.max_box_difference_px",
+                            "bfloat16.fused_against_mul_add.max_box_difference_px"),
+              labels=("image",)),),
+    "profile_precision.json": (
+        Table("results.*", ("wall_ms.median", "traced_ms_per_call", "conv_gflop_per_s",
+                            "model_gflop_per_s", "conv_share_of_probe", "model_share_of_probe"),
+              labels=("precision",)),
+        Table("results.*.parts.*", ("ms", "share", "by_kind_ms.convolution", "by_kind_ms.matmul",
+                                    "by_kind_ms.cast", "by_kind_ms.nms", "by_kind_ms.other",
+                                    "conv_gflop_per_s"), labels=("precision", "part")),
+        Table("results.*.kinds.*", ("ms", "share"), labels=("precision", "kind")),
+        Table("bfloat16_speedup", ("wall", "backbone", "fpn", "rpn_head", "box_head", "mask_head",
+                                   "box_roi_align", "mask_roi_align", "proposals", "detections"))),
 }
 
 
