@@ -1,15 +1,22 @@
-"""The converted R50-FPN's inference with `FrozenBatchNorm` as TensorFlow's fused inference batch
-norm (the layer now) against the multiply and add it was before, in float32 and bfloat16.
+"""The converted R50-FPN's inference with its backbone's frozen batch norms as they are now
+(folded into the convolutions, residual adds fusable) against the two ways before, in float32
+and bfloat16.
 
 Writes JSON (default bench/results/frozen_bn.json). The model is bench_torchvision.py's (a
 seeded random-init torchvision `maskrcnn_resnet50_fpn`, converted). Per precision
-(`inference.with_precision`) two `KerasPredictor`s are traced: "fused" with the layer as it is,
-"mul_add" with its `call` replaced while tracing by y = x·scale + (β − mean·scale), scale =
-γ/√(var + ε), in the compute dtype (the previous implementation). Per image size (default
-480 × 640 and 800 × 1333), after a warm-up each, `repeats` rounds time every variant's
-`KerasPredictor.forward` in turn (`benchutil.time_in_turn`; min and median ms); reported:
-fused's speed-up over mul_add per precision, and how far fused's detections are from
-mul_add's (largest box and score difference over the detections both keep, and the counts).
+(`inference.with_precision`) three `KerasPredictor`s are traced, with the backbone's code
+replaced while tracing where the variant says:
+- "mul_add": each `FrozenBatchNorm` after its convolution as y = x·scale + (β − mean·scale),
+  scale = γ/√(var + ε), in the compute dtype, and the residual sum a plain add (the first
+  implementation);
+- "fused_bn": each `FrozenBatchNorm` as TensorFlow's fused inference batch norm after its
+  convolution, the residual sum a plain add (the second);
+- "folded": the layers as they are (`layers.backbones.run_layers`, `residual_sum`).
+Per image size (default 480 × 640 and 800 × 1333), after a warm-up each, `repeats` rounds time
+every variant's `KerasPredictor.forward` in turn (`benchutil.time_in_turn`; min and median ms);
+reported: each variant's speed-up over mul_add per precision, and how far each one's detections
+are from mul_add's (largest box and score difference over the detections both keep, and the
+counts).
 
   flock /tmp/heavy.lock .venv/bin/python bench/bench_frozen_bn.py [--repeats N] [--threads T]
 """
@@ -27,11 +34,12 @@ from benchutil import machine_info, time_in_turn, write_report
 
 from keras_maskrcnn import preprocessing
 from keras_maskrcnn.inference import KerasPredictor, with_precision
+from keras_maskrcnn.layers import backbones
 from keras_maskrcnn.layers.backbones import FrozenBatchNorm
 
 
 def mul_add_call(layer, inputs):
-    """The previous `FrozenBatchNorm.call`: a multiply and an add in the compute dtype."""
+    """The first `FrozenBatchNorm.call`: a multiply and an add in the compute dtype."""
     dtype = inputs.dtype
     gamma, beta, mean, variance = (tf.cast(v, dtype) for v in (
         layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance))
@@ -39,17 +47,35 @@ def mul_add_call(layer, inputs):
     return inputs * scale + (beta - mean * scale)
 
 
-def traced_predictor(model, canvas, image_info, call=None):
-    """A `KerasPredictor` of `model`, its compiled forward traced (on `canvas`) with
-    `FrozenBatchNorm.call` replaced by `call` where given."""
-    original = FrozenBatchNorm.call
-    if call is not None:
-        FrozenBatchNorm.call = call
+def layers_in_turn(layer_list, inputs, training):
+    """`run_layers` without folding: each layer called in turn."""
+    for layer in layer_list:
+        inputs = layer(inputs, training=training)
+    return inputs
+
+
+# Per variant, the backbone functions replaced while tracing: {(owner, name): replacement}.
+VARIANTS = {
+    "mul_add": {(FrozenBatchNorm, "call"): mul_add_call, (backbones, "run_layers"): layers_in_turn,
+                (backbones, "residual_sum"): lambda residual, shortcut: residual + shortcut},
+    "fused_bn": {(backbones, "run_layers"): layers_in_turn,
+                 (backbones, "residual_sum"): lambda residual, shortcut: residual + shortcut},
+    "folded": {},
+}
+
+
+def traced_predictor(model, canvas, image_info, replacements):
+    """A `KerasPredictor` of `model`, its compiled forward traced (on `canvas`) with the
+    `replacements` (VARIANTS) in place."""
+    originals = {key: getattr(*key) for key in replacements}
+    for (owner, name), replacement in replacements.items():
+        setattr(owner, name, replacement)
     try:
         predictor = KerasPredictor(model)
         predictor.forward(canvas, image_info)
     finally:
-        FrozenBatchNorm.call = original
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
     return predictor
 
 
@@ -85,8 +111,8 @@ def main():
         canvas, image_info = preprocessing.preprocess_for_model([image], model.model_config.input)
         functions, outputs = {}, {}
         for precision, precision_model in models.items():
-            for variant, call in (("mul_add", mul_add_call), ("fused", None)):
-                predictor = traced_predictor(precision_model, canvas, image_info, call)
+            for variant, replacements in VARIANTS.items():
+                predictor = traced_predictor(precision_model, canvas, image_info, replacements)
                 key = f"{precision}_{variant}"
                 outputs[key] = predictor.forward(canvas, image_info)
                 functions[key] = lambda p=predictor: p.forward(canvas, image_info)
@@ -95,11 +121,14 @@ def main():
                  "median_ms": {k: v[1] for k, v in times.items()},
                  "min_ms": {k: v[0] for k, v in times.items()}}
         for precision in PRECISIONS:
+            baseline = f"{precision}_mul_add"
             entry[precision] = {
-                "fused_speedup": round(times[f"{precision}_mul_add"][1]
-                                       / times[f"{precision}_fused"][1], 3),
-                "fused_against_mul_add": detection_difference(
-                    outputs[f"{precision}_fused"], outputs[f"{precision}_mul_add"])}
+                f"{variant}_speedup": round(times[baseline][1] / times[f"{precision}_{variant}"][1], 3)
+                for variant in VARIANTS if variant != "mul_add"}
+            entry[precision].update({
+                f"{variant}_against_mul_add": detection_difference(
+                    outputs[f"{precision}_{variant}"], outputs[baseline])
+                for variant in VARIANTS if variant != "mul_add"})
         results[name] = entry
         print(name, entry, flush=True)
     write_report({"machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),

@@ -153,11 +153,13 @@ SPECS = {
               labels=("image",)),
         Table("conv_probe", ("float32_gflops", "bfloat16_gflops", "ratio"))),
     "frozen_bn.json": (
-        Table("results.*", ("median_ms.float32_mul_add", "median_ms.float32_fused",
-                            "median_ms.bfloat16_mul_add", "median_ms.bfloat16_fused",
-                            "float32.fused_speedup", "bfloat16.fused_speedup",
-                            "float32.fused_against_mul_add.max_box_difference_px",
-                            "bfloat16.fused_against_mul_add.max_box_difference_px"),
+        Table("results.*", ("median_ms.float32_mul_add", "median_ms.float32_fused_bn",
+                            "median_ms.float32_folded", "median_ms.bfloat16_mul_add",
+                            "median_ms.bfloat16_fused_bn", "median_ms.bfloat16_folded",
+                            "float32.fused_bn_speedup", "float32.folded_speedup",
+                            "bfloat16.fused_bn_speedup", "bfloat16.folded_speedup",
+                            "float32.folded_against_mul_add.max_box_difference_px",
+                            "bfloat16.folded_against_mul_add.max_box_difference_px"),
               labels=("image",)),),
     "profile_precision.json": (
         Table("results.*", ("wall_ms.median", "traced_ms_per_call", "conv_gflop_per_s",

@@ -53,6 +53,16 @@ def nested_layers(layer):
     return layer._flatten_layers(include_self=False, recursive=True)
 
 
+def no_autocast():
+    """A context in which Keras variables read as stored, float32 under a mixed-precision
+    policy (Keras' private `AutocastScope(None)`, which a layer with `autocast=False` enters for
+    its own call only). Inside a mixed-precision layer's call Keras casts every float variable
+    read to the compute dtype, and has no public way to read one as stored:
+    `layers.backbones.conv_then_frozen_norm` folds float32 weights and casts the result once."""
+    from keras.src.backend import AutocastScope
+    return AutocastScope(None)
+
+
 # Keeps a tf.Module from tracking what a method assigns (the SavedModel's server holds the
 # Keras model without saving it twice): tf.Module has no public switch for that.
 no_automatic_dependency_tracking = tf.__internal__.tracking.no_automatic_dependency_tracking

@@ -47,6 +47,23 @@ def test_keras_layer_has__flatten_layers_reaching_nested_layers():
     assert inner in private_api.nested_layers(outer)
 
 
+def test_keras_has_autocast_scope_and_no_autocast_reads_variables_as_stored():
+    seen = {}
+
+    class Reader(keras.layers.Layer):
+        def build(self, input_shape):
+            self.weight = self.add_weight(shape=(2,), initializer="ones")
+
+        def call(self, inputs):
+            seen["autocast"] = tf.convert_to_tensor(self.weight).dtype
+            with private_api.no_autocast():
+                seen["stored"] = tf.convert_to_tensor(self.weight).dtype
+            return inputs
+
+    Reader(dtype="mixed_bfloat16")(tf.zeros([1, 2]))
+    assert seen == {"autocast": tf.bfloat16, "stored": tf.float32}
+
+
 def test_tf_internal_has_no_automatic_dependency_tracking(tmp_path):
     class Holder(tf.Module):
         def __init__(self):

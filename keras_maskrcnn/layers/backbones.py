@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from keras_maskrcnn.ops.replicas import sum_over_replicas
-from keras_maskrcnn.private_api import BatchMoments
+from keras_maskrcnn.private_api import BatchMoments, no_autocast
 
 BATCH_NORM_EPSILON = 1e-5  # torchvision's FrozenBatchNorm2d and BatchNorm2d default
 
@@ -40,12 +40,10 @@ class FrozenBatchNorm(layers.Layer):
     """Batch norm with fixed statistics and affine parameters: y = (x − mean)/√(var+ε)·γ + β,
     on [B, H, W, C] maps.
 
-    It runs as TensorFlow's inference batch norm (FusedBatchNormV3 with `is_training=False`),
-    with its float32 parameters whatever the compute dtype (the layer does not autocast them):
-    Grappler fuses that op into the convolution before it and the ReLU after it under oneDNN,
-    where a multiply and an add made two more passes over each map (bfloat16's elementwise ops
-    are slower than float32's). The converted R50-FPN at 800×1333 went from 1530 to 1444 ms in
-    bfloat16 and from 2702 to 2628 ms in float32 (bench/results/frozen_bn.json).
+    Called on its own it runs as TensorFlow's inference batch norm (FusedBatchNormV3 with
+    `is_training=False`), with its float32 parameters whatever the compute dtype (the layer does
+    not autocast them). After a convolution, `conv_then_frozen_norm` folds it into that
+    convolution's kernel and a bias instead (`folded_into`).
     """
 
     def __init__(self, epsilon=BATCH_NORM_EPSILON, **kwargs):
@@ -62,15 +60,89 @@ class FrozenBatchNorm(layers.Layer):
             name="moving_variance", shape=channels, initializer="ones", trainable=False)
 
     def call(self, inputs):
+        with no_autocast():  # called with no outer layer, Keras would autocast them after all
+            gamma, beta, mean, variance = (tf.convert_to_tensor(weight) for weight in (
+                self.gamma, self.beta, self.moving_mean, self.moving_variance))
         outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
-            mean=tf.convert_to_tensor(self.moving_mean),
-            variance=tf.convert_to_tensor(self.moving_variance), epsilon=self.epsilon,
+            inputs, gamma, beta, mean=mean, variance=variance, epsilon=self.epsilon,
             is_training=False)
         return outputs
 
+    def folded_into(self, kernel):
+        """(kernel · γ', bias β − mean·γ') with γ' = γ/√(var+ε): a convolution kernel [kh, kw,
+        C_in, C] whose outputs this norm follows, and the norm, as one kernel and bias [C], in
+        the kernel's dtype (float32)."""
+        with no_autocast():
+            scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+            return kernel * scale, self.beta - self.moving_mean * scale
+
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def conv_then_frozen_norm(conv, norm, inputs, padding="VALID"):
+    """`norm(conv(inputs))` for a bias-free `layers.Conv2D` and a `FrozenBatchNorm`, as one
+    convolution with the norm folded into its kernel and a bias: [B, H, W, C_in] →
+    [B, H', W', C], in `conv`'s compute dtype; `padding` "VALID" (the layer's) or "SAME".
+
+    Folded, the convolution, the bias and a ReLU (and a residual add before it) are one oneDNN
+    op under Grappler's remapper in float32 and bfloat16 alike, where TensorFlow fuses a batch
+    norm into the convolution before it in float32 only (docs/export.md, "bfloat16 on a CPU
+    with AMX"). The folding is computed from the float32 weights (read without Keras'
+    autocasting) and cast once.
+    """
+    if not conv.built:
+        conv.build(inputs.shape)
+    if not norm.built:
+        norm.build((*inputs.shape[:-1], conv.filters))
+    with no_autocast():
+        kernel = tf.convert_to_tensor(conv.kernel)
+    kernel, bias = norm.folded_into(kernel)
+    dtype = conv.compute_dtype
+    outputs = tf.nn.conv2d(tf.cast(inputs, dtype), tf.cast(kernel, dtype), conv.strides, padding)
+    return tf.nn.bias_add(outputs, tf.cast(bias, dtype))
+
+
+def _same_padding(pad, conv):
+    """Whether `pad` (a ZeroPadding2D) before `conv` is the SAME padding of a stride-1 conv."""
+    k = conv.kernel_size
+    return (tuple(conv.strides) == (1, 1) and k[0] == k[1]
+            and tuple(map(tuple, pad.padding)) == ((k[0] // 2,) * 2,) * 2)
+
+
+def run_layers(layer_list, inputs, training):
+    """`layer_list` applied in order to `inputs`, each `layers.Conv2D` followed by a
+    `FrozenBatchNorm` as one `conv_then_frozen_norm`, with the symmetric zero padding before a
+    stride-1 one as its SAME padding: then the output's shape is the input's for TensorFlow's
+    shape inference too, which Grappler needs to fuse a residual add into the convolution."""
+    x, index = inputs, 0
+    while index < len(layer_list):
+        layer, following = layer_list[index], layer_list[index + 1:index + 3]
+        if (isinstance(layer, layers.ZeroPadding2D) and len(following) == 2
+                and isinstance(following[0], layers.Conv2D)
+                and isinstance(following[1], FrozenBatchNorm)
+                and _same_padding(layer, following[0])):
+            x = conv_then_frozen_norm(*following, x, padding="SAME")
+            index += 3
+        elif (isinstance(layer, layers.Conv2D) and following
+                and isinstance(following[0], FrozenBatchNorm)):
+            x = conv_then_frozen_norm(layer, following[0], x)
+            index += 2
+        else:
+            x = layer(x, training=training)
+            index += 1
+    return x
+
+
+def residual_sum(residual, shortcut):
+    """residual + shortcut, [B, H, W, C] each. With H and W known only at run time (the host's
+    and the SavedModel's graphs) as AddN: Grappler fuses a residual add (and the ReLU after it)
+    into the convolution before it only where it can tell that the add does not broadcast, which
+    it cannot for an AddV2 of run-time shapes. With static sizes (every TFLite graph) a plain
+    add, since TFLite's int8 quantiser has no int8 ADD_N."""
+    if None in residual.shape[1:3]:
+        return tf.math.add_n([residual, shortcut])
+    return residual + shortcut
 
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
@@ -139,13 +211,9 @@ class Bottleneck(layers.Layer):
                          if project else [])
 
     def call(self, inputs, training=False):
-        residual = inputs
-        for layer in self.residual:
-            residual = layer(residual, training=training)
-        shortcut = inputs
-        for layer in self.shortcut:
-            shortcut = layer(shortcut, training=training)
-        return ops.relu(residual + shortcut)
+        residual = run_layers(self.residual, inputs, training)
+        shortcut = run_layers(self.shortcut, inputs, training)
+        return ops.relu(residual_sum(residual, shortcut))
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "stride": self.stride,
@@ -176,9 +244,7 @@ class ResNet(layers.Layer):
                 for block in range(blocks)])
 
     def call(self, images, training=False):
-        x = images
-        for layer in self.stem:
-            x = layer(x, training=training)
+        x = run_layers(self.stem, images, training)
         features = []
         for stage in self.stages:
             for block in stage:
