@@ -53,7 +53,13 @@ def machine_info(**versions):
     library versions, for the report (bfloat16's speed, for one, differs between CPU models
     that both have AVX512-BF16)."""
     return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "cpu_model": _cpu_model(), "commit": _git_commit(), **versions}
+            "cpu_model": _cpu_model(), "bfloat16_cpu_flags": _cpu_flags(BFLOAT16_CPU_FLAGS),
+            "commit": _git_commit(), **versions}
+
+
+# The CPU flags that decide bfloat16's speed: AVX512-BF16 converts and dots, AMX multiplies
+# tiles (a model name such as "Intel(R) Xeon(R) Processor" does not say which a CPU has).
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def _git_commit():
@@ -77,6 +83,19 @@ def _cpu_model():
             for line in cpuinfo:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_flags(wanted):
+    """Those of `wanted` that /proc/cpuinfo's flags list, or None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in flags]
     except OSError:
         pass
     return None
