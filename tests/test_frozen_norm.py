@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_maskrcnn.layers.backbones import FrozenBatchNorm, run_layers
+from keras_maskrcnn.ops.map_sum import same_shape_sum
 from keras_maskrcnn.precision import dtype_policy
 
 
@@ -70,3 +71,15 @@ def test_folded_convolution_gives_the_kernel_its_gradient():
         in_turn = tf.reduce_sum(_in_turn(layers, x) ** 2)
     np.testing.assert_allclose(tape.gradient(folded, kernel.value).numpy(),
                                tape.gradient(in_turn, kernel.value).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_same_shape_sum_is_add_n_only_where_sizes_are_known_at_run_time():
+    """AddN lets Grappler fuse the sum into a convolution; TFLite graphs (static sizes) keep
+    a plain add, which its int8 quantiser has."""
+    a, b = (tf.random.stateless_normal([1, 4, 6, 3], seed=[s, 0]) for s in (1, 2))
+    for shape, op_type in (([1, 4, 6, 3], "AddV2"), ([1, None, None, 3], "AddN")):
+        spec = tf.TensorSpec(shape, tf.float32)
+        function = tf.function(same_shape_sum, input_signature=[spec, spec])
+        graph = function.get_concrete_function().graph
+        assert op_type in {op.type for op in graph.get_operations()}, shape
+        np.testing.assert_allclose(function(a, b).numpy(), (a + b).numpy())

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from keras_maskrcnn.ops.map_sum import same_shape_sum
 from keras_maskrcnn.ops.replicas import sum_over_replicas
 from keras_maskrcnn.private_api import BatchMoments, no_autocast
 
@@ -134,17 +135,6 @@ def run_layers(layer_list, inputs, training):
     return x
 
 
-def residual_sum(residual, shortcut):
-    """residual + shortcut, [B, H, W, C] each. With H and W known only at run time (the host's
-    and the SavedModel's graphs) as AddN: Grappler fuses a residual add (and the ReLU after it)
-    into the convolution before it only where it can tell that the add does not broadcast, which
-    it cannot for an AddV2 of run-time shapes. With static sizes (every TFLite graph) a plain
-    add, since TFLite's int8 quantiser has no int8 ADD_N."""
-    if None in residual.shape[1:3]:
-        return tf.math.add_n([residual, shortcut])
-    return residual + shortcut
-
-
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class BatchNormalization(BatchMoments, layers.BatchNormalization):
     """Keras' batch norm with the global batch's statistics under a tf.distribute strategy.
@@ -213,7 +203,7 @@ class Bottleneck(layers.Layer):
     def call(self, inputs, training=False):
         residual = run_layers(self.residual, inputs, training)
         shortcut = run_layers(self.shortcut, inputs, training)
-        return ops.relu(residual_sum(residual, shortcut))
+        return ops.relu(same_shape_sum(residual, shortcut))
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "stride": self.stride,

@@ -6,6 +6,8 @@ Shapes: B batch; P_k has stride 2^k and `channels` channels.
 import keras
 from keras import layers
 
+from keras_maskrcnn.ops.map_sum import same_shape_sum
+
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class FPN(layers.Layer):
@@ -26,7 +28,8 @@ class FPN(layers.Layer):
         top_down = self.lateral[-1](inputs[-1])
         outputs = [self.output_convs[-1](top_down)]
         for index in range(self.num_inputs - 2, -1, -1):
-            top_down = self.lateral[index](inputs[index]) + self.upsample(top_down)
+            top_down = same_shape_sum(self.lateral[index](inputs[index]),
+                                      self.upsample(top_down))
             outputs.insert(0, self.output_convs[index](top_down))
         outputs.append(outputs[-1][:, ::2, ::2, :])
         return outputs
