@@ -7,12 +7,13 @@ seeded random-init torchvision `maskrcnn_resnet50_fpn`, converted). Per precisio
 (`inference.with_precision`) three `KerasPredictor`s are traced, with the backbone's code
 replaced while tracing where the variant says:
 - "mul_add": each `FrozenBatchNorm` after its convolution as y = x·scale + (β − mean·scale),
-  scale = γ/√(var + ε), in the compute dtype, and the backbone's residual sums and the FPN's
-  top-down sums plain adds (the first implementation);
+  scale = γ/√(var + ε), in the compute dtype; the backbone's residual sums and the FPN's
+  top-down sums plain adds, the mask head's upsampling its transposed convolution (the first
+  implementation);
 - "fused_bn": each `FrozenBatchNorm` as TensorFlow's fused inference batch norm after its
-  convolution, the sums plain adds (the second);
+  convolution, the rest as in mul_add (the second);
 - "folded": the layers as they are (`layers.backbones.run_layers`,
-  `ops.map_sum.same_shape_sum`).
+  `ops.map_sum.same_shape_sum`, `MaskHead.upsample`).
 Per image size (default 480 × 640 and 800 × 1333), after a warm-up each, `repeats` rounds time
 every variant's `KerasPredictor.forward` in turn (`benchutil.time_in_turn`; min and median ms);
 reported: each variant's speed-up over mul_add per precision, and how far each one's detections
@@ -37,6 +38,7 @@ from keras_maskrcnn import preprocessing
 from keras_maskrcnn.inference import KerasPredictor, with_precision
 from keras_maskrcnn.layers import backbones, fpn
 from keras_maskrcnn.layers.backbones import FrozenBatchNorm
+from keras_maskrcnn.layers.mask_head import MaskHead
 
 
 def mul_add_call(layer, inputs):
@@ -56,12 +58,13 @@ def layers_in_turn(layer_list, inputs, training):
 
 
 # Per variant, the backbone functions replaced while tracing: {(owner, name): replacement}.
-PLAIN_SUMS = {(backbones, "same_shape_sum"): lambda a, b: a + b,
-              (fpn, "same_shape_sum"): lambda a, b: a + b}
+PLAIN_FORMS = {(backbones, "same_shape_sum"): lambda a, b: a + b,
+               (fpn, "same_shape_sum"): lambda a, b: a + b,
+               (MaskHead, "upsample"): lambda head, x: head.deconv(x)}
 VARIANTS = {
     "mul_add": {(FrozenBatchNorm, "call"): mul_add_call, (backbones, "run_layers"): layers_in_turn,
-                **PLAIN_SUMS},
-    "fused_bn": {(backbones, "run_layers"): layers_in_turn, **PLAIN_SUMS},
+                **PLAIN_FORMS},
+    "fused_bn": {(backbones, "run_layers"): layers_in_turn, **PLAIN_FORMS},
     "folded": {},
 }
 

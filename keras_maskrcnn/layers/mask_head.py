@@ -5,6 +5,7 @@ Shapes: B batch, K RoIs per image, P pool size (14), M = 2P mask size (28, with
 """
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from keras_maskrcnn.config import MASK_HEAD_UPSAMPLING
@@ -12,7 +13,8 @@ from keras_maskrcnn.config import MASK_HEAD_UPSAMPLING
 
 @keras.saving.register_keras_serializable("keras_maskrcnn")
 class MaskHead(layers.Layer):
-    """num_convs × (3×3 conv, ReLU) → 2×2 stride-2 deconv, ReLU → 1×1 conv to C channels."""
+    """num_convs × (3×3 conv, ReLU) → 2×2 stride-2 deconv, ReLU (`upsample`) → 1×1 conv to C
+    channels."""
 
     def __init__(self, num_classes, num_convs=4, conv_dim=256, **kwargs):
         super().__init__(**kwargs)
@@ -34,9 +36,25 @@ class MaskHead(layers.Layer):
         x = ops.reshape(roi_features, (batch * num_rois, pool, pool, channels))
         for conv in self.convs:
             x = conv(x)
-        x = self.predictor(self.deconv(x))
+        x = self.predictor(self.upsample(x))
         side = MASK_HEAD_UPSAMPLING * pool
         return ops.reshape(x, (batch, num_rois, side, side, self.num_classes))
+
+    def upsample(self, x):
+        """`self.deconv` (stride = kernel = u, `MASK_HEAD_UPSAMPLING`) and its ReLU on [N, P, P,
+        F] → [N, uP, uP, F], as a 1×1 convolution to u²·F channels and a depth-to-space: the same
+        map, since each output pixel is one input pixel times one kernel tap. oneDNN fuses that
+        convolution's bias and ReLU, which it does not fuse into a transposed convolution (two
+        more passes over the head's largest maps)."""
+        if not self.deconv.built:
+            self.deconv.build(x.shape)
+        u = MASK_HEAD_UPSAMPLING
+        kernel = ops.cast(self.deconv.kernel, x.dtype)  # [u, u, F out, F in]
+        as_1x1 = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)),
+                             (1, 1, kernel.shape[3], u * u * kernel.shape[2]))
+        bias = ops.tile(ops.cast(self.deconv.bias, x.dtype), (u * u,))
+        x = ops.relu(tf.nn.bias_add(tf.nn.conv2d(x, as_1x1, 1, "VALID"), bias))
+        return tf.nn.depth_to_space(x, u)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,

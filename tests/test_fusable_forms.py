@@ -1,6 +1,8 @@
-"""A convolution and the `FrozenBatchNorm` after it run as one folded convolution
-(`layers.backbones.conv_then_frozen_norm`, through `run_layers`): the same map as the two layers
-called in turn, in float32 and under the mixed bfloat16 policy, with gradients for the kernel."""
+"""The forms the model's layers take so that Grappler and oneDNN fuse them (docs/export.md,
+"bfloat16 on a CPU with AMX"), each the same map as the plain form: a convolution and the
+`FrozenBatchNorm` after it as one folded convolution (`layers.backbones.run_layers`), in float32
+and under the mixed bfloat16 policy, with gradients for the kernel; `ops.map_sum.same_shape_sum`;
+the mask head's transposed convolution as a 1×1 convolution and a depth-to-space."""
 
 import keras
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_maskrcnn.layers.backbones import FrozenBatchNorm, run_layers
+from keras_maskrcnn.layers.mask_head import MaskHead
 from keras_maskrcnn.ops.map_sum import same_shape_sum
 from keras_maskrcnn.precision import dtype_policy
 
@@ -83,3 +86,20 @@ def test_same_shape_sum_is_add_n_only_where_sizes_are_known_at_run_time():
         graph = function.get_concrete_function().graph
         assert op_type in {op.type for op in graph.get_operations()}, shape
         np.testing.assert_allclose(function(a, b).numpy(), (a + b).numpy())
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_mask_head_upsampling_is_its_transposed_convolution(precision):
+    """`MaskHead.upsample` (1×1 convolution + depth-to-space) computes `deconv` and its ReLU."""
+    with dtype_policy(precision):
+        head = MaskHead(num_classes=3, num_convs=1, conv_dim=8)
+        head(tf.zeros([1, 2, 14, 14, 8]))
+    rng = np.random.default_rng(0)
+    head.deconv.kernel.assign(rng.normal(0, 0.3, head.deconv.kernel.shape))
+    head.deconv.bias.assign(rng.normal(0, 0.3, head.deconv.bias.shape))
+    x = tf.cast(tf.random.stateless_normal([3, 14, 14, 8], seed=[0, 5]), head.compute_dtype)
+    upsampled = head.upsample(x)
+    assert upsampled.shape == (3, 28, 28, 8) and upsampled.dtype == x.dtype
+    tolerance = 1e-5 if precision == "float32" else 0.05
+    np.testing.assert_allclose(tf.cast(upsampled, tf.float32).numpy(),
+                               tf.cast(head.deconv(x), tf.float32).numpy(), atol=tolerance)
