@@ -152,7 +152,7 @@ SPECS = {
                             "float32.model_gflop_per_s", "bfloat16.model_gflop_per_s"),
               labels=("image",)),
         Table("conv_probe", ("float32_gflops", "bfloat16_gflops", "ratio"))),
-    "frozen_bn.json": (
+    "fused_forms.json": (
         Table("results.*", ("median_ms.float32_mul_add", "median_ms.float32_fused_bn",
                             "median_ms.float32_folded", "median_ms.bfloat16_mul_add",
                             "median_ms.bfloat16_fused_bn", "median_ms.bfloat16_folded",

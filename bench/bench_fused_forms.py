@@ -1,8 +1,7 @@
-"""The converted R50-FPN's inference with its backbone's frozen batch norms as they are now
-(folded into the convolutions, residual adds fusable) against the two ways before, in float32
-and bfloat16.
+"""The converted R50-FPN's inference with its layers in the forms oneDNN fuses (as they are
+now) against the two implementations before, in float32 and bfloat16.
 
-Writes JSON (default bench/results/frozen_bn.json). The model is bench_torchvision.py's (a
+Writes JSON (default bench/results/fused_forms.json). The model is bench_torchvision.py's (a
 seeded random-init torchvision `maskrcnn_resnet50_fpn`, converted). Per precision
 (`inference.with_precision`) three `KerasPredictor`s are traced, with the backbone's code
 replaced while tracing where the variant says:
@@ -20,7 +19,7 @@ reported: each variant's speed-up over mul_add per precision, and how far each o
 are from mul_add's (largest box and score difference over the detections both keep, and the
 counts).
 
-  flock /tmp/heavy.lock .venv/bin/python bench/bench_frozen_bn.py [--repeats N] [--threads T]
+  flock /tmp/heavy.lock .venv/bin/python bench/bench_fused_forms.py [--repeats N] [--threads T]
 """
 
 import argparse
@@ -102,7 +101,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench/results/frozen_bn.json")
+    parser.add_argument("--out", default="bench/results/fused_forms.json")
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
