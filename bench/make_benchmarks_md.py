@@ -158,8 +158,8 @@ SPECS = {
                             "median_ms.bfloat16_fused_bn", "median_ms.bfloat16_folded",
                             "float32.fused_bn_speedup", "float32.folded_speedup",
                             "bfloat16.fused_bn_speedup", "bfloat16.folded_speedup",
-                            "float32.folded_against_mul_add.max_box_difference_px",
-                            "bfloat16.folded_against_mul_add.max_box_difference_px"),
+                            "float32.folded_against_mul_add.max_score_difference",
+                            "bfloat16.folded_against_mul_add.max_score_difference"),
               labels=("image",)),),
     "profile_precision.json": (
         Table("results.*", ("wall_ms.median", "traced_ms_per_call", "conv_gflop_per_s",
@@ -172,6 +172,9 @@ SPECS = {
         Table("bfloat16_speedup", ("wall", "backbone", "fpn", "rpn_head", "box_head", "mask_head",
                                    "box_roi_align", "mask_roi_align", "proposals", "detections"))),
 }
+# The same benchmarks on a CPU with AMX-BF16 (docs/export.md, "bfloat16 on a CPU with AMX").
+SPECS["torchvision_amx.json"] = SPECS["torchvision.json"]
+SPECS["profile_precision_amx.json"] = SPECS["profile_precision.json"]
 
 
 def result_files(root=ROOT):
@@ -184,7 +187,8 @@ def provenance(report):
     and marked RECONSTRUCTED where the file notes the bench did not record it.
 
     Commands come from `command`, `commands` or `reproduce`; the commit from `commit` or
-    `machine.commit`; the CPU model from `machine.cpu_model`; the date from `date`."""
+    `machine.commit`; the CPU model from `machine.cpu_model`, with `machine.bfloat16_cpu_flags`
+    where recorded; the date from `date`."""
     machine = report.get("machine") or {}
     commands = []
     for key in ("reproduce", "commands", "command"):
@@ -192,6 +196,8 @@ def provenance(report):
         commands += value if isinstance(value, list) else [value] if value else []
     commit = report.get("commit") or machine.get("commit") or NOT_RECORDED
     cpu = machine.get("cpu_model") or NOT_RECORDED
+    if machine.get("bfloat16_cpu_flags") is not None:
+        cpu += f" ({', '.join(machine['bfloat16_cpu_flags']) or 'no bfloat16 flags'})"
     date = report.get("date") or NOT_RECORDED
     marks = [RECONSTRUCTED if report.get(note) else "" for note in ("commit_note", "date_note")]
     if machine.get("cpu_model_note"):
