@@ -81,10 +81,11 @@ class FrozenBatchNorm(layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def conv_then_frozen_norm(conv, norm, inputs, padding="VALID"):
-    """`norm(conv(inputs))` for a bias-free `layers.Conv2D` and a `FrozenBatchNorm`, as one
-    convolution with the norm folded into its kernel and a bias: [B, H, W, C_in] →
-    [B, H', W', C], in `conv`'s compute dtype; `padding` "VALID" (the layer's) or "SAME".
+def conv_then_frozen_norm(conv, norm, inputs, same_padding=None):
+    """`norm(conv(inputs))` for a bias-free, valid-padded `layers.Conv2D` and a
+    `FrozenBatchNorm`, as one convolution with the norm folded into its kernel and a bias:
+    [B, H, W, C_in] → [B, H', W', C], in `conv`'s compute dtype. `same_padding`: the
+    `layers.ZeroPadding2D` before `conv`, run as the convolution's SAME padding.
 
     Folded, the convolution, the bias and a ReLU (and a residual add before it) are one oneDNN
     op under Grappler's remapper in float32 and bfloat16 alike, where TensorFlow fuses a batch
@@ -92,14 +93,15 @@ def conv_then_frozen_norm(conv, norm, inputs, padding="VALID"):
     with AMX"). The folding is computed from the float32 weights (read without Keras'
     autocasting) and cast once.
     """
-    if not conv.built:
-        conv.build(inputs.shape)
-    if not norm.built:
-        norm.build((*inputs.shape[:-1], conv.filters))
+    if not (conv.built and norm.built):
+        # Built through Keras' own calls, which record the shapes a saved model rebuilds from
+        # (the result is not used).
+        norm(conv(same_padding(inputs) if same_padding else inputs))
     with no_autocast():
         kernel = tf.convert_to_tensor(conv.kernel)
     kernel, bias = norm.folded_into(kernel)
     dtype = conv.compute_dtype
+    padding = "SAME" if same_padding else "VALID"
     outputs = tf.nn.conv2d(tf.cast(inputs, dtype), tf.cast(kernel, dtype), conv.strides, padding)
     return tf.nn.bias_add(outputs, tf.cast(bias, dtype))
 
@@ -113,9 +115,8 @@ def _same_padding(pad, conv):
 
 def run_layers(layer_list, inputs, training):
     """`layer_list` applied in order to `inputs`, each `layers.Conv2D` followed by a
-    `FrozenBatchNorm` as one `conv_then_frozen_norm`, with the symmetric zero padding before a
-    stride-1 one as its SAME padding: then the output's shape is the input's for TensorFlow's
-    shape inference too, which Grappler needs to fuse a residual add into the convolution."""
+    `FrozenBatchNorm` as one `conv_then_frozen_norm`, and the symmetric zero padding before a
+    stride-1 one as its SAME padding (no Pad op)."""
     x, index = inputs, 0
     while index < len(layer_list):
         layer, following = layer_list[index], layer_list[index + 1:index + 3]
@@ -123,7 +124,7 @@ def run_layers(layer_list, inputs, training):
                 and isinstance(following[0], layers.Conv2D)
                 and isinstance(following[1], FrozenBatchNorm)
                 and _same_padding(layer, following[0])):
-            x = conv_then_frozen_norm(*following, x, padding="SAME")
+            x = conv_then_frozen_norm(*following, x, same_padding=layer)
             index += 3
         elif (isinstance(layer, layers.Conv2D) and following
                 and isinstance(following[0], FrozenBatchNorm)):
