@@ -90,16 +90,18 @@ def test_same_shape_sum_is_add_n_only_where_sizes_are_known_at_run_time():
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_mask_head_upsampling_is_its_transposed_convolution(precision):
-    """`MaskHead.upsample` (1×1 convolution + depth-to-space) computes `deconv` and its ReLU."""
+    """`MaskHead.upsample` (matrix product + depth-to-space) computes `deconv` and its ReLU, from 5
+    channels to 8, and on no RoIs."""
     with dtype_policy(precision):
-        head = MaskHead(num_classes=3, num_convs=1, conv_dim=8)
-        head(tf.zeros([1, 2, 14, 14, 8]))
+        head = MaskHead(num_classes=3, num_convs=0, conv_dim=8)
+        head(tf.zeros([1, 2, 14, 14, 5]))
     rng = np.random.default_rng(0)
     head.deconv.kernel.assign(rng.normal(0, 0.3, head.deconv.kernel.shape))
     head.deconv.bias.assign(rng.normal(0, 0.3, head.deconv.bias.shape))
-    x = tf.cast(tf.random.stateless_normal([3, 14, 14, 8], seed=[0, 5]), head.compute_dtype)
+    x = tf.cast(tf.random.stateless_normal([3, 14, 14, 5], seed=[0, 5]), head.compute_dtype)
     upsampled = head.upsample(x)
     assert upsampled.shape == (3, 28, 28, 8) and upsampled.dtype == x.dtype
     tolerance = 1e-5 if precision == "float32" else 0.05
     np.testing.assert_allclose(tf.cast(upsampled, tf.float32).numpy(),
                                tf.cast(head.deconv(x), tf.float32).numpy(), atol=tolerance)
+    assert head.upsample(x[:0]).shape == (0, 28, 28, 8)  # no detections

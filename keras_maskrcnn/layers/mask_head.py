@@ -42,19 +42,23 @@ class MaskHead(layers.Layer):
 
     def upsample(self, x):
         """`self.deconv` (stride = kernel = u, `MASK_HEAD_UPSAMPLING`) and its ReLU on [N, P, P,
-        F] → [N, uP, uP, F], as a 1×1 convolution to u²·F channels and a depth-to-space: the same
-        map, since each output pixel is one input pixel times one kernel tap. oneDNN fuses that
-        convolution's bias and ReLU, which it does not fuse into a transposed convolution (two
-        more passes over the head's largest maps)."""
+        F] → [N, uP, uP, F'], as a matrix product to u²·F' channels per pixel (a 1×1
+        convolution) and a depth-to-space: the same map, since each output pixel is one input
+        pixel times one kernel tap. oneDNN fuses that product's bias and ReLU, which it does not
+        fuse into a transposed convolution (two more passes over the head's largest maps). A
+        matrix product rather than a convolution, since TensorFlow's CPU convolution gives the
+        wrong channel count for an empty batch (no detections)."""
         if not self.deconv.built:
-            self.deconv.build(x.shape)
+            self.deconv(x)  # built through Keras' call, which records its input shape
         u = MASK_HEAD_UPSAMPLING
-        kernel = ops.cast(self.deconv.kernel, x.dtype)  # [u, u, F out, F in]
-        as_1x1 = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)),
-                             (1, 1, kernel.shape[3], u * u * kernel.shape[2]))
+        kernel = ops.cast(self.deconv.kernel, x.dtype)  # [u, u, F', F]
+        channels_in, channels_out = kernel.shape[3], kernel.shape[2]
+        matrix = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (channels_in, -1))
         bias = ops.tile(ops.cast(self.deconv.bias, x.dtype), (u * u,))
-        x = ops.relu(tf.nn.bias_add(tf.nn.conv2d(x, as_1x1, 1, "VALID"), bias))
-        return tf.nn.depth_to_space(x, u)
+        pixels = ops.reshape(x, (-1, channels_in))
+        y = ops.relu(tf.nn.bias_add(ops.matmul(pixels, matrix), bias))
+        y = ops.reshape(y, (-1, x.shape[1], x.shape[2], u * u * channels_out))
+        return tf.nn.depth_to_space(y, u)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
