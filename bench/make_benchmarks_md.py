@@ -171,6 +171,12 @@ SPECS = {
         Table("results.*.kinds.*", ("ms", "share"), labels=("precision", "kind")),
         Table("bfloat16_speedup", ("wall", "backbone", "fpn", "rpn_head", "box_head", "mask_head",
                                    "box_roi_align", "mask_roi_align", "proposals", "detections"))),
+    "frozen_norm_accuracy.json": (
+        Table("runs.*.trained.*", ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"),
+              labels=("run", "precision")),
+        Table("runs.*.frozen.*", ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"),
+              labels=("run", "precision")),
+        Table("largest_frozen_bfloat16_drop", ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"))),
 }
 # The same benchmarks on a CPU with AMX-BF16 (docs/export.md, "bfloat16 on a CPU with AMX").
 SPECS["torchvision_amx.json"] = SPECS["torchvision.json"]
