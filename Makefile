@@ -41,10 +41,10 @@ browser:
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), a test file (or a group of files
 # that share fixtures: tests/conftest.py) to a process, so that fixtures are built once; each
-# process gives TensorFlow one thread per op, since two processes already fill the 2 cores
-# this project's machines have (docs/design.md §9).
+# process gives TensorFlow (and torch, through OpenMP) one thread per op, since two processes
+# already fill the 2 cores this project's machines have (docs/design.md §9).
 TEST_WORKERS ?= 2
-PYTEST := TF_NUM_INTRAOP_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := TF_NUM_INTRAOP_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: lint-imports browser
 	$(PYTEST) tests
