@@ -99,11 +99,13 @@ def driver(tmp_path_factory):
 
 
 def _environment(**extra):
-    """The test's environment for a training subprocess, less `make test`'s one thread per op:
+    """The test's environment for a training subprocess, less `make test`'s one thread per op
+    (TF_NUM_INTRAOP_THREADS, and OMP_NUM_THREADS for libraries on OpenMP):
     the compared runs keep TensorFlow's default threads, as a user's runs do (with one thread,
     two workers and two replicas ended 2.4 × the tolerance apart)."""
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
     environment.pop("TF_NUM_INTRAOP_THREADS", None)
+    environment.pop("OMP_NUM_THREADS", None)
     return environment
 
 
