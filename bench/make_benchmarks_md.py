@@ -157,9 +157,7 @@ SPECS = {
                             "median_ms.float32_folded", "median_ms.bfloat16_mul_add",
                             "median_ms.bfloat16_fused_bn", "median_ms.bfloat16_folded",
                             "float32.fused_bn_speedup", "float32.folded_speedup",
-                            "bfloat16.fused_bn_speedup", "bfloat16.folded_speedup",
-                            "float32.folded_against_mul_add.max_score_difference",
-                            "bfloat16.folded_against_mul_add.max_score_difference"),
+                            "bfloat16.fused_bn_speedup", "bfloat16.folded_speedup"),
               labels=("image",)),),
     "profile_precision.json": (
         Table("results.*", ("wall_ms.median", "traced_ms_per_call", "conv_gflop_per_s",
