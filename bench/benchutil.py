@@ -78,24 +78,22 @@ def _git_commit():
 
 def _cpu_model():
     """/proc/cpuinfo's model name, or None where there is none."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+    return _cpuinfo_field("model name")
 
 
 def _cpu_flags(wanted):
     """Those of `wanted` that /proc/cpuinfo's flags list, or None where there is none."""
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else [flag for flag in wanted if flag in flags.split()]
+
+
+def _cpuinfo_field(name):
+    """The value of /proc/cpuinfo's first `name` line, or None where there is none."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [flag for flag in wanted if flag in flags]
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
