@@ -23,14 +23,12 @@ counts).
 """
 
 import argparse
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bench_torchvision import (DEFAULT_SCORE_THRESHOLD, IMAGE_SIZES, PRECISIONS, bench_image,
-                               converted_pair, import_torch)
+from bench_torchvision import IMAGE_SIZES, PRECISIONS, bench_image, converted_model
 from benchutil import machine_info, time_in_turn, write_report
 
 from keras_maskrcnn import preprocessing
@@ -105,9 +103,7 @@ def main():
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    torch, torchvision = import_torch()
-    with tempfile.TemporaryDirectory() as work_dir:
-        _, model = converted_pair(torch, torchvision, args.seed, DEFAULT_SCORE_THRESHOLD, work_dir)
+    model = converted_model(args.seed)
     models = {precision: with_precision(model, precision) for precision in PRECISIONS}
     results = {}
     for name, image_hw in IMAGE_SIZES.items():

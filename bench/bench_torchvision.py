@@ -89,6 +89,13 @@ def converted_pair(torch, torchvision, seed, score_threshold, work_dir):
     return torch_model, convert_state_dict(load_state_dict(path), config, TORCH_BATCH_NORM_EPSILON)
 
 
+def converted_model(seed, score_threshold=DEFAULT_SCORE_THRESHOLD):
+    """The `MaskRCNN` of `converted_pair` alone (its torchvision model dropped)."""
+    torch, torchvision = import_torch()
+    with tempfile.TemporaryDirectory() as work_dir:
+        return converted_pair(torch, torchvision, seed, score_threshold, work_dir)[1]
+
+
 def multiply_adds(model, canvas_hw):
     """Multiply-adds of one forward pass on a canvas_hw canvas, by TensorFlow's profiler (ops
     with registered FLOP counts: convolutions, matrix products), i.e. FLOPs / 2."""

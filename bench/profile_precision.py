@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from bench_torchvision import PRECISIONS, bench_image, converted_pair, import_torch
+from bench_torchvision import PRECISIONS, bench_image, converted_model
 from benchutil import machine_info, write_report
 
 from keras_maskrcnn import preprocessing
@@ -195,9 +195,7 @@ def main():
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    torch, torchvision = import_torch()
-    with tempfile.TemporaryDirectory() as work_dir:
-        _, model = converted_pair(torch, torchvision, args.seed, 0.05, work_dir)
+    model = converted_model(args.seed)
     image = bench_image(tuple(args.image_size), args.seed)
     canvas, image_info = preprocessing.preprocess_for_model([image], model.model_config.input)
     canvas_hw = tuple(canvas.shape[1:3])
