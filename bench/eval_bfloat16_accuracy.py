@@ -19,22 +19,28 @@ from keras_maskrcnn.config import INFERENCE_PRECISIONS
 COMPARED = [(iou_type, metric) for iou_type in ("bbox", "segm") for metric in ("AP", "AP50")]
 
 
+def metrics_per_precision(model_path, val_data):
+    """{precision: {"seconds", "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"}} of one model
+    evaluated on `val_data` once per precision in `INFERENCE_PRECISIONS`."""
+    results = {}
+    for precision in INFERENCE_PRECISIONS:
+        start = time.perf_counter()
+        metrics = commands.evaluate(model_path, val_data, precision=precision)
+        results[precision] = {"seconds": round(time.perf_counter() - start, 1),
+                              **{f"{iou_type}_{metric}": round(metrics[iou_type][metric], 4)
+                                 for iou_type, metric in COMPARED}}
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", nargs=2, action="append", required=True,
                         metavar=("MODEL.keras", "VAL.json"))
     parser.add_argument("--out", default="bench/results/bfloat16_inference.json")
     args = parser.parse_args()
-    runs = []
-    for model_path, val_data in args.run:
-        results = {}
-        for precision in INFERENCE_PRECISIONS:
-            start = time.perf_counter()
-            metrics = commands.evaluate(model_path, val_data, precision=precision)
-            results[precision] = {"seconds": round(time.perf_counter() - start, 1),
-                                  **{f"{iou_type}_{metric}": round(metrics[iou_type][metric], 4)
-                                     for iou_type, metric in COMPARED}}
-        runs.append({"model": model_path, "val": val_data, "results": results})
+    runs = [{"model": model_path, "val": val_data,
+             "results": metrics_per_precision(model_path, val_data)}
+            for model_path, val_data in args.run]
     largest_drop = {f"{iou_type}_{metric}": round(max(
         run["results"]["float32"][f"{iou_type}_{metric}"]
         - run["results"]["bfloat16"][f"{iou_type}_{metric}"] for run in runs), 4)

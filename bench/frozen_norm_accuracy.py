@@ -8,7 +8,8 @@ Each model, trained with `backbone.norm="bn"` (as `tiny` is), is rebuilt with
 `backbone.norm="frozen_bn"` (`model.rebuild`): `FrozenBatchNorm` holds the same four weights as
 Keras' batch norm and computes its inference map, so in float32 the frozen model's AP is the
 trained one's, and its bfloat16 AP shows what the folded convolutions cost in bfloat16. Every
-model is evaluated with `commands.evaluate` once per precision; writes JSON (default
+model is evaluated with `commands.evaluate` once per precision
+(`eval_bfloat16_accuracy.metrics_per_precision`); writes JSON (default
 bench/results/frozen_norm_accuracy.json) with the metrics and the largest drops.
 """
 
@@ -21,12 +22,9 @@ import keras
 import tensorflow as tf
 
 from benchutil import machine_info, write_report
-from keras_maskrcnn import commands
-from keras_maskrcnn.config import INFERENCE_PRECISIONS
+from eval_bfloat16_accuracy import COMPARED, metrics_per_precision
 from keras_maskrcnn.inference import load_model
 from keras_maskrcnn.model import rebuild
-
-COMPARED = [(iou_type, metric) for iou_type in ("bbox", "segm") for metric in ("AP", "AP50")]
 
 
 def frozen_copy(model_path, out_path):
@@ -38,16 +36,6 @@ def frozen_copy(model_path, out_path):
     frozen = rebuild(model, config.replace(
         backbone=dataclasses.replace(config.backbone, norm="frozen_bn")))
     frozen.save(out_path)
-
-
-def evaluate(model_path, val_data):
-    """{precision: {"bbox_AP": ..., ...}} of one model."""
-    results = {}
-    for precision in INFERENCE_PRECISIONS:
-        metrics = commands.evaluate(model_path, val_data, precision=precision)
-        results[precision] = {f"{iou_type}_{metric}": round(metrics[iou_type][metric], 4)
-                              for iou_type, metric in COMPARED}
-    return results
 
 
 def main():
@@ -62,8 +50,8 @@ def main():
             frozen_path = os.path.join(work_dir, f"frozen{index}.keras")
             frozen_copy(model_path, frozen_path)
             runs.append({"model": model_path, "val": val_data,
-                         "trained": evaluate(model_path, val_data),
-                         "frozen": evaluate(frozen_path, val_data)})
+                         "trained": metrics_per_precision(model_path, val_data),
+                         "frozen": metrics_per_precision(frozen_path, val_data)})
     keys = [f"{iou_type}_{metric}" for iou_type, metric in COMPARED]
     report = {
         "machine": machine_info(tensorflow=tf.__version__, keras=keras.__version__),
