@@ -1,5 +1,6 @@
 """Scaling out: several replicas and workers train to one device's weights, each worker reads
-its own shard, a killed multi-worker run resumes; bfloat16 and XLA train and save float32.
+its own shard, a killed multi-worker run resumes to the same weights; bfloat16 and XLA train
+and save float32.
 
 Logical CPU devices and a TF_CONFIG cluster must be set before TensorFlow initialises, so the
 multi-replica runs are subprocesses (`keras-maskrcnn train`); each is bounded in time and
@@ -218,64 +219,45 @@ def test_worker_shards_put_together_are_the_global_batches_and_never_overlap(sha
     assert image_ids(1, 1, 2, start_batch=1)[:2] == shards[1][2:4]
 
 
-# Replicas and workers.
+# Replicas and workers: one device, two replicas and two workers (killed and restarted on
+# the way) train the same SCHEDULE to weights within the tolerance of each other.
+
+SCHEDULE = {"epochs": 2, "steps-per-epoch": 2}
+
+
+@pytest.fixture(scope="module")
+def mirrored_run(shapes, tmp_path_factory, driver, start_model):
+    """Two CPU replicas of one process train SCHEDULE; returns the run folder."""
+    run = tmp_path_factory.mktemp("mirrored") / "run"
+    _run_cli(driver, _options(shapes, run, distribute="mirrored", **{"cpu-replicas": 2},
+                              **SCHEDULE, **_frozen(start_model)))
+    return run
+
 
 @pytest.mark.slow  # trains in subprocesses
-def test_two_cpu_replicas_train_to_one_devices_weights(shapes, tmp_path, driver, start_model):
+def test_two_cpu_replicas_train_to_one_devices_weights(shapes, tmp_path, driver, start_model,
+                                                       mirrored_run):
     # A process of its own, so that it runs TensorFlow's default threads as the mirrored run does.
     one_device = tmp_path / "one_device"
-    _run_cli(driver, _options(shapes, one_device, **_frozen(start_model)))
+    _run_cli(driver, _options(shapes, one_device, **SCHEDULE, **_frozen(start_model)))
     with open(one_device / training.HISTORY_FILE) as f:
         history = json.load(f)
     assert np.isfinite(history["loss"]).all()
-    _run_cli(driver, _options(shapes, tmp_path / "mirrored", distribute="mirrored",
-                              **{"cpu-replicas": 2}, **_frozen(start_model)))
-    _assert_same_weights(one_device / training.MODEL_FILE,
-                         tmp_path / "mirrored" / training.MODEL_FILE)
-    with open(tmp_path / "mirrored" / training.HISTORY_FILE) as f:
+    _assert_same_weights(one_device / training.MODEL_FILE, mirrored_run / training.MODEL_FILE)
+    with open(mirrored_run / training.HISTORY_FILE) as f:
         mirrored_history = json.load(f)
     # The logged losses are the global batch's, not one replica's.
     np.testing.assert_allclose(mirrored_history["loss"], history["loss"], rtol=1e-4)
 
 
-MULTI_WORKER = {"epochs": 2, "steps-per-epoch": 2}
-
-
-@pytest.fixture(scope="module")
-def multi_worker_run(shapes, tmp_path_factory, driver, start_model):
-    """Two workers on localhost train 2 epochs; returns the run folder."""
-    out = tmp_path_factory.mktemp("multi_worker")
-    run = out / "run"
-    workers = _start_workers(driver, _options(shapes, run, distribute="multi-worker",
-                                              **MULTI_WORKER, **_frozen(start_model)),
-                             out, _free_ports(2))
-    try:
-        _wait(workers, out)
-    finally:
-        _kill(workers)
-    return run
-
-
 @pytest.mark.slow  # trains in subprocesses
-def test_two_workers_train_to_the_mirrored_runs_weights(shapes, tmp_path, driver, start_model,
-                                                        multi_worker_run):
-    _run_cli(driver, _options(shapes, tmp_path / "mirrored", distribute="mirrored",
-                              **{"cpu-replicas": 2}, **MULTI_WORKER, **_frozen(start_model)))
-    _assert_same_weights(multi_worker_run / training.MODEL_FILE,
-                         tmp_path / "mirrored" / training.MODEL_FILE)
-    # Only the chief wrote the run folder.
-    assert sorted(os.listdir(multi_worker_run)) == sorted(
-        [training.MODEL_FILE, training.HISTORY_FILE, training.BAD_DATA_FILE, "train_config.json",
-         "checkpoints", training.LOG_DIR])
-
-
-@pytest.mark.slow  # trains in subprocesses
-def test_a_killed_worker_restarts_and_the_run_finishes(shapes, tmp_path, driver, start_model,
-                                                       multi_worker_run):
-    """Worker 1 is SIGKILLed after epoch 1; as a cluster manager would, the job is restarted
-    (the chief, stopped after its backup, is killed too): both resume from the chief's backup."""
+def test_two_workers_killed_and_restarted_train_to_the_mirrored_runs_weights(
+        shapes, tmp_path, driver, start_model, mirrored_run):
+    """Two workers on localhost train SCHEDULE; worker 1 is SIGKILLed after epoch 1 and, as a
+    cluster manager would, the job is restarted (the chief, stopped after its backup, is killed
+    too): both resume from the chief's backup and end on the mirrored run's weights."""
     run = tmp_path / "run"
-    argv = _options(shapes, run, distribute="multi-worker", **MULTI_WORKER, **_frozen(start_model))
+    argv = _options(shapes, run, distribute="multi-worker", **SCHEDULE, **_frozen(start_model))
     markers = [tmp_path / f"backed_up{index}" for index in range(2)]
     workers = _start_workers(driver, argv, tmp_path, _free_ports(2), markers)
     try:
@@ -297,7 +279,11 @@ def test_a_killed_worker_restarts_and_the_run_finishes(shapes, tmp_path, driver,
     finally:
         _kill(restarted)
     assert "resuming" in (tmp_path / "worker1.log").read_text()
-    _assert_same_weights(run / training.MODEL_FILE, multi_worker_run / training.MODEL_FILE)
+    _assert_same_weights(run / training.MODEL_FILE, mirrored_run / training.MODEL_FILE)
+    # Only the chief wrote the run folder, and the backup is gone once the run has finished.
+    assert sorted(os.listdir(run)) == sorted(
+        [training.MODEL_FILE, training.HISTORY_FILE, training.BAD_DATA_FILE, "train_config.json",
+         "checkpoints", training.LOG_DIR])
 
 
 # Precision and XLA.
