@@ -60,6 +60,13 @@ class _Server(tf.Module):
         self.padded_size = ((max(self.image_size),) * 2 if self.canvas_per_image
                             else self.image_size)
         self.paste_method = model.model_config.detection.paste_method
+        # The three signatures call the model traced once, here: tracing the model takes most
+        # of an export's time, and a tf.function called inside each signature's trace would
+        # be traced again for each (and once more when saved).
+        canvas_hw = [None, None] if self.canvas_per_image else list(self.padded_size)
+        self.detect = tf.function(self._detect).get_concrete_function(
+            tf.TensorSpec([None, *canvas_hw, 3], tf.float32),
+            tf.TensorSpec([None, IMAGE_INFO_SIZE], tf.float32))
 
     @no_automatic_dependency_tracking
     def _hold_untracked(self, model):
@@ -99,11 +106,11 @@ class _Server(tf.Module):
         def decode(encoded):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
             return self._preprocess(image)
-        return self._detect(*self._preprocess_each(decode, images))
+        return self.detect(*self._preprocess_each(decode, images))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
-        return self._detect(*self._preprocess_each(self._preprocess, images))
+        return self.detect(*self._preprocess_each(self._preprocess, images))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
                                   tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
@@ -111,7 +118,7 @@ class _Server(tf.Module):
         def cut(element):
             image, size = element
             return self._preprocess(image[:size[0], :size[1]])
-        return self._detect(*self._preprocess_each(cut, (images, image_sizes)))
+        return self.detect(*self._preprocess_each(cut, (images, image_sizes)))
 
 
 def export_saved_model(model, out_dir, include_full_masks=False):
