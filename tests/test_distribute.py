@@ -170,6 +170,7 @@ def _assert_same_weights(path_a, path_b, tolerance=WEIGHT_TOLERANCE):
     worst = max((np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max()
                  / (tolerance * np.abs(np.asarray(y, np.float64)).max() + WEIGHT_FLOOR), x.path)
                 for x, y in zip(a.weights, b.weights))
+    print(f"\n[distribute] {worst[0]:.3f} × the tolerance apart at worst ({worst[1]})")
     assert worst[0] <= 1, f"{worst[1]}: {worst[0]:.2f} × the tolerance apart"
     # The step counter is exact: both drew the same number of sampling seeds.
     assert int(a.sampling_step) == int(b.sampling_step)
