@@ -68,13 +68,19 @@ def test_matches_per_pixel_reference():
         np.testing.assert_array_equal(pasted[k], _reference_paste(masks[k], boxes[k], (32, 40)))
 
 
+@pytest.mark.parametrize("one_call_pixels", [postprocess.ONE_CALL_PIXELS, 0],
+                         ids=["one call", "like-sized groups"])
 @pytest.mark.parametrize("method", PASTE_METHODS)
-def test_boxes_of_all_sizes_paste_as_the_reference(method):
+def test_boxes_of_all_sizes_paste_as_the_reference(method, one_call_pixels, monkeypatch):
+    monkeypatch.setattr(postprocess, "ONE_CALL_PIXELS", one_call_pixels)
     rng = np.random.default_rng(2)
     masks = rng.uniform(size=(6, M, M)).astype(np.float32)
-    # From under a pixel to the whole image, so that they are pasted in several like-sized groups.
+    # From under a pixel to the whole image: pasted in one call into this small image, or in
+    # several like-sized groups.
     boxes = np.array([[0, 0, 48, 64], [3.3, 4.1, 9.9, 12.2], [10.2, 30.5, 10.8, 31.1],
                       [20, -5, 60, 30], [1, 1, 3, 40], [30.5, 50.2, 47.7, 63.9]], np.float32)
+    groups = postprocess._paste_groups(boxes, 48, 64)
+    assert len(groups) == (1 if one_call_pixels else len(postprocess._like_sized(boxes)))
     assert len(postprocess._like_sized(boxes)) >= 4
     np.testing.assert_array_equal(postprocess.paste_masks(masks, boxes, (48, 64), method=method),
                                   reference_paste.paste_masks(masks, boxes, (48, 64), method=method))

@@ -11,7 +11,8 @@ Routes (NAME the served model, N its version):
 Every error is {"error": message} with TF Serving's status codes (`tf_serving_api`). Model
 calls go through one `batching.MicroBatcher`; decoding, JSON and mask encoding run on a
 thread pool, so the event loop only moves bytes (and decodes small images,
-INLINE_DECODE_PIXELS, which costs less than a hand-off to a thread).
+INLINE_DECODE_PIXELS, and makes answers with few mask pixels, INLINE_ANSWER_PIXELS, which
+costs less than a hand-off to a thread).
 """
 
 import asyncio
@@ -47,6 +48,9 @@ HOST_THREADS = 4  # decoding, JSON and mask encoding beside the event loop
 # host thread and back costs more (0.2-0.5 ms on an idle 2-core machine, against 0.15 ms to
 # decode a 128 × 128 PNG).
 INLINE_DECODE_PIXELS = 256 * 256
+# A :detect answer whose masks paste at most this many pixels in all is made on the event
+# loop itself, for the same reason.
+INLINE_ANSWER_PIXELS = 256 * 256
 RETRY_AFTER_S = 1
 MEGABYTE = 1 << 20
 # absl status codes (tf.errors.OpError.error_code) → HTTP, as TF Serving maps them.
@@ -260,7 +264,9 @@ class _App:
         try:
             answer = await self._on_host(self._detect_answer, image.shape[:2], detections,
                                          query, deadline, timing_ms, arrived,
-                                         time.perf_counter())
+                                         time.perf_counter(),
+                                         inline=detect.pasted_pixels(detections, image.shape[:2], *query)
+                                         <= INLINE_ANSWER_PIXELS)
         except detect.DeadlinePassed:
             raise asyncio.TimeoutError from None
         return _json_response(answer)
