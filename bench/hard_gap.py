@@ -68,7 +68,7 @@ def precision(coco_gt, results, iou_type, category_ids=None, area_range=None):
     with contextlib.redirect_stdout(io.StringIO()):
         detections = [dict(result) for result in results]
         if iou_type == "segm":
-            for result in detections:  # as evaluation._load_results: the mask's area
+            for result in detections:  # as evaluation does when it loads results: the mask's area
                 result.pop("bbox", None)
         coco_dt = coco_gt.loadRes(detections)
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
