@@ -9,7 +9,8 @@ alone; writes JSON (default bench/results/serve_tiny.json).
 
 The server runs in its own process on 127.0.0.1 on a free port, started and always stopped by
 this script (it also dies with it; `serveload`): in the default plan once with its default
-flags (micro-batching) and once with `--max-batch-size 1`. Every phase is bounded in time.
+flags (micro-batching), once with `--max-batch-size 1` and once with two model workers of one
+TensorFlow thread each (TWO_WORKERS_FLAGS). Every phase is bounded in time.
 
 Requests go open loop: on a fixed schedule of evenly spaced send times, whatever the answers
 do, and each latency runs from the request's scheduled send time, so a stalled server (or a
@@ -45,6 +46,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +69,10 @@ RECOVERY_FRACTION = 0.25
 RECOVERY_BIN_SECONDS = 0.5
 MODEL_ALONE_REPEATS = 50
 BATCH_1_FLAGS = ["--max-batch-size", "1"]
+# Two model calls at once, each with one TensorFlow thread; the model alone is then timed with
+# one thread too (TWO_WORKERS_ENV, in a process of its own).
+TWO_WORKERS_FLAGS = ["--model-workers", "2", "--intra-op-threads", "1"]
+TWO_WORKERS_ENV = {"TF_NUM_INTRAOP_THREADS": "1"}
 FILL_SECONDS = 120  # the most the closed loop up to MANY_REQUESTS may take
 # --plan heavy, for models of a second or more a request:
 HEAVY_CONCURRENCY = 3  # closed-loop clients: one in the model, the next already queued
@@ -163,6 +169,31 @@ def run_batch_1(model_dir, images, seconds, log_dir, points):
         for fraction in BATCH_1_FRACTIONS:
             session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
     return {"flags": BATCH_1_FLAGS, "capacity_rps": {"rle": capacity}}
+
+
+def run_two_workers(model_dir, images, seconds, log_dir, points):
+    """rle with two model workers of one TensorFlow thread each (TWO_WORKERS_FLAGS) → its
+    capacity."""
+    with (Server(model_dir, TWO_WORKERS_FLAGS, os.path.join(log_dir, "serve_2_workers.log")) as server,
+          contextlib.closing(Session(server, "2 workers", images, points)) as session):
+        session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=len(images) * 4)
+        session.at_rate("rle", "low rate", LOW_RATE, 2 * seconds)
+        capacity = session.capacity("rle", seconds, CONCURRENCY)
+        for fraction in BATCH_1_FRACTIONS:
+            session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
+    return {"flags": TWO_WORKERS_FLAGS, "capacity_rps": {"rle": capacity}}
+
+
+def model_alone_in_process(model_dir, image_folder, image_count, environment):
+    """`model_alone` in a new process whose environment adds `environment` (TensorFlow's
+    threads are fixed once per process)."""
+    script = ("import json, sys; from bench_serve import model_alone; "
+              "from serveload import read_images; "
+              "print(json.dumps(model_alone(sys.argv[1], read_images(sys.argv[2], int(sys.argv[3])))))")
+    done = subprocess.run([sys.executable, "-c", script, model_dir, image_folder, str(image_count)],
+                          cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                          text=True, check=True, env={**os.environ, **environment}, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_heavy(model_dir, images, score_threshold, log_dir):
@@ -315,7 +346,8 @@ def main():
                                          "minus model_alone_ms.paste_kept_ms and rle_encode_ms",
                   **heavy_report(args.model, images, args.score_threshold)}
     else:
-        report = default_report(args.model[0], images, args.seconds)
+        report = default_report(args.model[0], images, args.seconds, args.images,
+                                args.image_count)
     import tensorflow as tf
     write_report({
         **({"commands": args.commands} if args.commands else {}),
@@ -328,32 +360,38 @@ def main():
         args.out or f"bench/results/serve_{'tiny' if args.plan == 'default' else 'heavy'}.json")
 
 
-def default_report(model_dir, images, seconds):
-    """The default plan's findings: both servers, the model alone and the overheads."""
+def default_report(model_dir, images, seconds, image_folder, image_count):
+    """The default plan's findings: the three servers, the model alone (with TensorFlow's
+    default threads, and with one for the two-worker server) and the overheads."""
     points = []
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as log_dir:
         default = run_default(model_dir, images, seconds, log_dir, points)
         batch_1 = run_batch_1(model_dir, images, seconds, log_dir, points)
+        two_workers = run_two_workers(model_dir, images, seconds, log_dir, points)
     alone = model_alone(model_dir, images)
+    alone_one_thread = model_alone_in_process(model_dir, image_folder, image_count, TWO_WORKERS_ENV)
     low_rate = {(p["server"], p["kind"]): p["p50_ms"] for p in points if p["phase"] == "low rate"}
-    overhead = {f"{server} {kind}": round(p50 - alone["predict_ms"], 2)
-                for (server, kind), p50 in low_rate.items()}
-    # rle pastes and encodes the kept masks, which `predict` leaves out: the server's own
-    # share is what remains once those are taken off too.
-    host_masks = {"rle": alone["paste_kept_ms"] + alone["rle_encode_ms"], "box": 0.0, "predict": 0.0}
-    server_only = {f"{server} {kind}": round(p50 - alone["predict_ms"] - host_masks[kind], 2)
-                   for (server, kind), p50 in low_rate.items()}
+    overhead, server_only = {}, {}
+    for (server, kind), p50 in low_rate.items():
+        model = alone_one_thread if server == "2 workers" else alone
+        overhead[f"{server} {kind}"] = round(p50 - model["predict_ms"], 2)
+        # rle pastes and encodes the kept masks, which `predict` leaves out: the server's own
+        # share is what remains once those are taken off too.
+        host_masks = model["paste_kept_ms"] + model["rle_encode_ms"] if kind == "rle" else 0.0
+        server_only[f"{server} {kind}"] = round(p50 - model["predict_ms"] - host_masks, 2)
     return {
         "concurrency_for_capacity": CONCURRENCY, "low_rate_rps": LOW_RATE,
         "seconds_per_point": seconds,
         "model_alone_ms": alone,
+        "model_alone_one_thread_ms": alone_one_thread,
         "overhead_ms": overhead,
-        "overhead_definition": "p50 at low_rate_rps minus model_alone_ms.predict_ms",
+        "overhead_definition": "p50 at low_rate_rps minus model_alone_ms.predict_ms "
+                               "(model_alone_one_thread_ms for the 2 workers server)",
         "server_only_overhead_ms": server_only,
         "server_only_overhead_definition": "overhead_ms minus, for rle, model_alone_ms."
                                            "paste_kept_ms and rle_encode_ms (work predict "
                                            "does not do)",
-        "default": default, "batch_1": batch_1, "points": points}
+        "default": default, "batch_1": batch_1, "two_workers": two_workers, "points": points}
 
 
 if __name__ == "__main__":

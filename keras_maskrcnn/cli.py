@@ -169,6 +169,7 @@ def _run_serve(args):
     options = serve_options.ServeOptions(
         model_name=args.model_name, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue,
+        model_workers=args.model_workers, intra_op_threads=args.intra_op_threads,
         max_body_mb=args.max_body_mb, max_image_pixels=args.max_image_pixels,
         timeout_s=args.timeout_s, api_key=args.api_key)
     with user_errors(ValueError):
@@ -545,6 +546,14 @@ def _add_serve_parser(commands, verbosity):
                               default=serve_options.DEFAULT_MAX_QUEUE, metavar="N",
                               help="requests waiting for the model at most; more "
                               "are answered 503 with Retry-After (default: %(default)s)")
+    serve_parser.add_argument("--model-workers", type=_positive_int,
+                              default=serve_options.DEFAULT_MODEL_WORKERS, metavar="N",
+                              help="model calls run at once, each on a thread of its own "
+                              "(default: %(default)s; docs/serving.md: 2 with "
+                              "--intra-op-threads 1 served a small model faster on 2 cores)")
+    serve_parser.add_argument("--intra-op-threads", type=_positive_int, metavar="N",
+                              help="threads TensorFlow may use for one op (TF Serving's "
+                              "--tensorflow_intra_op_parallelism; default: one per core)")
     serve_parser.add_argument("--max-body-mb", type=_positive_float,
                               default=serve_options.DEFAULT_MAX_BODY_MB, metavar="MB",
                               help="larger request bodies are answered 413 "

@@ -26,8 +26,12 @@ DETECT = f"/v1/models/{MODEL_NAME}:detect?score_threshold=0.01"
 
 @pytest.fixture(scope="module")
 def server(tiny_saved_model):
+    """A server with a small queue and two model workers of one TensorFlow thread each, so
+    that the burst and the shutdown run two model calls at once."""
     with running_server(tiny_saved_model, "--max-queue", MAX_QUEUE, "--max-batch-size",
-                        MAX_BATCH_SIZE, "--shutdown-timeout", SHUTDOWN_TIMEOUT_S) as running:
+                        MAX_BATCH_SIZE, "--shutdown-timeout", SHUTDOWN_TIMEOUT_S,
+                        "--model-workers", 2, "--intra-op-threads", 1) as running:
+        assert "model workers: 2, TensorFlow threads per op: 1" in running.log()
         yield running
 
 

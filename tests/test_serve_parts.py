@@ -161,6 +161,24 @@ def test_places_held_for_items_being_prepared_count_toward_the_queue():
             pass
 
 
+def test_two_workers_run_two_batches_at_once():
+    both_running = threading.Barrier(2, timeout=10)  # broken unless two batches meet in it
+
+    def run_batch(key, items):
+        both_running.wait()
+        return [item * 10 for item in items]
+
+    batcher = MicroBatcher(run_batch, max_batch_size=1, batch_timeout_s=0, max_queue=4,
+                           workers=2)
+    try:
+        futures = [batcher.submit("k", item) for item in (1, 2)]
+        assert [future.result(20) for future in futures] == [10, 20]
+    finally:
+        batcher.close(10)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        MicroBatcher(run_batch, max_batch_size=1, batch_timeout_s=0, max_queue=4, workers=0)
+
+
 def test_a_failing_batch_is_rerun_item_by_item_so_only_the_bad_item_fails():
     def run_batch(key, items):
         if "bad" in items:

@@ -9,7 +9,7 @@ Routes (NAME the served model, N its version):
 - `GET /metrics`: Prometheus text (`metrics`); `GET /`: static/index.html.
 
 Every error is {"error": message} with TF Serving's status codes (`tf_serving_api`). Model
-calls go through one `batching.MicroBatcher`; decoding, JSON and mask encoding run on a
+calls go through one `batching.MicroBatcher` (`--model-workers` calls at once); decoding, JSON and mask encoding run on a
 thread pool, so the event loop only moves bytes (and decodes small images,
 INLINE_DECODE_PIXELS, and makes answers with few mask pixels, INLINE_ANSWER_PIXELS, which
 costs less than a hand-off to a thread).
@@ -85,7 +85,8 @@ class _App:
         self.max_body = int(options.max_body_mb * MEGABYTE)
         self.host = concurrent.futures.ThreadPoolExecutor(HOST_THREADS, "serve-host")
         self.batcher = MicroBatcher(self._run_batch, options.max_batch_size,
-                                    options.batch_timeout_ms / 1000, options.max_queue)
+                                    options.batch_timeout_ms / 1000, options.max_queue,
+                                    workers=options.model_workers)
         self.metrics = Metrics(lambda: self.batcher.queue_depth, options.max_batch_size)
         self.batcher.on_batch = self.metrics.batch
         self._unique_keys = itertools.count()
@@ -94,7 +95,7 @@ class _App:
         self.batcher.close(timeout)
         self.host.shutdown(wait=False, cancel_futures=True)
 
-    # The model side: runs on the batcher's thread.
+    # The model side: runs on the batcher's threads.
 
     def _run_batch(self, key, items):
         """One model call for `items` → one (result, batch start, batch seconds, batch size)

@@ -1,11 +1,12 @@
 """Micro-batching: requests submitted from any thread are queued (at most `max_queue`) and
-one worker thread runs them in batches of up to `max_batch_size` items with the same key.
+`workers` worker threads run them in batches of up to `max_batch_size` items with the same
+key, each worker one batch at a time.
 
 A request can hold its place in the queue (`reserved`) before its item exists, so that a
 server refuses what it cannot queue before reading and decoding it: under overload, the
 refused requests then cost no decoding, and the places held count toward `max_queue`.
 
-The worker takes what is queued when it is free; with `batch_timeout_s` > 0 it also waits
+A worker takes what is queued when it is free; with `batch_timeout_s` > 0 it also waits
 that long for a batch to fill. Items whose future was cancelled while queued (their request
 timed out) are dropped. When a batch of several fails, each item is run alone, so one bad
 item fails only its own request.
@@ -23,12 +24,14 @@ class QueueFull(Exception):
 
 
 class MicroBatcher:
-    """Runs `run_batch(key, items) → results` (one result per item, in order) on a worker
-    thread; `on_batch(size, seconds)` is told of each batch run."""
+    """Runs `run_batch(key, items) → results` (one result per item, in order) on `workers`
+    threads, so up to `workers` batches at once; `on_batch(size, seconds)` is told of each
+    batch run."""
 
-    def __init__(self, run_batch, max_batch_size, batch_timeout_s, max_queue, on_batch=None):
-        if max_batch_size < 1 or max_queue < 1 or batch_timeout_s < 0:
-            raise ValueError("max_batch_size and max_queue must be at least 1 and "
+    def __init__(self, run_batch, max_batch_size, batch_timeout_s, max_queue, on_batch=None,
+                 workers=1):
+        if max_batch_size < 1 or max_queue < 1 or batch_timeout_s < 0 or workers < 1:
+            raise ValueError("max_batch_size, max_queue and workers must be at least 1 and "
                              "batch_timeout_s not negative")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -39,12 +42,14 @@ class MicroBatcher:
         self._reserved = 0  # places held by `reserved` blocks not yet submitted
         self._condition = threading.Condition()
         self._closed = False
-        self._worker = threading.Thread(target=self._work, name="micro-batcher", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._work, name=f"micro-batcher-{index}",
+                                          daemon=True) for index in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def queue_depth(self):
-        """Items waiting for the worker, and places held for items being prepared."""
+        """Items waiting for a worker, and places held for items being prepared."""
         return len(self._pending) + self._reserved
 
     def _check_room(self):
@@ -95,11 +100,13 @@ class MicroBatcher:
                     self._reserved -= 1
 
     def close(self, timeout=None):
-        """Run what is queued, then stop the worker (waiting at most `timeout` seconds)."""
+        """Run what is queued, then stop the workers (waiting at most `timeout` seconds)."""
         with self._condition:
             self._closed = True
-            self._condition.notify()
-        self._worker.join(timeout)
+            self._condition.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if deadline is None else max(deadline - time.monotonic(), 0))
 
     def _take(self, key, batch):
         """Move queued items of `key` into `batch` (up to max_batch_size), dropping cancelled

@@ -11,6 +11,7 @@ DEFAULT_PORT = 8501  # TF Serving's REST port
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_TIMEOUT_MS = 0.0
 DEFAULT_MAX_QUEUE = 64
+DEFAULT_MODEL_WORKERS = 1
 DEFAULT_MAX_BODY_MB = 16.0
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
@@ -23,6 +24,10 @@ class ServeOptions:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_queue: int = DEFAULT_MAX_QUEUE
+    model_workers: int = DEFAULT_MODEL_WORKERS
+    # TensorFlow's threads per op (TF Serving's --tensorflow_intra_op_parallelism); None
+    # leaves TensorFlow's default, one per core.
+    intra_op_threads: Optional[int] = None
     max_body_mb: float = DEFAULT_MAX_BODY_MB
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     timeout_s: float = DEFAULT_TIMEOUT_S

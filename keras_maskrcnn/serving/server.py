@@ -5,6 +5,7 @@ return."""
 import signal
 import sys
 
+import tensorflow as tf
 import uvicorn
 
 from keras_maskrcnn.precision import precision_line
@@ -19,11 +20,17 @@ def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
     """Serve the SavedModel at `model_path` (`model.find_version`) under `options`
     (`options.ServeOptions`) until a signal stops it. Raises ValueError naming the path when it
     holds no servable model."""
+    if options.intra_op_threads is not None:
+        # Before the model loads: TensorFlow fixes its thread pools when it first runs.
+        tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_threads)
     model = ServedModel(model_path)
     print(precision_line(model.precision), flush=True)
     warm = model.warm_up()
+    threads = options.intra_op_threads or "one per core"
     print(f"serving {model.directory} as model {options.model_name!r} version {model.version} "
-          f"(warm-up: {len(warm[0]['scores'])} detections) on http://{host}:{port}", flush=True)
+          f"(warm-up: {len(warm[0]['scores'])} detections; model workers: "
+          f"{options.model_workers}, TensorFlow threads per op: {threads}) on "
+          f"http://{host}:{port}", flush=True)
     server = uvicorn.Server(uvicorn.Config(
         create_app(model, options), host=host, port=port, lifespan="on",
         timeout_graceful_shutdown=shutdown_timeout, access_log=False, log_level="info"))
