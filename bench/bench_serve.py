@@ -159,29 +159,18 @@ def run_default(model_dir, images, seconds, log_dir, points):
             "rss_growth_after_warm_up": round(rss[-1]["rss_mb"] / rss[1]["rss_mb"] - 1, 3)}
 
 
-def run_batch_1(model_dir, images, seconds, log_dir, points):
-    """rle's capacity and latency with micro-batching off (BATCH_1_FLAGS) → its capacity."""
-    with (Server(model_dir, BATCH_1_FLAGS, os.path.join(log_dir, "serve_batch1.log")) as server,
-          contextlib.closing(Session(server, "batch 1", images, points)) as session):
+def run_variant(name, flags, model_dir, images, seconds, log_dir, points):
+    """rle on a server with `flags` (its points under `name`): warm-up, low rate, capacity and
+    open loop at BATCH_1_FRACTIONS of it → {"flags", "capacity_rps": {"rle": capacity}}."""
+    log_path = os.path.join(log_dir, f"serve_{name.replace(' ', '_')}.log")
+    with (Server(model_dir, flags, log_path) as server,
+          contextlib.closing(Session(server, name, images, points)) as session):
         session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=len(images) * 4)
         session.at_rate("rle", "low rate", LOW_RATE, 2 * seconds)
         capacity = session.capacity("rle", seconds, CONCURRENCY)
         for fraction in BATCH_1_FRACTIONS:
             session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
-    return {"flags": BATCH_1_FLAGS, "capacity_rps": {"rle": capacity}}
-
-
-def run_two_workers(model_dir, images, seconds, log_dir, points):
-    """rle with two model workers of one TensorFlow thread each (TWO_WORKERS_FLAGS) → its
-    capacity."""
-    with (Server(model_dir, TWO_WORKERS_FLAGS, os.path.join(log_dir, "serve_2_workers.log")) as server,
-          contextlib.closing(Session(server, "2 workers", images, points)) as session):
-        session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=len(images) * 4)
-        session.at_rate("rle", "low rate", LOW_RATE, 2 * seconds)
-        capacity = session.capacity("rle", seconds, CONCURRENCY)
-        for fraction in BATCH_1_FRACTIONS:
-            session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
-    return {"flags": TWO_WORKERS_FLAGS, "capacity_rps": {"rle": capacity}}
+    return {"flags": flags, "capacity_rps": {"rle": capacity}}
 
 
 def model_alone_in_process(model_dir, image_folder, image_count, environment):
@@ -366,8 +355,10 @@ def default_report(model_dir, images, seconds, image_folder, image_count):
     points = []
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as log_dir:
         default = run_default(model_dir, images, seconds, log_dir, points)
-        batch_1 = run_batch_1(model_dir, images, seconds, log_dir, points)
-        two_workers = run_two_workers(model_dir, images, seconds, log_dir, points)
+        batch_1 = run_variant("batch 1", BATCH_1_FLAGS, model_dir, images, seconds, log_dir,
+                              points)
+        two_workers = run_variant("2 workers", TWO_WORKERS_FLAGS, model_dir, images, seconds,
+                                  log_dir, points)
     alone = model_alone(model_dir, images)
     alone_one_thread = model_alone_in_process(model_dir, image_folder, image_count, TWO_WORKERS_ENV)
     low_rate = {(p["server"], p["kind"]): p["p50_ms"] for p in points if p["phase"] == "low rate"}

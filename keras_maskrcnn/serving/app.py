@@ -9,10 +9,10 @@ Routes (NAME the served model, N its version):
 - `GET /metrics`: Prometheus text (`metrics`); `GET /`: static/index.html.
 
 Every error is {"error": message} with TF Serving's status codes (`tf_serving_api`). Model
-calls go through one `batching.MicroBatcher` (`--model-workers` calls at once); decoding, JSON and mask encoding run on a
-thread pool, so the event loop only moves bytes (and decodes small images,
-INLINE_DECODE_PIXELS, and makes answers with few mask pixels, INLINE_ANSWER_PIXELS, which
-costs less than a hand-off to a thread).
+calls go through one `batching.MicroBatcher` (`--model-workers` calls at once); decoding, JSON
+and mask encoding run on a thread pool, so the event loop only moves bytes (and decodes small
+images, INLINE_DECODE_PIXELS, and makes answers with few mask pixels, INLINE_ANSWER_PIXELS,
+which costs less than a hand-off to a thread).
 """
 
 import asyncio
