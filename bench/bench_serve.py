@@ -18,7 +18,9 @@ stalled client) shows in the latency instead of lowering the rate. Capacity is m
 closed loop (CONCURRENCY clients, each sending its next request when its last is answered);
 the open-loop rates are fractions of it. The client is one asyncio loop speaking HTTP/1.1 over
 keep-alive connections; it shares the machine's CPUs with the server, so each phase reports
-the client's CPU time beside the server's.
+the client's CPU time beside the server's, and how late the client sent
+(`client_send_late_ms`: up to PRECISE_SEND_RPS it polls its loop before each send, see
+serveload).
 
 Request kinds: `:detect` with the image file as the body and mask_format rle or box, and TF
 Serving's `:predict` with the image as a b64 instance of `serving_default`. The server's
@@ -110,24 +112,27 @@ def overload(session, capacity, baseline_p99_ms):
     _, records = session.phase("rle", "overload, then recovery", open_loop,
                                [(OVERLOAD_FACTOR * capacity, OVERLOAD_SECONDS),
                                 (RECOVERY_FRACTION * capacity, RECOVERY_SECONDS)])
-    during = [r for r in records if r[0] < OVERLOAD_SECONDS]
-    after = [r for r in records if r[0] >= OVERLOAD_SECONDS]
+    during = [r for r in records if r.due < OVERLOAD_SECONDS]
+    after = [r for r in records if r.due >= OVERLOAD_SECONDS]
     bins = []
     for start in np.arange(0, RECOVERY_SECONDS, RECOVERY_BIN_SECONDS):
-        chosen = [r for r in after if start <= r[0] - OVERLOAD_SECONDS < start + RECOVERY_BIN_SECONDS]
-        latencies = [1000 * r[1] for r in chosen]
+        chosen = [r for r in after
+                  if start <= r.due - OVERLOAD_SECONDS < start + RECOVERY_BIN_SECONDS]
+        latencies = [1000 * r.latency for r in chosen]
         bins.append({"from_s": float(start), "sent": len(chosen),
-                     "codes": dict(collections.Counter(str(r[2]) for r in chosen)),
+                     "codes": dict(collections.Counter(str(r.status) for r in chosen)),
                      "max_ms": round(max(latencies), 1) if latencies else None})
-    late = [r for r in after if r[0] - OVERLOAD_SECONDS >= 2.0]
+    late = [r for r in after if r.due - OVERLOAD_SECONDS >= 2.0]
     # Normal after 2 s: every request sent 2 s or more after the overload's end answered 200,
     # none slower than twice the p99 at half the capacity.
-    normal = bool(late) and all(r[2] == 200 and 1000 * r[1] <= 2 * baseline_p99_ms for r in late)
-    codes = collections.Counter(str(r[2]) for r in during)
+    normal = bool(late) and all(r.status == 200 and 1000 * r.latency <= 2 * baseline_p99_ms
+                                for r in late)
+    codes = collections.Counter(str(r.status) for r in during)
     return {"rate_rps": round(OVERLOAD_FACTOR * capacity, 1), "seconds": OVERLOAD_SECONDS,
             "sent": len(during), "status_counts": dict(codes),
             "only_200_and_503": set(codes) <= {"200", "503"},
-            "p50_ms_of_200s": round(float(np.median([1000 * r[1] for r in during if r[2] == 200])), 1),
+            "p50_ms_of_200s": round(float(np.median([1000 * r.latency for r in during
+                                                     if r.status == 200])), 1),
             "recovery_rate_rps": round(RECOVERY_FRACTION * capacity, 1),
             "after_end": bins, "normal_latency_rule": "all 200 and <= 2 x p99 at 50 % of capacity",
             "normal_within_2_s": normal}
@@ -220,8 +225,8 @@ def run_heavy(model_dir, images, score_threshold, log_dir):
 
 def mean_detections(records):
     """Mean detections per `:detect` answer of `records` answered 200."""
-    counts = [len(json.loads(body)["detections"]) for _, _, status, _, body in records
-              if status == 200 and body is not None]
+    counts = [len(json.loads(r.body)["detections"]) for r in records
+              if r.status == 200 and r.body is not None]
     return round(float(np.mean(counts)), 2) if counts else None
 
 

@@ -28,6 +28,19 @@ KEPT_BODY_BYTES = 100_000  # :detect answers are kept (for their timing_ms); :pr
 ANSWER_FORMATS = ("rle", "png", "polygon", "box", "none")
 QUANTILES = (50, 90, 99)  # the latency percentiles of a point
 PR_SET_PDEATHSIG = 1
+# asyncio wakes a sleeper up to 1 ms late (epoll's timeout is whole milliseconds), and more on
+# a VM whose idle CPU must wake first: at rates up to PRECISE_SEND_RPS the open loop sleeps
+# until SEND_POLL_S before a request is due and polls the event loop from there, so that the
+# client's own lateness does not count as the server's latency (2 ms of polling a request:
+# under 4 % of one CPU at 20 requests/s).
+PRECISE_SEND_RPS = 20.0
+SEND_POLL_S = 0.002
+
+Record = collections.namedtuple("Record", "due latency status size body send_late")
+Record.__doc__ = """One request of a phase: `due` its scheduled send (s from the phase's start),
+`latency` s from `due` to the whole answer, `status` the HTTP code or "timeout" or "error:
+TYPE", `size` the answer's bytes, `body` the answer (None where longer than the client keeps),
+`send_late` s from `due` to the client starting to write it."""
 
 
 # --- the server process -------------------------------------------------------------------
@@ -201,8 +214,8 @@ class Client:
         return status, body, close
 
     async def timed(self, raw, due, loop):
-        """Send `raw` → (due, latency s from `due`, status or "timeout" or "error: TYPE",
-        answer bytes, answer body or None where longer than `kept_body_bytes`)."""
+        """Send `raw` → its `Record` (`due` as given: loop time)."""
+        started = loop.time()
         try:
             status, body = await asyncio.wait_for(self.send(raw), REQUEST_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -210,7 +223,17 @@ class Client:
         except (OSError, asyncio.IncompleteReadError, ValueError) as error:
             status, body = f"error: {type(error).__name__}", b""
         kept = body if len(body) <= self.kept_body_bytes else None
-        return due, loop.time() - due, status, len(body), kept
+        return Record(due, loop.time() - due, status, len(body), kept, started - due)
+
+
+async def _until(loop, due, poll):
+    """Return at loop time `due`: asleep, then polling the loop for the last SEND_POLL_S when
+    `poll`."""
+    delay = due - loop.time() - (SEND_POLL_S if poll else 0.0)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    while poll and loop.time() < due:
+        await asyncio.sleep(0)
 
 
 def open_loop(client, requests, rates_and_seconds):
@@ -219,19 +242,18 @@ def open_loop(client, requests, rates_and_seconds):
     async def run():
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
-        offsets, begin = [], 0.0
+        schedule, begin = [], 0.0
         for rate, seconds in rates_and_seconds:
-            offsets.extend(begin + np.arange(int(round(rate * seconds))) / rate)
+            offsets = begin + np.arange(int(round(rate * seconds))) / rate
+            schedule.extend((offset, rate <= PRECISE_SEND_RPS) for offset in offsets)
             begin += seconds
         tasks = []
-        for index, offset in enumerate(offsets):
+        for index, (offset, poll) in enumerate(schedule):
             due = start + offset
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await _until(loop, due, poll)
             tasks.append(asyncio.create_task(client.timed(requests[index % len(requests)], due, loop)))
         records = await asyncio.gather(*tasks)
-        return [(due - start, *rest) for due, *rest in records], loop.time() - start
+        return [record._replace(due=record.due - start) for record in records], loop.time() - start
     cpu = time.process_time()
     records, wall = client.run(run())
     return records, wall, time.process_time() - cpu
@@ -251,8 +273,8 @@ def closed_loop(client, requests, concurrency, seconds=None, count=None):
             while (count is None or sent < count) and (seconds is None or loop.time() - start < seconds):
                 index = sent
                 sent += 1
-                due, *rest = await client.timed(requests[index % len(requests)], loop.time(), loop)
-                records.append((due - start, *rest))
+                record = await client.timed(requests[index % len(requests)], loop.time(), loop)
+                records.append(record._replace(due=record.due - start))
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return records, loop.time() - start
     cpu = time.process_time()
@@ -269,13 +291,14 @@ def summarize(records, wall, client_cpu, server, server_cpu_before, detect_answe
               quantiles=QUANTILES):
     """A phase's figures: latency `quantiles` of the 200s (ms), rates, codes, CPU, bytes, and
     with `detect_answers`, the mean of each `timing_ms` part the server reported."""
-    codes = collections.Counter(str(status) for _, _, status, _, _ in records)
-    ok = np.array([latency for _, latency, status, _, _ in records if status == 200]) * 1000
-    sizes = [size for _, _, status, size, _ in records if status == 200]
+    codes = collections.Counter(str(record.status) for record in records)
+    answered = [record for record in records if record.status == 200]
+    ok = np.array([record.latency for record in answered]) * 1000
+    sizes = [record.size for record in answered]
     timings = collections.defaultdict(list)
-    for _, _, status, _, body in records:
-        if detect_answers and status == 200 and body is not None:
-            for part, value in json.loads(body).get("timing_ms", {}).items():
+    for record in answered:
+        if detect_answers and record.body is not None:
+            for part, value in json.loads(record.body).get("timing_ms", {}).items():
                 timings[part].append(value)
     summary = {"sent": len(records), "status_counts": dict(codes),
                "count_503": codes.get("503", 0), "count_504": codes.get("504", 0),
@@ -283,6 +306,9 @@ def summarize(records, wall, client_cpu, server, server_cpu_before, detect_answe
     if len(ok):
         summary.update({f"p{q}_ms": round(float(np.percentile(ok, q)), 1) for q in quantiles})
         summary.update(max_ms=round(float(ok.max()), 1), mean_answer_bytes=round(float(np.mean(sizes))))
+    late = np.array([record.send_late for record in records]) * 1000
+    summary["client_send_late_ms"] = {"p50": round(float(np.median(late)), 3),
+                                      "max": round(float(late.max()), 3)}
     if timings:
         summary["server_timing_ms"] = {part: round(float(np.mean(values)), 2)
                                        for part, values in timings.items()}
