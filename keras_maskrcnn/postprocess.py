@@ -2,32 +2,15 @@
 instance map, cut batched outputs into per-image detections.
 
 Shapes: B batch, K detections, M mask resolution (28), H, W original image size.
-Pasting runs `ops.paste` (where the paste methods are defined) as a compiled tf.function.
+Pasting runs `ops.paste` (where the paste methods are defined) on numpy arrays.
 """
 
-import functools
-
 import numpy as np
-import tensorflow as tf
 
 from keras_maskrcnn.ops import paste
 from keras_maskrcnn.ops.paste import MASK_THRESHOLD
 
 ONE_CALL_PIXELS = 1 << 20  # window pixels pasted in one call at most, whatever the box sizes
-
-
-@functools.cache
-def _windows_function(mask_size, method, threshold):
-    """`ops.paste.pasted_windows` as a concrete function for one image's [K, mask_size,
-    mask_size] masks, any K and image size; windows thresholded to bool unless threshold is
-    None. Called directly, a concrete function skips tf.function's dispatch (0.36 against
-    0.54 ms a call for 3 masks in a 128 × 128 image)."""
-    def windows(masks, boxes, height, width):
-        probabilities, extents = paste.pasted_windows(masks, boxes, height, width, method)
-        return (probabilities if threshold is None else probabilities >= threshold), extents
-    return tf.function(windows).get_concrete_function(
-        tf.TensorSpec([None, mask_size, mask_size], tf.float32), tf.TensorSpec([None, 4], tf.float32),
-        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))
 
 
 def _like_sized(boxes):
@@ -40,8 +23,8 @@ def _like_sized(boxes):
 
 def _paste_groups(boxes, height, width):
     """The groups of detections pasted in one call each: all of them when their windows hold
-    at most ONE_CALL_PIXELS pixels whatever their sizes (a call costs more than pasting a few
-    masks into a small image), else `_like_sized` groups."""
+    at most ONE_CALL_PIXELS pixels whatever their sizes (a call's fixed cost is more than
+    pasting a few masks into a small image), else `_like_sized` groups."""
     if len(boxes) == 0:
         return []
     if len(boxes) * height * width <= ONE_CALL_PIXELS:
@@ -53,10 +36,12 @@ def _paste(masks, boxes, image_hw, method, threshold):
     masks = np.asarray(masks, np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     height, width = int(image_hw[0]), int(image_hw[1])
-    windows_of = _windows_function(masks.shape[-1], method, threshold)
     pasted = np.zeros((len(boxes), height, width), np.float32 if threshold is None else bool)
     for group in _paste_groups(boxes, height, width):
-        windows, extents = (value.numpy() for value in windows_of(masks[group], boxes[group], height, width))
+        windows, extents = paste.pasted_windows(masks[group], boxes[group], height, width, method,
+                                                arrays="numpy")
+        if threshold is not None:
+            windows = windows >= threshold
         for k, window, (top, bottom, left, right) in zip(group, windows, extents):
             pasted[k, top:bottom, left:right] = window[:bottom - top, :right - left]
     return pasted

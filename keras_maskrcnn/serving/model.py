@@ -149,9 +149,4 @@ class ServedModel:
             self.run(ENCODED_SIGNATURE, {"images": np.array([buffer.getvalue()], object)})
         if SIZED_SIGNATURE in self.signatures:
             self.run(SIZED_SIGNATURE, {"images": image[None]})
-        # The host's pasting is a tf.function too, traced on its first call.
-        mask_size = self.config.mask_size
-        postprocess.paste_masks(np.ones((1, mask_size, mask_size), np.float32),
-                                np.array([[8, 8, 40, 40]], np.float32), image.shape[:2],
-                                method=self.config.detection.paste_method)
         return self.detect([image])
