@@ -90,8 +90,10 @@ SPECS = {
     "mobile.json": (_MOBILE,),
     "mobile_mobilenetv3_fpn.json": (_MOBILE,),
     "paste.json": (
-        Table("results.*", ("ops_paste_ms.median", "numpy_ms.median", "ops_paste_ms.min", "numpy_ms.min"),
-              labels=("masks/boxes",)),),
+        Table("results.*", ("numpy_ms.median", "tensorflow_ms.median", "numpy_ms.min",
+                            "tensorflow_ms.min", "numpy_after_model_ms",
+                            "tensorflow_after_model_ms"),
+              labels=("boxes/method",)),),
     "precision_shapes.json": (_training_runs("data_seed"),),
     "rois_per_image.json": (
         Table("results.*", ("rois_per_image", "mask_head_rois_per_image", "seconds_per_step",
