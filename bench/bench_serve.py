@@ -24,10 +24,14 @@ serveload).
 
 Request kinds: `:detect` with the image file as the body and mask_format rle or box, and TF
 Serving's `:predict` with the image as a b64 instance of `serving_default`. The server's
-overhead is the p50 latency of `:detect` at LOW_RATE minus the median time of the model alone
-through the public predictor API (`inference.load_predictor(...).predict`, on the image
-decoded as the server decodes it, called at LOW_RATE too, in this process while no server
-runs). `predict` returns box-frame masks, while `:detect` with rle also pastes the kept
+overhead is the p50 latency of a low-rate point minus the median time of the model alone
+through the public predictor API (`inference.load_predictor(...).predict`, on the images
+decoded as the server decodes them) called at the same rate, in a process of its own
+(`ModelAlone`, with the server's TensorFlow threads) and interleaved with the server's
+requests: LOW_RATE_ROUNDS times, LOW_RATE requests to the server for a part of the point,
+then as many calls of the model alone at that rate, so that both meet the machine in the same
+state (on a shared VM the model's time at a low rate drifts by several ms from one minute to
+the next). `predict` returns box-frame masks, while `:detect` with rle also pastes the kept
 masks into the image and encodes them: the report times those two apart (`model_alone`) and
 gives the server's own overhead without them beside the overhead.
 
@@ -47,6 +51,7 @@ import collections
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -56,12 +61,15 @@ import time
 import numpy as np
 
 from benchutil import machine_info, write_report
-from serveload import ANSWER_FORMATS, Server, Session, closed_loop, open_loop, read_images
+from serveload import (ANSWER_FORMATS, Server, Session, closed_loop, die_with_parent, open_loop,
+                       read_images)
 
 CONCURRENCY = 16  # closed-loop clients when measuring capacity
 WARM_UP_REQUESTS = 500  # RSS is read after these, and again after at least MANY_REQUESTS
 MANY_REQUESTS = 5000
 LOW_RATE = 4.0  # requests/s at which the server's overhead is measured
+LOW_RATE_ROUNDS = 4  # server, then model alone, in turn, in a low-rate point
+MODEL_ALONE_TIMEOUT_S = 300.0  # the most a ModelAlone child may take to start or to answer
 OPEN_LOOP_FRACTIONS = {"rle": (0.5, 0.8, 1.0, 1.2), "box": (0.5, 0.8), "predict": (0.5, 0.8)}
 BATCH_1_FRACTIONS = (0.5, 0.8)
 OVERLOAD_FACTOR = 4.0
@@ -138,8 +146,9 @@ def overload(session, capacity, baseline_p99_ms):
             "normal_within_2_s": normal}
 
 
-def run_default(model_dir, images, seconds, log_dir, points):
-    """Everything on the server with its default flags (micro-batching) → its findings."""
+def run_default(model_dir, images, seconds, log_dir, points, alone):
+    """Everything on the server with its default flags (micro-batching; `alone` its model
+    alone, a ModelAlone) → its findings."""
     with (Server(model_dir, [], os.path.join(log_dir, "serve_default.log")) as server,
           contextlib.closing(Session(server, "default", images, points)) as session):
         rss = [{"requests": 0, "rss_mb": server.rss_mb()}]
@@ -147,7 +156,7 @@ def run_default(model_dir, images, seconds, log_dir, points):
         rss.append({"requests": session.requests_sent, "rss_mb": server.rss_mb()})
         sizes = answer_sizes(session)
         for kind in ("rle", "box", "predict"):
-            session.at_rate(kind, "low rate", LOW_RATE, 2 * seconds)
+            low_rate_point(session, kind, alone, 2 * seconds)
         capacity = {kind: session.capacity(kind, seconds, CONCURRENCY) for kind in OPEN_LOOP_FRACTIONS}
         for kind, fractions in OPEN_LOOP_FRACTIONS.items():
             for fraction in fractions:
@@ -164,30 +173,127 @@ def run_default(model_dir, images, seconds, log_dir, points):
             "rss_growth_after_warm_up": round(rss[-1]["rss_mb"] / rss[1]["rss_mb"] - 1, 3)}
 
 
-def run_variant(name, flags, model_dir, images, seconds, log_dir, points):
-    """rle on a server with `flags` (its points under `name`): warm-up, low rate, capacity and
-    open loop at BATCH_1_FRACTIONS of it → {"flags", "capacity_rps": {"rle": capacity}}."""
+def run_variant(name, flags, model_dir, images, seconds, log_dir, points, alone):
+    """rle on a server with `flags` (its points under `name`; `alone` its model alone, a
+    ModelAlone): warm-up, low rate, capacity and open loop at BATCH_1_FRACTIONS of it →
+    {"flags", "capacity_rps": {"rle": capacity}}."""
     log_path = os.path.join(log_dir, f"serve_{name.replace(' ', '_')}.log")
     with (Server(model_dir, flags, log_path) as server,
           contextlib.closing(Session(server, name, images, points)) as session):
         session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=len(images) * 4)
-        session.at_rate("rle", "low rate", LOW_RATE, 2 * seconds)
+        low_rate_point(session, "rle", alone, 2 * seconds)
         capacity = session.capacity("rle", seconds, CONCURRENCY)
         for fraction in BATCH_1_FRACTIONS:
             session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
     return {"flags": flags, "capacity_rps": {"rle": capacity}}
 
 
-def model_alone_in_process(model_dir, image_folder, image_count, environment):
-    """`model_alone` in a new process whose environment adds `environment` (TensorFlow's
-    threads are fixed once per process)."""
-    script = ("import json, sys; from bench_serve import model_alone; "
-              "from serveload import read_images; "
-              "print(json.dumps(model_alone(sys.argv[1], read_images(sys.argv[2], int(sys.argv[3])))))")
-    done = subprocess.run([sys.executable, "-c", script, model_dir, image_folder, str(image_count)],
-                          cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
-                          text=True, check=True, env={**os.environ, **environment}, timeout=600)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def low_rate_point(session, kind, alone, seconds):
+    """`kind` at LOW_RATE for `seconds` in LOW_RATE_ROUNDS parts, each followed by as many calls
+    of the model alone (`alone`, a ModelAlone) at the same rate → the point, with the model
+    alone's median (`model_alone_p50_ms`) and `overhead_ms`, the point's p50 minus it. Each
+    part opens new connections (the server closes idle ones after 5 s)."""
+    part_seconds = seconds / LOW_RATE_ROUNDS
+    alone_ms = []
+
+    def interleaved(client, requests):
+        records, wall, cpu = [], 0.0, 0.0
+        for _ in range(LOW_RATE_ROUNDS):
+            client.drop_idle()
+            part, part_wall, part_cpu = open_loop(client, requests, [(LOW_RATE, part_seconds)])
+            records += [record._replace(due=record.due + wall) for record in part]
+            wall, cpu = wall + part_wall, cpu + part_cpu
+            alone_ms.extend(alone.burst(LOW_RATE, round(LOW_RATE * part_seconds)))
+        return records, wall, cpu
+    point, _ = session.phase(kind, "low rate", interleaved, rate=LOW_RATE)
+    point["model_alone_p50_ms"] = round(float(np.median(alone_ms)), 2)
+    point["overhead_ms"] = round(point["p50_ms"] - point["model_alone_p50_ms"], 2)
+    print(f"  {session.name} {kind} low rate: model alone {point['model_alone_p50_ms']} ms, "
+          f"overhead {point['overhead_ms']} ms", flush=True)
+    return point
+
+
+class ModelAlone:
+    """The model alone (`model_alone_child`) in a process of its own whose environment adds
+    `environment` (TensorFlow's threads are fixed once per process), from `with` to its end;
+    its stderr goes to `log_path`."""
+
+    def __init__(self, model_dir, image_folder, image_count, environment, log_path):
+        script = "import sys; from bench_serve import model_alone_child; model_alone_child(*sys.argv[1:])"
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", script, model_dir, image_folder, str(image_count)],
+            cwd=os.path.dirname(os.path.abspath(__file__)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, **environment},
+            preexec_fn=die_with_parent)
+
+    def __enter__(self):
+        self._answer()  # "ready", once the model is loaded and warmed up
+        return self
+
+    def __exit__(self, *exc_info):
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def _answer(self):
+        """The child's next line, parsed as JSON; raises when it ends or takes too long."""
+        ready, _, _ = select.select([self.process.stdout], [], [], MODEL_ALONE_TIMEOUT_S)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.process.kill()
+            raise RuntimeError(f"the model alone stopped or took over {MODEL_ALONE_TIMEOUT_S} s; "
+                               f"see {self.log.name}")
+        return json.loads(line)
+
+    def burst(self, rate, count):
+        """`count` predict calls due every 1 / `rate` s (the first 1 / `rate` s from now) →
+        their times (ms)."""
+        self.process.stdin.write(f"burst {rate} {count}\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def summary(self):
+        """`model_alone` on the child's model and images."""
+        self.process.stdin.write("summary\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+
+def model_alone_child(model_dir, image_folder, image_count):
+    """The process of a ModelAlone: load the predictor, warm it up, print "ready" (as JSON),
+    then answer each line of stdin: "burst RATE COUNT" with the times (ms) of COUNT calls of
+    predict due every 1 / RATE s, "summary" with `model_alone`; one JSON line each."""
+    from keras_maskrcnn.data.images import decode_image
+    from keras_maskrcnn.inference import load_predictor
+
+    images = read_images(image_folder, int(image_count))
+    predictor = load_predictor(model_dir)
+    arrays = [decode_image(data) for data, _ in images]
+    for array in arrays:
+        predictor.predict([array])
+    print(json.dumps("ready"), flush=True)
+    calls = 0
+    for line in sys.stdin:
+        command, *arguments = line.split()
+        if command == "burst":
+            rate, count = float(arguments[0]), int(arguments[1])
+            start, times = time.perf_counter(), []
+            for index in range(1, count + 1):
+                time.sleep(max(start + index / rate - time.perf_counter(), 0.0))
+                began = time.perf_counter()
+                predictor.predict([arrays[calls % len(arrays)]])
+                times.append(1000 * (time.perf_counter() - began))
+                calls += 1
+            print(json.dumps(times), flush=True)
+        elif command == "summary":
+            print(json.dumps(model_alone(model_dir, images)), flush=True)
+        else:
+            raise SystemExit(f"unknown command {line!r}")
 
 
 def run_heavy(model_dir, images, score_threshold, log_dir):
@@ -355,34 +461,42 @@ def main():
 
 
 def default_report(model_dir, images, seconds, image_folder, image_count):
-    """The default plan's findings: the three servers, the model alone (with TensorFlow's
-    default threads, and with one for the two-worker server) and the overheads."""
+    """The default plan's findings: the three servers, each low-rate point against its model
+    alone (TensorFlow's default threads, or one for the two-worker server), the model alone's
+    summary in both settings and the overheads."""
     points = []
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as log_dir:
-        default = run_default(model_dir, images, seconds, log_dir, points)
-        batch_1 = run_variant("batch 1", BATCH_1_FLAGS, model_dir, images, seconds, log_dir,
-                              points)
-        two_workers = run_variant("2 workers", TWO_WORKERS_FLAGS, model_dir, images, seconds,
-                                  log_dir, points)
-    alone = model_alone(model_dir, images)
-    alone_one_thread = model_alone_in_process(model_dir, image_folder, image_count, TWO_WORKERS_ENV)
-    low_rate = {(p["server"], p["kind"]): p["p50_ms"] for p in points if p["phase"] == "low rate"}
+        def model_alone_process(name, environment):
+            return ModelAlone(model_dir, image_folder, image_count, environment,
+                              os.path.join(log_dir, f"model_alone_{name}.log"))
+        with (model_alone_process("default", {}) as alone,
+              model_alone_process("one_thread", TWO_WORKERS_ENV) as alone_one_thread):
+            default = run_default(model_dir, images, seconds, log_dir, points, alone)
+            batch_1 = run_variant("batch 1", BATCH_1_FLAGS, model_dir, images, seconds, log_dir,
+                                  points, alone)
+            two_workers = run_variant("2 workers", TWO_WORKERS_FLAGS, model_dir, images, seconds,
+                                      log_dir, points, alone_one_thread)
+            summary, summary_one_thread = alone.summary(), alone_one_thread.summary()
     overhead, server_only = {}, {}
-    for (server, kind), p50 in low_rate.items():
-        model = alone_one_thread if server == "2 workers" else alone
-        overhead[f"{server} {kind}"] = round(p50 - model["predict_ms"], 2)
+    for point in points:
+        if point["phase"] != "low rate":
+            continue
+        name = f"{point['server']} {point['kind']}"
+        overhead[name] = point["overhead_ms"]
         # rle pastes and encodes the kept masks, which `predict` leaves out: the server's own
         # share is what remains once those are taken off too.
-        host_masks = model["paste_kept_ms"] + model["rle_encode_ms"] if kind == "rle" else 0.0
-        server_only[f"{server} {kind}"] = round(p50 - model["predict_ms"] - host_masks, 2)
+        model = summary_one_thread if point["server"] == "2 workers" else summary
+        host_masks = model["paste_kept_ms"] + model["rle_encode_ms"] if point["kind"] == "rle" else 0.0
+        server_only[name] = round(point["overhead_ms"] - host_masks, 2)
     return {
         "concurrency_for_capacity": CONCURRENCY, "low_rate_rps": LOW_RATE,
-        "seconds_per_point": seconds,
-        "model_alone_ms": alone,
-        "model_alone_one_thread_ms": alone_one_thread,
+        "low_rate_rounds": LOW_RATE_ROUNDS, "seconds_per_point": seconds,
+        "model_alone_ms": summary,
+        "model_alone_one_thread_ms": summary_one_thread,
         "overhead_ms": overhead,
-        "overhead_definition": "p50 at low_rate_rps minus model_alone_ms.predict_ms "
-                               "(model_alone_one_thread_ms for the 2 workers server)",
+        "overhead_definition": "each low-rate point's p50 minus the median of the model alone "
+                               "called at the same rate, interleaved with it (one TensorFlow "
+                               "thread for the 2 workers server): the points' overhead_ms",
         "server_only_overhead_ms": server_only,
         "server_only_overhead_definition": "overhead_ms minus, for rle, model_alone_ms."
                                            "paste_kept_ms and rle_encode_ms (work predict "

@@ -45,8 +45,8 @@ TYPE", `size` the answer's bytes, `body` the answer (None where longer than the 
 
 # --- the server process -------------------------------------------------------------------
 
-def _die_with_parent():
-    """In the server's process: get SIGTERM when this script ends, however it ends."""
+def die_with_parent():
+    """In a child process (preexec_fn): get SIGTERM when this script ends, however it ends."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -71,7 +71,7 @@ class Server:
                    *self.flags]
         print("$ " + " ".join(command[2:]), flush=True)
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
         try:
             self.wait_available()
         except BaseException:
