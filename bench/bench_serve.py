@@ -10,7 +10,8 @@ alone; writes JSON (default bench/results/serve_tiny.json).
 The server runs in its own process on 127.0.0.1 on a free port, started and always stopped by
 this script (it also dies with it; `serveload`): in the default plan once with its default
 flags (micro-batching), once with `--max-batch-size 1` and once with two model workers of one
-TensorFlow thread each (TWO_WORKERS_FLAGS). Every phase is bounded in time.
+TensorFlow thread each (TWO_WORKERS_FLAGS); each meets the 4x overload. Every phase is
+bounded in time.
 
 Requests go open loop: on a fixed schedule of evenly spaced send times, whatever the answers
 do, and each latency runs from the request's scheduled send time, so a stalled server (or a
@@ -175,17 +176,21 @@ def run_default(model_dir, images, seconds, log_dir, points, alone):
 
 def run_variant(name, flags, model_dir, images, seconds, log_dir, points, alone):
     """rle on a server with `flags` (its points under `name`; `alone` its model alone, a
-    ModelAlone): warm-up, low rate, capacity and open loop at BATCH_1_FRACTIONS of it →
-    {"flags", "capacity_rps": {"rle": capacity}}."""
+    ModelAlone): warm-up, low rate, capacity, open loop at BATCH_1_FRACTIONS of it and the
+    overload → {"flags", "capacity_rps": {"rle": capacity}, "overload"}."""
     log_path = os.path.join(log_dir, f"serve_{name.replace(' ', '_')}.log")
     with (Server(model_dir, flags, log_path) as server,
           contextlib.closing(Session(server, name, images, points)) as session):
         session.phase("rle", "warm-up (closed loop)", closed_loop, CONCURRENCY, count=len(images) * 4)
         low_rate_point(session, "rle", alone, 2 * seconds)
         capacity = session.capacity("rle", seconds, CONCURRENCY)
+        half = None
         for fraction in BATCH_1_FRACTIONS:
-            session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity, seconds)
-    return {"flags": flags, "capacity_rps": {"rle": capacity}}
+            point = session.at_rate("rle", f"{fraction:.0%} of capacity", fraction * capacity,
+                                    seconds)
+            half = point if fraction == 0.5 else half
+        overloaded = overload(session, capacity, half["p99_ms"])
+    return {"flags": flags, "capacity_rps": {"rle": capacity}, "overload": overloaded}
 
 
 def low_rate_point(session, kind, alone, seconds):
