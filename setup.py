@@ -43,8 +43,10 @@ setup(
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
         # keras-maskrcnn serve: an ASGI app (Starlette) and its server (uvicorn), which runs
         # on uvloop's event loop and parses HTTP with httptools when they are installed (both
-        # in C; 1.7 ms less a request than asyncio's loop and h11, docs/serving.md).
-        "serve": ["starlette==1.10.0", "uvicorn==0.54.0", "uvloop==0.22.1", "httptools==0.9.0"],
+        # in C; 1.7 ms less a request than asyncio's loop and h11, docs/serving.md); TF
+        # Serving's gRPC API (--grpc-port) with grpcio and TF Serving's own protos.
+        "serve": ["starlette==1.10.0", "uvicorn==0.54.0", "uvloop==0.22.1", "httptools==0.9.0",
+                  "grpcio==1.85.3", "tensorflow-serving-api==2.21.0"],
     },
     entry_points={"console_scripts": ["keras-maskrcnn=keras_maskrcnn.cli:main"]},
 )

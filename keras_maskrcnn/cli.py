@@ -163,15 +163,18 @@ def _run_convert_torchvision(args):
 def _run_serve(args):
     try:
         from keras_maskrcnn.serving.server import serve
+        if args.grpc_port is not None:
+            from keras_maskrcnn.serving import grpc_service  # noqa: F401 - gRPC's packages
     except ImportError as error:
-        raise UserError(f"serve needs Starlette and uvicorn ({error}): install the project's "
-                        f"[serve] extra, pip install -e \".[serve]\" in its checkout") from error
+        raise UserError(f"serve needs Starlette and uvicorn, and --grpc-port grpcio and "
+                        f"tensorflow-serving-api ({error}): install the project's [serve] "
+                        f"extra, pip install -e \".[serve]\" in its checkout") from error
     options = serve_options.ServeOptions(
         model_name=args.model_name, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue,
         model_workers=args.model_workers, intra_op_threads=args.intra_op_threads,
         max_body_mb=args.max_body_mb, max_image_pixels=args.max_image_pixels,
-        timeout_s=args.timeout_s, api_key=args.api_key)
+        timeout_s=args.timeout_s, api_key=args.api_key, grpc_port=args.grpc_port)
     with user_errors(ValueError):
         serve(args.model, options, args.host, args.port, args.shutdown_timeout)
 
@@ -574,6 +577,9 @@ def _add_serve_parser(commands, verbosity):
     serve_parser.add_argument("--api-key", metavar="KEY",
                               help="require 'Authorization: Bearer KEY' on every endpoint but "
                               "the model status and the page")
+    serve_parser.add_argument("--grpc-port", type=_positive_int, metavar="PORT",
+                              help="also serve TF Serving's gRPC API (Predict, "
+                              "GetModelMetadata) on this port, e.g. 8500 as TF Serving does")
     serve_parser.set_defaults(run=_run_serve)
 
 

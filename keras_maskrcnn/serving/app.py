@@ -8,7 +8,8 @@ Routes (NAME the served model, N its version):
   pasted masks (`detect`).
 - `GET /metrics`: Prometheus text (`metrics`); `GET /`: static/index.html.
 
-Every error is {"error": message} with TF Serving's status codes (`tf_serving_api`). Model
+Every error is {"error": message} with TF Serving's status codes (`tf_serving_api`); TF
+Serving's gRPC API (`grpc_service`) shares the model, queue and checks. Model
 calls go through one `batching.MicroBatcher` (`--model-workers` calls at once); decoding, JSON
 and mask encoding run on a thread pool, so the event loop only moves bytes (and decodes small
 images, INLINE_DECODE_PIXELS, and makes answers with few mask pixels, INLINE_ANSWER_PIXELS,
@@ -67,7 +68,7 @@ def error_response(error):
     return _json_response(api.to_json({"error": error.message}), error.status, error.headers)
 
 
-def _tf_error(error):
+def model_error(error):
     """An error of a model call → ServingError with TF Serving's code."""
     if isinstance(error, tf.errors.OpError):
         return ServingError(HTTP_OF_TF_CODE.get(error.error_code, api.INTERNAL), error.message)
@@ -130,7 +131,7 @@ class _App:
         return await asyncio.get_running_loop().run_in_executor(self.host, function, *args)
 
     @contextlib.contextmanager
-    def _queue_place(self):
+    def queue_place(self):
         """Hold a place in the batcher's queue for the block (refusing with 503 before the
         body is read or decoded when there is none) → `submit(key, item)` for `_answer`."""
         try:
@@ -150,7 +151,7 @@ class _App:
         try:
             return await asyncio.wrap_future(future)
         except Exception as error:  # noqa: BLE001 - what the model call raised
-            raise _tf_error(error) from error
+            raise model_error(error) from error
 
     async def _read_body(self, request):
         """The request body, refused with 413 as soon as it is known to pass --max-body-mb."""
@@ -170,7 +171,7 @@ class _App:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _check_model(self, name, version, label, for_status=False):
+    def check_model(self, name, version, label, for_status=False):
         """Raise TF Serving's error unless name/version/label select the served model."""
         if label is not None:
             raise ServingError(api.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
@@ -181,13 +182,13 @@ class _App:
                                            else version)
             raise api.servable_not_found(name, version)
 
-    def _input_specs(self, signature_name):
+    def input_specs(self, signature_name):
         if signature_name not in self.model.signatures:
             raise ServingError(api.INVALID_ARGUMENT, f'Serving signature name: "{signature_name}" '
                                f'not found in signature def')
         return self.model.input_specs(signature_name)
 
-    def _check_encoded_images(self, signature_name, tensors):
+    def check_encoded_images(self, signature_name, tensors):
         """Every string input is an encoded image whose header can be read and whose pixels are
         within --max-image-pixels; checked before the graph decodes any."""
         for name, spec in self.model.input_specs(signature_name).items():
@@ -202,24 +203,26 @@ class _App:
 
     def _parse_predict(self, body):
         """A :predict body → (signature name, {input: array}, row format), its encoded images
-        checked (`_check_encoded_images`)."""
-        signature_name, tensors, row_format = api.parse_predict_request(body, self._input_specs)
-        self._check_encoded_images(signature_name, tensors)
+        checked (`check_encoded_images`)."""
+        signature_name, tensors, row_format = api.parse_predict_request(body, self.input_specs)
+        self.check_encoded_images(signature_name, tensors)
         return signature_name, tensors, row_format
 
+    def predict_key(self, signature_name, tensors):
+        """The batcher's key of a predict request: requests of one key are run in one call,
+        joined along the batch axis, which only mergeable signatures allow."""
+        sizes = {len(value) if value.ndim else None for value in tensors.values()}
+        if self.model.mergeable(signature_name) and len(sizes) == 1 and None not in sizes:
+            return ("predict", signature_name, tuple(
+                (name, value.dtype.str, value.shape[1:]) for name, value in sorted(tensors.items())))
+        return ("predict", signature_name, next(self._unique_keys))
+
     async def predict(self, request, name, version, label):
-        self._check_model(name, version, label)
-        with self._queue_place() as submit:
+        self.check_model(name, version, label)
+        with self.queue_place() as submit:
             body = await self._read_body(request)
             signature_name, tensors, row_format = await self._on_host(self._parse_predict, body)
-            sizes = {len(value) if value.ndim else None for value in tensors.values()}
-            if self.model.mergeable(signature_name) and len(sizes) == 1 and None not in sizes:
-                key = ("predict", signature_name, tuple(
-                    (name, value.dtype.str, value.shape[1:])
-                    for name, value in sorted(tensors.items())))
-            else:
-                key = ("predict", signature_name, next(self._unique_keys))
-            future = submit(key, tensors)
+            future = submit(self.predict_key(signature_name, tensors), tensors)
         outputs = (await self._answer(future))[0]
         answer = await self._on_host(
             lambda: api.to_json(api.predict_response(outputs, row_format)))
@@ -239,10 +242,10 @@ class _App:
                             "detections": found, "timing_ms": timing_ms})
 
     async def detect(self, request, name, version, label, deadline):
-        self._check_model(name, version, label)
+        self.check_model(name, version, label)
         arrived = time.perf_counter()
         query = detect.parse_query(request.query_params)
-        with self._queue_place() as submit:
+        with self.queue_place() as submit:
             body = await self._read_body(request)
             if not body:
                 raise ServingError(api.INVALID_ARGUMENT, "the request body is empty: :detect "
@@ -273,11 +276,11 @@ class _App:
         return _json_response(answer)
 
     def status(self, name, version, label):
-        self._check_model(name, version, label, for_status=True)
+        self.check_model(name, version, label, for_status=True)
         return _json_response(api.to_json(api.model_status(self.model.version)))
 
     def metadata(self, name, version, label):
-        self._check_model(name, version, label)
+        self.check_model(name, version, label)
         return _json_response(api.to_json(api.model_metadata(
             self.options.model_name, self.model.version, self.model.signature_defs)))
 
@@ -355,15 +358,24 @@ class _App:
         return Response(page, media_type="text/html; charset=utf-8")
 
 
-def create_app(model, options):
+def create_app(model, options, host="127.0.0.1", shutdown_timeout=1.0):
     """The ASGI app serving `model` (a `model.ServedModel`, warmed up) under `options`
-    (`options.ServeOptions`). Its batcher stops when the app's lifespan ends."""
+    (`options.ServeOptions`). With `options.grpc_port`, TF Serving's gRPC API
+    (`grpc_service`) listens on host:port while the app's lifespan runs; when it ends, the gRPC
+    server stops (its requests in flight get `shutdown_timeout` seconds), then the batcher."""
     state = _App(model, options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        grpc_server = None
+        if options.grpc_port is not None:
+            from keras_maskrcnn.serving.grpc_service import start_grpc_server
+            grpc_server = start_grpc_server(state, host, options.grpc_port)
         yield
-        # uvicorn has finished the requests in flight by now.
+        # uvicorn has finished the HTTP requests in flight by now.
+        if grpc_server is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: grpc_server.stop(shutdown_timeout).wait())
         state.close(timeout=1.0)
 
     app = Starlette(routes=[

@@ -32,3 +32,5 @@ class ServeOptions:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     timeout_s: float = DEFAULT_TIMEOUT_S
     api_key: Optional[str] = None
+    # TF Serving's gRPC API on this port (the REST server's host) when given.
+    grpc_port: Optional[int] = None

@@ -30,9 +30,11 @@ def serve(model_path, options, host=DEFAULT_HOST, port=DEFAULT_PORT,
     print(f"serving {model.directory} as model {options.model_name!r} version {model.version} "
           f"(warm-up: {len(warm[0]['scores'])} detections; model workers: "
           f"{options.model_workers}, TensorFlow threads per op: {threads}) on "
-          f"http://{host}:{port}", flush=True)
+          f"http://{host}:{port}"
+          + ("" if options.grpc_port is None else f" and gRPC on {host}:{options.grpc_port}"),
+          flush=True)
     server = uvicorn.Server(uvicorn.Config(
-        create_app(model, options), host=host, port=port, lifespan="on",
+        create_app(model, options, host, shutdown_timeout), host=host, port=port, lifespan="on",
         timeout_graceful_shutdown=shutdown_timeout, access_log=False, log_level="info"))
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, which
     # would end the process with -15 (or a KeyboardInterrupt); after a clean shutdown the
