@@ -22,8 +22,9 @@ that one large box does not make every window large.
 The methods are written once, over `ARRAYS[name]`, the few array functions they need:
 `pasted_windows(..., arrays="tensorflow")` builds TensorFlow ops (the SavedModel graph) and
 `arrays="numpy"` computes in numpy on the host, where a TensorFlow call costs more than the
-paste itself (3 masks into a 128 × 128 image right after a model call: 1.49 ms against
-0.42 ms on an Intel Xeon). Both compute in float32, in the same order.
+paste itself (3 masks into a 128 × 128 image after a model-sized product: 1.9 against 0.7 ms
+on an Intel Xeon, `bench/bench_paste.py`). Both run the same float32 arithmetic; only the
+matrix products' sums may round differently.
 """
 
 import types
