@@ -27,7 +27,8 @@ BOX_DECIMALS = 3
 
 def encode_rle(mask):
     """bool [H, W] → {"size": [H, W], "counts": str} (COCO compressed RLE)."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    # A column-major bool mask (as `postprocess.paste_masks` gives) is encoded without a copy.
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=bool).view(np.uint8))
     return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
