@@ -97,5 +97,9 @@ def test_bad_requests_get_tf_servings_codes_and_the_next_is_answered(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = _code(stub.Predict, _predict_request(pixels=np.array([b"x"], object)), metadata=AUTH)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    broken = _predict_request("serve_images", images=np.zeros((1, 8, 8, 3), np.uint8))
+    broken.inputs["images"].tensor_content = b"\0" * 5  # 5 bytes for 192 pixels
+    code, details = _code(stub.Predict, broken, metadata=AUTH)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "TensorProto" in details
     answer = stub.Predict(good, timeout=TIMEOUT_S, metadata=AUTH)
     assert "detection_boxes" in answer.outputs

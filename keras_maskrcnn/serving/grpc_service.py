@@ -10,6 +10,7 @@ is the `authorization: Bearer KEY` metadata.
 
 import concurrent.futures
 import hmac
+import logging
 import time
 
 import grpc
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
 from keras_maskrcnn.serving import tf_serving_api as api
 from keras_maskrcnn.serving.tf_serving_api import ServingError
 
+LOG = logging.getLogger("keras_maskrcnn.serving")
 GRPC_THREADS = 8  # requests in the server at once (each mostly waits for its batch)
 SIGNATURE_DEF_FIELD = "signature_def"
 GRPC_CODE_OF_HTTP = {
@@ -58,6 +60,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as error:
             status = error.status
             context.abort(GRPC_CODE_OF_HTTP.get(error.status, grpc.StatusCode.INTERNAL), error.message)
+        except Exception as error:  # noqa: BLE001 - answered, and logged with its stack
+            LOG.exception("gRPC %s failed", endpoint)
+            status = api.INTERNAL
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
         finally:
             self.state.metrics.request(endpoint, status, time.monotonic() - arrived)
 
@@ -89,7 +95,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                f"the inputs {sorted(specs)}, got {sorted(request.inputs)}")
         tensors = {}
         for name, proto in request.inputs.items():
-            value = tf.make_ndarray(proto)
+            try:
+                value = tf.make_ndarray(proto)
+            except (ValueError, TypeError) as error:
+                raise ServingError(api.INVALID_ARGUMENT, f"input {name} is not a valid "
+                                   f"TensorProto: {error}") from error
             if proto.dtype != specs[name].dtype.as_datatype_enum:
                 raise ServingError(api.INVALID_ARGUMENT, f"input {name} is "
                                    f"{tf.dtypes.as_dtype(proto.dtype).name}, the signature "
