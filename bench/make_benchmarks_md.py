@@ -182,6 +182,7 @@ SPECS = {
 }
 # The same benchmarks on a CPU with AMX-BF16 (docs/export.md, "bfloat16 on a CPU with AMX").
 SPECS["torchvision_amx.json"] = SPECS["torchvision.json"]
+SPECS["serve_r50_fpn_amx.json"] = SPECS["serve_r50_fpn.json"]
 SPECS["profile_precision_amx.json"] = SPECS["profile_precision.json"]
 
 
