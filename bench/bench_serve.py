@@ -28,12 +28,12 @@ Serving's `:predict` with the image as a b64 instance of `serving_default`. The 
 overhead is the p50 latency of a low-rate point minus the median time of the model alone
 through the public predictor API (`inference.load_predictor(...).predict`, on the images
 decoded as the server decodes them) called at the same rate, in a process of its own
-(`ModelAlone`, with the server's TensorFlow threads) and interleaved with the server's
+(`model_alone.ModelAlone`, with the server's TensorFlow threads) and interleaved with the server's
 requests: LOW_RATE_ROUNDS times, LOW_RATE requests to the server for a part of the point,
 then as many calls of the model alone at that rate, so that both meet the machine in the same
 state (on a shared VM the model's time at a low rate drifts by several ms from one minute to
 the next). `predict` returns box-frame masks, while `:detect` with rle also pastes the kept
-masks into the image and encodes them: the report times those two apart (`model_alone`) and
+masks into the image and encodes them: the report times those two apart (`model_alone.timed`) and
 gives the server's own overhead without them beside the overhead.
 
 `--plan heavy` is for models of a second or more a request (a converted R50-FPN; its models
@@ -52,9 +52,7 @@ import collections
 import contextlib
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,15 +60,14 @@ import time
 import numpy as np
 
 from benchutil import machine_info, write_report
-from serveload import (ANSWER_FORMATS, Server, Session, closed_loop, die_with_parent, open_loop,
-                       read_images)
+from model_alone import ModelAlone, model_alone
+from serveload import ANSWER_FORMATS, Server, Session, closed_loop, open_loop, read_images
 
 CONCURRENCY = 16  # closed-loop clients when measuring capacity
 WARM_UP_REQUESTS = 500  # RSS is read after these, and again after at least MANY_REQUESTS
 MANY_REQUESTS = 5000
 LOW_RATE = 4.0  # requests/s at which the server's overhead is measured
 LOW_RATE_ROUNDS = 4  # server, then model alone, in turn, in a low-rate point
-MODEL_ALONE_TIMEOUT_S = 300.0  # the most a ModelAlone child may take to start or to answer
 OPEN_LOOP_FRACTIONS = {"rle": (0.5, 0.8, 1.0, 1.2), "box": (0.5, 0.8), "predict": (0.5, 0.8)}
 BATCH_1_FRACTIONS = (0.5, 0.8)
 OVERLOAD_FACTOR = 4.0
@@ -78,7 +75,6 @@ OVERLOAD_SECONDS = 10.0
 RECOVERY_SECONDS = 6.0  # at RECOVERY_FRACTION of capacity, straight after the overload
 RECOVERY_FRACTION = 0.25
 RECOVERY_BIN_SECONDS = 0.5
-MODEL_ALONE_REPEATS = 50
 BATCH_1_FLAGS = ["--max-batch-size", "1"]
 # Two model calls at once, each with one TensorFlow thread; the model alone is then timed with
 # one thread too (TWO_WORKERS_ENV, in a process of its own).
@@ -218,89 +214,6 @@ def low_rate_point(session, kind, alone, seconds):
     return point
 
 
-class ModelAlone:
-    """The model alone (`model_alone_child`) in a process of its own whose environment adds
-    `environment` (TensorFlow's threads are fixed once per process), from `with` to its end;
-    its stderr goes to `log_path`."""
-
-    def __init__(self, model_dir, image_folder, image_count, environment, log_path):
-        script = "import sys; from bench_serve import model_alone_child; model_alone_child(*sys.argv[1:])"
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", script, model_dir, image_folder, str(image_count)],
-            cwd=os.path.dirname(os.path.abspath(__file__)), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, **environment},
-            preexec_fn=die_with_parent)
-
-    def __enter__(self):
-        self._answer()  # "ready", once the model is loaded and warmed up
-        return self
-
-    def __exit__(self, *exc_info):
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-    def _answer(self):
-        """The child's next line, parsed as JSON; raises when it ends or takes too long."""
-        ready, _, _ = select.select([self.process.stdout], [], [], MODEL_ALONE_TIMEOUT_S)
-        line = self.process.stdout.readline() if ready else ""
-        if not line:
-            self.process.kill()
-            raise RuntimeError(f"the model alone stopped or took over {MODEL_ALONE_TIMEOUT_S} s; "
-                               f"see {self.log.name}")
-        return json.loads(line)
-
-    def burst(self, rate, count):
-        """`count` predict calls due every 1 / `rate` s (the first 1 / `rate` s from now) →
-        their times (ms)."""
-        self.process.stdin.write(f"burst {rate} {count}\n")
-        self.process.stdin.flush()
-        return self._answer()
-
-    def summary(self):
-        """`model_alone` on the child's model and images."""
-        self.process.stdin.write("summary\n")
-        self.process.stdin.flush()
-        return self._answer()
-
-
-def model_alone_child(model_dir, image_folder, image_count):
-    """The process of a ModelAlone: load the predictor, warm it up, print "ready" (as JSON),
-    then answer each line of stdin: "burst RATE COUNT" with the times (ms) of COUNT calls of
-    predict due every 1 / RATE s, "summary" with `model_alone`; one JSON line each."""
-    from keras_maskrcnn.data.images import decode_image
-    from keras_maskrcnn.inference import load_predictor
-
-    images = read_images(image_folder, int(image_count))
-    predictor = load_predictor(model_dir)
-    arrays = [decode_image(data) for data, _ in images]
-    for array in arrays:
-        predictor.predict([array])
-    print(json.dumps("ready"), flush=True)
-    calls = 0
-    for line in sys.stdin:
-        command, *arguments = line.split()
-        if command == "burst":
-            rate, count = float(arguments[0]), int(arguments[1])
-            start, times = time.perf_counter(), []
-            for index in range(1, count + 1):
-                time.sleep(max(start + index / rate - time.perf_counter(), 0.0))
-                began = time.perf_counter()
-                predictor.predict([arrays[calls % len(arrays)]])
-                times.append(1000 * (time.perf_counter() - began))
-                calls += 1
-            print(json.dumps(times), flush=True)
-        elif command == "summary":
-            print(json.dumps(model_alone(model_dir, images)), flush=True)
-        else:
-            raise SystemExit(f"unknown command {line!r}")
-
-
 def run_heavy(model_dir, images, score_threshold, log_dir):
     """The heavy plan on one model, default flags (micro-batching), `:detect` with rle asking
     for `score_threshold` → its findings: the server's precision line, capacity (closed loop),
@@ -360,55 +273,6 @@ def heavy_report(models, images, score_threshold):
             "model_alone_predict": round(f32["model_alone_ms"]["predict_ms"]
                                          / bf16["model_alone_ms"]["predict_ms"], 3)}
     return report
-
-
-def model_alone(model_dir, images, rate=LOW_RATE, repeats=MODEL_ALONE_REPEATS,
-                score_threshold=None):
-    """The model alone through the public predictor API on the images `:detect` decodes
-    (`data.images.decode_image`, as the server does), in ms (medians of `repeats`):
-
-    - `predict_ms`: `load_predictor(...).predict([image])`, one call every 1 / `rate` s (as
-      the low-rate requests come, so both pay for waking TensorFlow's idle threads), and
-      `predict_back_to_back_ms` with no pause;
-    - `paste_kept_ms`: `add_full_masks` on the detections :detect keeps (score >=
-      `score_threshold`, default :detect's DEFAULT_SCORE_THRESHOLD), the pasting `predict`
-      leaves out and :detect does for rle;
-    - `rle_encode_ms`: encoding those pasted masks as COCO RLE.
-    """
-    from keras_maskrcnn.data.images import decode_image
-    from keras_maskrcnn.inference import load_predictor
-    from keras_maskrcnn.serving.detect import DEFAULT_SCORE_THRESHOLD
-    from keras_maskrcnn.serving.masks import encode_rle
-
-    if score_threshold is None:
-        score_threshold = DEFAULT_SCORE_THRESHOLD
-    predictor = load_predictor(model_dir)
-    arrays = [decode_image(data) for data, _ in images]
-
-    def median_ms(function, pause_s=0.0):
-        times = []
-        for index in range(repeats):
-            time.sleep(pause_s)
-            start = time.perf_counter()
-            function(index % len(arrays))
-            times.append(1000 * (time.perf_counter() - start))
-        return round(float(np.median(times)), 2)
-
-    kept = []  # predicting each image once here also warms the predictor up
-    for array in arrays:
-        found = predictor.predict([array])[0]
-        keep = found["scores"] >= score_threshold
-        kept.append({name: value[keep] for name, value in found.items()})
-    pasted = [predictor.add_full_masks(dict(found), array.shape[:2])["full_masks"]
-              for found, array in zip(kept, arrays)]
-    return {
-        "predict_ms": median_ms(lambda i: predictor.predict([arrays[i]]), 1 / rate),
-        "predict_back_to_back_ms": median_ms(lambda i: predictor.predict([arrays[i]])),
-        "paste_kept_ms": median_ms(lambda i: predictor.add_full_masks(dict(kept[i]),
-                                                                       arrays[i].shape[:2])),
-        "rle_encode_ms": median_ms(lambda i: [encode_rle(mask) for mask in pasted[i]]),
-        "mean_kept_detections": round(float(np.mean([len(found["scores"]) for found in kept])), 2),
-    }
 
 
 def main():
@@ -481,7 +345,8 @@ def default_report(model_dir, images, seconds, image_folder, image_count):
                                   points, alone)
             two_workers = run_variant("2 workers", TWO_WORKERS_FLAGS, model_dir, images, seconds,
                                       log_dir, points, alone_one_thread)
-            summary, summary_one_thread = alone.summary(), alone_one_thread.summary()
+            summary = alone.summary(LOW_RATE)
+            summary_one_thread = alone_one_thread.summary(LOW_RATE)
     overhead, server_only = {}, {}
     for point in points:
         if point["phase"] != "low rate":
