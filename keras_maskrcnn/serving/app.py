@@ -37,6 +37,7 @@ from keras_maskrcnn.data.images import decode_image, read_image_size
 from keras_maskrcnn.serving import detect, tf_serving_api as api
 from keras_maskrcnn.serving.batching import MicroBatcher, QueueFull
 from keras_maskrcnn.serving.metrics import TEXT_CONTENT_TYPE, Metrics
+from keras_maskrcnn.serving.options import DEFAULT_HOST
 from keras_maskrcnn.serving.tf_serving_api import ServingError
 
 LOG = logging.getLogger("keras_maskrcnn.serving")
@@ -358,7 +359,7 @@ class _App:
         return Response(page, media_type="text/html; charset=utf-8")
 
 
-def create_app(model, options, host="127.0.0.1", shutdown_timeout=1.0):
+def create_app(model, options, host=DEFAULT_HOST, shutdown_timeout=1.0):
     """The ASGI app serving `model` (a `model.ServedModel`, warmed up) under `options`
     (`options.ServeOptions`). With `options.grpc_port`, TF Serving's gRPC API
     (`grpc_service`) listens on host:port while the app's lifespan runs; when it ends, the gRPC

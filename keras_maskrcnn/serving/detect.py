@@ -76,8 +76,8 @@ def describe(detections, image_hw, model, score_threshold, max_detections, mask_
     keep = kept(detections, score_threshold, max_detections)
     method = model.config.detection.paste_method
     encode = masks.PASTED_ENCODERS.get(mask_format)
-    # Pasting several masks in one call is 6× faster than one by one (20 masks: 2.9 against
-    # 18.5 ms); chunks bound the memory to PASTE_PIXELS booleans.
+    # A chunk's masks are pasted together (`postprocess` groups them into as few calls as it
+    # can); chunks bound the memory to PASTE_PIXELS booleans.
     chunk = max(1, PASTE_PIXELS // max(1, image_hw[0] * image_hw[1]))
     answer = []
     for start in range(0, len(keep), chunk):

@@ -138,8 +138,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise ServingError(api.INVALID_ARGUMENT, f"Metadata field(s) {sorted(fields)}: "
                                f"only {SIGNATURE_DEF_FIELD!r} is served")
         answer = get_model_metadata_pb2.GetModelMetadataResponse()
-        self._spec_answer(answer.model_spec, "")
-        answer.model_spec.ClearField("signature_name")
+        self._spec_answer(answer.model_spec, "")  # proto3: "" is the field left unset
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in self.state.model.signature_defs.items():
             signature_map.signature_def[name].CopyFrom(signature_def)
